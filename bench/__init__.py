@@ -1,0 +1,1 @@
+"""Maintainers' benchmarks: every figure next to a baseline measured in the same run."""

@@ -1,0 +1,1 @@
+"""Pool designs, decoders and the simulator."""

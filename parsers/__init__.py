@@ -1,0 +1,8 @@
+"""Analyzer file parsers: one module per instrument family, one registry.
+
+    from parsers import parse_file, parse_bytes, formats
+"""
+
+from parsers.registry import detect, formats, parse_bytes, parse_file, register
+
+__all__ = ["detect", "formats", "parse_bytes", "parse_file", "register"]
