@@ -1,0 +1,633 @@
+"""The ledger: the single source of truth for what was received, decided, signed and published.
+
+SQLite in WAL mode under the data folder. Durability choice: ``synchronous=FULL``.
+A result that the pull API has handed to the national platform must never
+vanish after a power cut, and we commit once per *plate* (not per row), so the
+extra fsync per transaction costs milliseconds per plate, nothing per specimen.
+
+Concurrency: one process writes (the asyncio engine, one connection); readers
+(the API, the CLI) open their own connections and see committed snapshots only.
+Because results get their ``seq`` from ``AUTOINCREMENT`` inside the single
+writer's transaction, a reader paging by ``seq`` never sees a gap that is later
+filled in, which is what the cursor feed relies on.
+
+Schema changes are forward migrations: :data:`MIGRATIONS` is an ordered list of
+SQL scripts, ``PRAGMA user_version`` says how many have been applied.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from engine.errors import LedgerError
+
+FILE_STATES = ("received", "parsed", "waiting_manifest", "done", "quarantined", "parked")
+FILE_KINDS = ("analyzer", "manifest")
+PERSON_FIELDS = ("full_name", "date_of_birth", "sex", "national_id", "phone", "address")
+SPECIMEN_FIELDS = PERSON_FIELDS + ("collected_at", "collection_site")
+
+MIGRATIONS: list[str] = [
+    # 1: the initial schema.
+    """
+    CREATE TABLE files (
+        sha256       TEXT PRIMARY KEY,
+        name         TEXT NOT NULL,
+        size         INTEGER NOT NULL,
+        received_at  TEXT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN ('received','parsed','waiting_manifest','done','quarantined','parked')),
+        kind         TEXT NOT NULL CHECK (kind IN ('analyzer','manifest')),
+        error        TEXT,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        retry_at     REAL,
+        updated_at   TEXT NOT NULL
+    );
+    CREATE INDEX files_state ON files(state);
+
+    CREATE TABLE runs (
+        run_id       TEXT PRIMARY KEY REFERENCES files(sha256),
+        source       TEXT NOT NULL,
+        format       TEXT,
+        instrument   TEXT,
+        assay        TEXT,
+        metadata     TEXT NOT NULL,
+        wells        INTEGER NOT NULL,
+        committed_at TEXT NOT NULL
+    );
+
+    CREATE TABLE manifest_rows (
+        manifest        TEXT NOT NULL REFERENCES files(sha256),
+        line            INTEGER NOT NULL,
+        pool_id         TEXT NOT NULL,
+        specimen_id     TEXT NOT NULL,
+        full_name       TEXT, date_of_birth TEXT, sex TEXT, national_id TEXT,
+        phone           TEXT, address TEXT, collected_at TEXT, collection_site TEXT,
+        aliquot         INTEGER NOT NULL,
+        PRIMARY KEY (manifest, line)
+    );
+
+    -- The current person record of each specimen (latest manifest wins; earlier
+    -- rows stay in manifest_rows, so a correction's history is never lost).
+    CREATE TABLE specimens (
+        specimen_id     TEXT PRIMARY KEY,
+        full_name       TEXT, date_of_birth TEXT, sex TEXT, national_id TEXT,
+        phone           TEXT, address TEXT, collected_at TEXT, collection_site TEXT,
+        aliquot         INTEGER NOT NULL,
+        manifest        TEXT NOT NULL REFERENCES files(sha256),
+        updated_at      TEXT NOT NULL
+    );
+
+    CREATE TABLE pool_members (
+        pool_id     TEXT NOT NULL,
+        specimen_id TEXT NOT NULL,
+        manifest    TEXT NOT NULL REFERENCES files(sha256),
+        PRIMARY KEY (pool_id, specimen_id)
+    );
+    CREATE INDEX pool_members_specimen ON pool_members(specimen_id);
+
+    CREATE TABLE pool_decisions (
+        run_id   TEXT NOT NULL REFERENCES runs(run_id),
+        pool_id  TEXT NOT NULL,
+        well     TEXT,
+        outcome  TEXT NOT NULL,
+        evidence TEXT NOT NULL,
+        PRIMARY KEY (run_id, pool_id, well)
+    );
+
+    CREATE TABLE specimen_decisions (
+        run_id      TEXT NOT NULL REFERENCES runs(run_id),
+        specimen_id TEXT NOT NULL,
+        outcome     TEXT NOT NULL,
+        retest      TEXT NOT NULL,
+        evidence    TEXT NOT NULL,
+        PRIMARY KEY (run_id, specimen_id)
+    );
+
+    CREATE TABLE results (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        id            TEXT NOT NULL,
+        version       INTEGER NOT NULL,
+        specimen_id   TEXT NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN ('POSITIVE','NEGATIVE','INCONCLUSIVE')),
+        run_id        TEXT NOT NULL,
+        payload       TEXT NOT NULL,
+        jws           TEXT NOT NULL,
+        hc1           TEXT NOT NULL,
+        certificate   TEXT,
+        supersedes    INTEGER,
+        superseded_by INTEGER,
+        reason        TEXT,
+        created_at    TEXT NOT NULL,
+        UNIQUE (id, version)
+    );
+    CREATE INDEX results_specimen ON results(specimen_id);
+    CREATE INDEX results_pending_certificate ON results(seq) WHERE certificate IS NULL;
+
+    CREATE TABLE retests (
+        specimen_id TEXT NOT NULL,
+        run_id      TEXT NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('rerun','recollect')),
+        state       TEXT NOT NULL CHECK (state IN ('open','done')),
+        pool_id     TEXT,
+        reason      TEXT,
+        created_at  TEXT NOT NULL,
+        closed_by   INTEGER,
+        PRIMARY KEY (specimen_id, run_id)
+    );
+    CREATE INDEX retests_open ON retests(state, specimen_id);
+
+    CREATE TABLE api_tokens (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        token_hash  TEXT NOT NULL UNIQUE,
+        scopes      TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        revoked_at  TEXT
+    );
+
+    CREATE TABLE events (
+        seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+        at      TEXT NOT NULL,
+        kind    TEXT NOT NULL,
+        file    TEXT,
+        detail  TEXT NOT NULL
+    );
+    CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+    CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+    """,
+]
+
+_RESULT_COLUMNS = "seq, id, version, specimen_id, status, payload, jws, hc1, certificate, supersedes, superseded_by, reason, run_id, created_at"
+
+
+def utc_now() -> str:
+    """Wall-clock UTC timestamp, ISO 8601 with microseconds (ordering of ledger rows)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class ConflictError(LedgerError):
+    """A plate's results were computed against a ledger state that changed meanwhile; recompute."""
+
+
+@dataclass
+class SignedResult:
+    """One signed result version ready to be committed (plain data, built in a worker)."""
+
+    id: str
+    version: int
+    specimen_id: str
+    status: str
+    run_id: str
+    payload: str  # canonical JSON text, exactly the bytes the JWS signs
+    jws: str
+    hc1: str
+    supersedes: int | None = None  # version of the same id this one replaces
+    reason: str | None = None
+
+
+@dataclass
+class PlateCommit:
+    """Everything one plate decides, written in one transaction by :meth:`Ledger.commit_plate`."""
+
+    run_id: str
+    source: str
+    metadata: dict[str, str]
+    wells: int
+    pool_decisions: list[dict[str, Any]] = field(default_factory=list)  # pool_id, well, outcome, evidence
+    specimen_decisions: list[dict[str, Any]] = field(default_factory=list)  # specimen_id, outcome, retest, evidence, pool_id
+    results: list[SignedResult] = field(default_factory=list)
+
+
+class Ledger:
+    """A connection to the ledger; the writer process holds one, each reader its own."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, path: str | Path, *, readonly: bool = False) -> "Ledger":
+        """Open (creating and migrating forward unless ``readonly``) the ledger at ``path``."""
+        path = Path(path)
+        try:
+            if readonly:
+                if not path.exists():
+                    raise LedgerError(f"no ledger at {path}: run `ketqua demo` or `ketqua run` first")
+                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn.row_factory = sqlite3.Row
+            if not readonly:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open the ledger {path}: {exc}") from exc
+        ledger = cls(conn, path)
+        if not readonly:
+            ledger._migrate()
+        return ledger
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        current = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if current > len(MIGRATIONS):
+            raise LedgerError(
+                f"the ledger {self.path} has schema version {current}, newer than this ketqua ({len(MIGRATIONS)}); upgrade ketqua"
+            )
+        for version in range(current, len(MIGRATIONS)):
+            # executescript runs the whole step inside our own BEGIN…COMMIT, so a
+            # failed step leaves the ledger at the previous version, never half-migrated.
+            try:
+                self.conn.executescript(
+                    f"BEGIN IMMEDIATE;\n{MIGRATIONS[version]}\nPRAGMA user_version={version + 1};\nCOMMIT;"
+                )
+            except sqlite3.Error as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise LedgerError(f"migrating the ledger {self.path} to version {version + 1} failed: {exc}") from exc
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: take the write lock up front, no upgrade deadlocks)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    # ------------------------------------------------------------------ events
+    def _event(self, kind: str, file: str | None, **detail: Any) -> None:
+        self.conn.execute(
+            "INSERT INTO events(at, kind, file, detail) VALUES (?,?,?,?)",
+            (utc_now(), kind, file, json.dumps(detail, ensure_ascii=False, sort_keys=True)),
+        )
+
+    def event(self, kind: str, file: str | None = None, **detail: Any) -> None:
+        """Append one event in its own transaction."""
+        with self.transaction():
+            self._event(kind, file, **detail)
+
+    def events(self, kind: str | None = None, file: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT seq, at, kind, file, detail FROM events WHERE 1=1"
+        args: list[Any] = []
+        if kind:
+            sql += " AND kind=?"
+            args.append(kind)
+        if file:
+            sql += " AND file=?"
+            args.append(file)
+        rows = self.conn.execute(sql + " ORDER BY seq", args).fetchall()
+        return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
+
+    # ------------------------------------------------------------------ files
+    def receive_file(self, sha256: str, name: str, size: int, kind: str) -> bool:
+        """Record a newly archived file; False when these exact bytes were received before."""
+        if kind not in FILE_KINDS:
+            raise LedgerError(f"unknown file kind {kind!r}")
+        now = utc_now()
+        with self.transaction():
+            cur = self.conn.execute(
+                "INSERT OR IGNORE INTO files(sha256, name, size, received_at, state, kind, updated_at) VALUES (?,?,?,?,?,?,?)",
+                (sha256, name, size, now, "received", kind, now),
+            )
+            fresh = cur.rowcount == 1
+            self._event("received" if fresh else "duplicate", sha256, name=name, size=size, file_kind=kind)
+        return fresh
+
+    def file(self, sha256: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM files WHERE sha256=?", (sha256,)).fetchone()
+        return dict(row) if row else None
+
+    def files(self, states: Sequence[str] | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM files WHERE 1=1"
+        args: list[Any] = []
+        if states:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            args += list(states)
+        if kind:
+            sql += " AND kind=?"
+            args.append(kind)
+        return [dict(r) for r in self.conn.execute(sql + " ORDER BY received_at, sha256", args)]
+
+    def set_file_state(self, sha256: str, state: str, *, error: str | None = None, event: str | None = None, **detail: Any) -> None:
+        """Move a file to ``state`` (and log why) in one transaction."""
+        if state not in FILE_STATES:
+            raise LedgerError(f"unknown file state {state!r}")
+        with self.transaction():
+            self.conn.execute(
+                "UPDATE files SET state=?, error=?, updated_at=? WHERE sha256=?", (state, error, utc_now(), sha256)
+            )
+            self._event(event or state, sha256, **({"error": error} if error else {}), **detail)
+
+    def note_failure(self, sha256: str, error: str, *, max_attempts: int, backoff_s: float) -> tuple[str, float | None]:
+        """Count one transient failure: schedule a retry with exponential backoff, or park the file.
+
+        Returns the new state (``received`` to retry, ``parked`` for an operator) and the retry time.
+        """
+        with self.transaction():
+            row = self.conn.execute("SELECT attempts FROM files WHERE sha256=?", (sha256,)).fetchone()
+            attempts = (row["attempts"] if row else 0) + 1
+            if attempts >= max_attempts:
+                state, retry_at = "parked", None
+            else:
+                state, retry_at = "received", time.time() + backoff_s * (2 ** (attempts - 1))
+            self.conn.execute(
+                "UPDATE files SET attempts=?, state=?, error=?, retry_at=?, updated_at=? WHERE sha256=?",
+                (attempts, state, error, retry_at, utc_now(), sha256),
+            )
+            self._event("parked" if state == "parked" else "retry", sha256, error=error, attempts=attempts)
+        return state, retry_at
+
+    # ------------------------------------------------------------------ manifests
+    def commit_manifest(self, sha256: str, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Store a manifest's rows and update the specimens' person records, in one transaction.
+
+        Returns the corrections: specimens that already have a signed result and
+        whose person fields changed (``specimen_id``, ``changed`` field names).
+        Signing their new versions is the caller's job (it needs a signer).
+        """
+        now = utc_now()
+        corrections: list[dict[str, Any]] = []
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO manifest_rows(manifest, line, pool_id, specimen_id, full_name, date_of_birth, sex,"
+                " national_id, phone, address, collected_at, collection_site, aliquot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (sha256, r["line"], r["pool_id"], r["specimen_id"], *(r.get(f) for f in SPECIMEN_FIELDS), int(bool(r.get("aliquot"))))
+                    for r in rows
+                ],
+            )
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO pool_members(pool_id, specimen_id, manifest) VALUES (?,?,?)",
+                [(r["pool_id"], r["specimen_id"], sha256) for r in rows],
+            )
+            ids = sorted({r["specimen_id"] for r in rows})
+            before = {row["specimen_id"]: dict(row) for row in self._select_in("SELECT * FROM specimens WHERE specimen_id IN ({})", ids)}
+            signed = {row[0] for row in self._select_in("SELECT DISTINCT specimen_id FROM results WHERE specimen_id IN ({})", ids)}
+            seen: set[str] = set()
+            upserts = []
+            for r in rows:
+                sid = r["specimen_id"]
+                if sid in seen:  # one row per pool in combinatorial designs: same person
+                    continue
+                seen.add(sid)
+                old = before.get(sid)
+                if old is not None and sid in signed:
+                    changed = [f for f in PERSON_FIELDS + ("collected_at", "collection_site") if (old.get(f) or None) != (r.get(f) or None)]
+                    if changed:
+                        corrections.append({"specimen_id": sid, "changed": changed})
+                upserts.append((sid, *(r.get(f) for f in SPECIMEN_FIELDS), int(bool(r.get("aliquot"))), sha256, now))
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO specimens(specimen_id, full_name, date_of_birth, sex, national_id, phone, address,"
+                " collected_at, collection_site, aliquot, manifest, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                upserts,
+            )
+            self.conn.execute("UPDATE files SET state='done', error=NULL, updated_at=? WHERE sha256=?", (now, sha256))
+            self._event("manifest", sha256, rows=len(rows), specimens=len(seen), corrections=len(corrections))
+        return corrections
+
+    def _select_in(self, sql: str, values: Sequence[Any], chunk: int = 900) -> Iterator[sqlite3.Row]:
+        """Run ``sql`` with an ``IN ({})`` list, chunked under SQLite's parameter limit."""
+        for start in range(0, len(values), chunk):
+            part = values[start : start + chunk]
+            yield from self.conn.execute(sql.format(",".join("?" * len(part))), part)
+
+    def pool_rows(self, pool_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Manifest rows (person from the current specimen record) for the given pools."""
+        sql = (
+            "SELECT m.pool_id, s.* FROM pool_members m JOIN specimens s USING (specimen_id)"
+            " WHERE m.pool_id IN ({}) ORDER BY m.pool_id, m.specimen_id"
+        )
+        return [dict(r) for r in self._select_in(sql, list(pool_ids))]
+
+    def specimen_rows(self, specimen_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Current person records of the given specimens."""
+        return [dict(r) for r in self._select_in("SELECT * FROM specimens WHERE specimen_id IN ({})", list(specimen_ids))]
+
+    # ------------------------------------------------------------------ plates
+    def commit_plate(self, plate: PlateCommit, *, state: str = "done") -> list[int]:
+        """Write one plate's run, decisions and signed results in ONE transaction; returns the new seqs.
+
+        Optimistic check: each result must supersede exactly the current latest
+        version of its id (or be version 1 of a new id). If another plate got
+        there first, :class:`ConflictError` is raised and nothing is written;
+        the caller recomputes the plate against the new state.
+        """
+        now = utc_now()
+        seqs: list[int] = []
+        try:
+            with self.transaction():
+                row = self.conn.execute("SELECT state FROM files WHERE sha256=?", (plate.run_id,)).fetchone()
+                if row is None:
+                    raise LedgerError(f"plate {plate.source}: its file {plate.run_id[:12]}… was never received")
+                if row["state"] == "done":
+                    return []  # already committed (a replay): nothing twice
+                latest = {
+                    r["id"]: r["v"]
+                    for r in self._select_in(
+                        "SELECT id, max(version) AS v FROM results WHERE id IN ({}) GROUP BY id", sorted({r.id for r in plate.results})
+                    )
+                }
+                for r in plate.results:
+                    if latest.get(r.id) != r.supersedes:
+                        raise ConflictError(
+                            f"result {r.id} moved to version {latest.get(r.id)} while plate {plate.source} was signed against {r.supersedes}"
+                        )
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO runs(run_id, source, format, instrument, assay, metadata, wells, committed_at) VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        plate.run_id,
+                        plate.source,
+                        plate.metadata.get("format"),
+                        plate.metadata.get("instrument"),
+                        plate.metadata.get("assay"),
+                        json.dumps(plate.metadata, ensure_ascii=False, sort_keys=True),
+                        plate.wells,
+                        now,
+                    ),
+                )
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO pool_decisions(run_id, pool_id, well, outcome, evidence) VALUES (?,?,?,?,?)",
+                    [
+                        (plate.run_id, d["pool_id"], d.get("well"), d["outcome"], json.dumps(d.get("evidence", {}), ensure_ascii=False))
+                        for d in plate.pool_decisions
+                    ],
+                )
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO specimen_decisions(run_id, specimen_id, outcome, retest, evidence) VALUES (?,?,?,?,?)",
+                    [
+                        (plate.run_id, d["specimen_id"], d["outcome"], d.get("retest") or "", json.dumps(d.get("evidence", {}), ensure_ascii=False))
+                        for d in plate.specimen_decisions
+                    ],
+                )
+                seqs = self._insert_results(plate.results, now)
+                signed = {r.specimen_id: seq for r, seq in zip(plate.results, seqs)}
+                # A signed result completes every open retest of that specimen from earlier runs.
+                self.conn.executemany(
+                    "UPDATE retests SET state='done', closed_by=? WHERE specimen_id=? AND state='open'",
+                    [(seq, sid) for sid, seq in signed.items()],
+                )
+                self.conn.executemany(
+                    "INSERT OR IGNORE INTO retests(specimen_id, run_id, kind, state, pool_id, reason, created_at) VALUES (?,?,?,?,?,?,?)",
+                    [
+                        (d["specimen_id"], plate.run_id, d["retest"], "open", d.get("pool_id"), d.get("reason"), now)
+                        for d in plate.specimen_decisions
+                        if d.get("retest") and d["specimen_id"] not in signed
+                    ],
+                )
+                self.conn.execute(
+                    "UPDATE files SET state=?, error=NULL, updated_at=? WHERE sha256=?", (state, now, plate.run_id)
+                )
+                self._event(
+                    "plate",
+                    plate.run_id,
+                    source=plate.source,
+                    results=len(plate.results),
+                    specimens=len(plate.specimen_decisions),
+                    retests=sum(1 for d in plate.specimen_decisions if d.get("retest")),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise ConflictError(f"plate {plate.source}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise LedgerError(f"committing plate {plate.source} failed: {exc}") from exc
+        return seqs
+
+    def _insert_results(self, results: Sequence[SignedResult], now: str) -> list[int]:
+        seqs = []
+        for r in results:
+            cur = self.conn.execute(
+                "INSERT INTO results(id, version, specimen_id, status, run_id, payload, jws, hc1, supersedes, reason, created_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (r.id, r.version, r.specimen_id, r.status, r.run_id, r.payload, r.jws, r.hc1, r.supersedes, r.reason, now),
+            )
+            seqs.append(int(cur.lastrowid))
+            if r.supersedes is not None:
+                self.conn.execute(
+                    "UPDATE results SET superseded_by=? WHERE id=? AND version=?", (r.version, r.id, r.supersedes)
+                )
+        return seqs
+
+    def commit_corrections(self, manifest: str, results: Sequence[SignedResult]) -> list[int]:
+        """Commit correction versions (new person details) in one transaction; same optimistic check."""
+        now = utc_now()
+        with self.transaction():
+            for r in results:
+                latest = self.conn.execute("SELECT max(version) FROM results WHERE id=?", (r.id,)).fetchone()[0]
+                if latest != r.supersedes:
+                    raise ConflictError(f"result {r.id} moved to version {latest} while its correction was signed")
+            seqs = self._insert_results(results, now)
+            for r in results:
+                self._event("correction", manifest, id=r.id, version=r.version, reason=r.reason)
+        return seqs
+
+    def set_certificates(self, paths: Iterable[tuple[str, int, str]]) -> None:
+        """Fill certificate paths (id, version, path) once the PDFs exist; one transaction per batch."""
+        with self.transaction():
+            self.conn.executemany("UPDATE results SET certificate=? WHERE id=? AND version=?", [(p, i, v) for i, v, p in paths])
+
+    def pending_certificates(self, limit: int = 10_000) -> list[dict[str, Any]]:
+        """Signed results whose certificate is not rendered yet (survives restarts)."""
+        rows = self.conn.execute(
+            f"SELECT {_RESULT_COLUMNS} FROM results WHERE certificate IS NULL ORDER BY seq LIMIT ?", (limit,)
+        ).fetchall()
+        return [_result_dict(r) for r in rows]
+
+    # ------------------------------------------------------------------ results (reads)
+    def latest_versions(self, specimen_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """For each specimen, its newest signed result (id, version, run_id, payload)."""
+        sql = (
+            "SELECT r.specimen_id, r.id, r.version, r.run_id, r.payload FROM results r"
+            " JOIN (SELECT id, max(version) AS v FROM results WHERE specimen_id IN ({}) GROUP BY id) m"
+            " ON r.id = m.id AND r.version = m.v"
+        )
+        out: dict[str, dict[str, Any]] = {}
+        for row in self._select_in(sql, list(specimen_ids)):
+            out[row["specimen_id"]] = dict(row)
+        return out
+
+    def feed_page(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        """Results with ``seq > after_seq`` in seq order: the pull API's cursor feed."""
+        rows = self.conn.execute(
+            f"SELECT {_RESULT_COLUMNS} FROM results WHERE seq > ? ORDER BY seq LIMIT ?", (int(after_seq), int(limit))
+        ).fetchall()
+        return [_result_dict(r) for r in rows]
+
+    def get_result(self, id: str, version: int | None = None) -> dict[str, Any] | None:
+        """One result version (the latest when ``version`` is None), or None."""
+        if version is None:
+            row = self.conn.execute(f"SELECT {_RESULT_COLUMNS} FROM results WHERE id=? ORDER BY version DESC LIMIT 1", (id,)).fetchone()
+        else:
+            row = self.conn.execute(f"SELECT {_RESULT_COLUMNS} FROM results WHERE id=? AND version=?", (id, int(version))).fetchone()
+        return _result_dict(row) if row else None
+
+    def result_versions(self, id: str) -> list[dict[str, Any]]:
+        """Every version of one result, oldest first."""
+        rows = self.conn.execute(f"SELECT {_RESULT_COLUMNS} FROM results WHERE id=? ORDER BY version", (id,)).fetchall()
+        return [_result_dict(r) for r in rows]
+
+    def last_seq(self) -> int:
+        """Highest committed seq (0 when empty)."""
+        return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM results").fetchone()[0])
+
+    def results(self, *, current_only: bool = False) -> list[dict[str, Any]]:
+        sql = f"SELECT {_RESULT_COLUMNS} FROM results"
+        if current_only:
+            sql += " WHERE superseded_by IS NULL"
+        return [_result_dict(r) for r in self.conn.execute(sql + " ORDER BY seq")]
+
+    def open_retests(self) -> list[dict[str, Any]]:
+        """Specimens waiting for an individual run or re-collection, with their person record."""
+        rows = self.conn.execute(
+            "SELECT t.specimen_id, t.kind, t.pool_id, t.reason, t.created_at, t.run_id, r.source,"
+            " s.full_name, s.date_of_birth, s.collection_site, s.collected_at"
+            " FROM retests t LEFT JOIN runs r USING (run_id) LEFT JOIN specimens s USING (specimen_id)"
+            " WHERE t.state='open' ORDER BY t.created_at, t.specimen_id"
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def counts(self) -> dict[str, Any]:
+        """Totals for summaries and health checks."""
+        files = {r[0]: r[1] for r in self.conn.execute("SELECT state, count(*) FROM files GROUP BY state")}
+        outcomes = {r[0]: r[1] for r in self.conn.execute("SELECT status, count(*) FROM results WHERE superseded_by IS NULL GROUP BY status")}
+        return {
+            "files": files,
+            "results": self.conn.execute("SELECT count(*) FROM results").fetchone()[0],
+            "current": outcomes,
+            "open_retests": self.conn.execute("SELECT count(*) FROM retests WHERE state='open'").fetchone()[0],
+            "last_seq": self.last_seq(),
+        }
+
+
+def _result_dict(row: sqlite3.Row) -> dict[str, Any]:
+    d = dict(row)
+    sup = d.get("supersedes")
+    d["supersedes"] = {"id": d["id"], "version": sup} if sup is not None else None
+    return d
