@@ -1,0 +1,688 @@
+"""Shared text handling for analyzer exports: bytes → text → lines → Arrow columns.
+
+Every parser goes through these helpers so that the quirks of real instrument PCs
+are handled once: byte-order marks, UTF-16 from Windows "Unicode text" exports,
+cp1252 from old software, CR-only line ends (classic Mac/SDS 2.x, LightCycler),
+Vietnamese/French locales writing ``;`` separators and decimal commas, padded
+well names (``A01``), and the many spellings of "no Ct" (``Undetermined``,
+``NaN``, ``N/A``, empty, ``-1``).
+
+Conversions of whole columns are vectorised with pyarrow.compute; only header
+and metadata lines are handled in Python.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from engine.errors import ParseError
+from engine.model import Role
+
+__all__ = [
+    "CT_MAX",
+    "CT_MIN",
+    "Block",
+    "ct_array",
+    "decode",
+    "head_text",
+    "normalise_role",
+    "normalise_roles",
+    "normalise_well",
+    "normalise_wells",
+    "parse_ct",
+    "plate_shape",
+    "read_block",
+    "split_lines",
+    "well_from_index",
+]
+
+#: Accepted Ct range in cycles. Real runs stop at 40-50 cycles; anything outside
+#: is a damaged file or a column mix-up, not a result.
+CT_MIN = 0.0
+CT_MAX = 50.0
+
+# ---------------------------------------------------------------------------
+# Bytes to text
+# ---------------------------------------------------------------------------
+
+_BOMS = (
+    (b"\xef\xbb\xbf", "utf-8-sig"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+
+
+def _sniff_utf16_without_bom(data: bytes) -> str | None:
+    """Some exports write UTF-16 without a BOM; ASCII text then has NUL every other byte."""
+    sample = data[:4096]
+    if len(sample) < 8:
+        return None
+    even_nul = sample[0::2].count(0)
+    odd_nul = sample[1::2].count(0)
+    half = len(sample) // 2
+    if odd_nul > 0.6 * half and even_nul < 0.05 * half:
+        return "utf-16-le"
+    if even_nul > 0.6 * half and odd_nul < 0.05 * half:
+        return "utf-16-be"
+    return None
+
+
+def decode(data: bytes, source: str | None = None) -> tuple[str, str]:
+    """Decode an analyzer export to text; return ``(text, encoding)``.
+
+    Order: BOM (UTF-8, UTF-16 LE/BE), UTF-16 without BOM, strict UTF-8 (covers
+    Vietnamese names written by current software), then cp1252 (old Windows
+    software), then latin-1 which never fails. The BOM is removed from the text.
+    Binary files (NUL bytes, control characters) raise ParseError.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise ParseError("expected file contents as bytes", source=source)
+    data = bytes(data)
+    if not data.strip():
+        raise ParseError("the file is empty", source=source, line=1, expected="an analyzer export")
+    encoding: str | None = None
+    body = data
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            encoding, body = name, data[len(bom) :]
+            break
+    if encoding is None:
+        encoding = _sniff_utf16_without_bom(data)
+    if encoding in ("utf-16-le", "utf-16-be"):
+        if len(body) % 2:
+            # A file cut in the middle of a UTF-16 character: keep what is whole.
+            body = body[:-1]
+        try:
+            text = body.decode(encoding)
+        except UnicodeDecodeError as exc:
+            raise ParseError(
+                f"damaged UTF-16 text at byte {exc.start}",
+                source=source,
+                line=_line_of_offset(body[: exc.start].decode(encoding, "replace")),
+                expected="a complete export saved by the instrument software",
+            ) from None
+    elif encoding == "utf-8-sig":
+        text = body.decode("utf-8", "replace")
+    else:
+        try:
+            text, encoding = body.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            try:
+                text, encoding = body.decode("cp1252"), "cp1252"
+            except UnicodeDecodeError:
+                text, encoding = body.decode("latin-1"), "latin-1"
+    _refuse_binary(text, source)
+    return text, encoding
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+
+
+def _refuse_binary(text: str, source: str | None) -> None:
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise ParseError(
+            "the file contains binary data (NUL bytes), it is not a text export",
+            source=source,
+            line=_line_of_offset(text[:nul]),
+            expected="a text export from the instrument software",
+        )
+    sample = text[:65536]
+    controls = len(_CONTROL.findall(sample))
+    if controls > max(8, len(sample) // 100):
+        first = _CONTROL.search(sample)
+        raise ParseError(
+            "the file contains binary data (control characters), it is not a text export",
+            source=source,
+            line=_line_of_offset(text[: first.start()]) if first else 1,
+            expected="a text export from the instrument software",
+        )
+
+
+def _line_of_offset(prefix: str) -> int:
+    return len(_LINE_BREAK.findall(prefix)) + 1
+
+
+def head_text(head: bytes) -> str:
+    """Lenient decoding of the first bytes of a file, for sniffers (never raises)."""
+    for bom, name in _BOMS:
+        if head.startswith(bom):
+            return head[len(bom) :].decode(name.replace("-sig", ""), "replace")
+    utf16 = _sniff_utf16_without_bom(head)
+    if utf16:
+        return head.decode(utf16, "replace")
+    try:
+        return head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start > len(head) - 4:  # a multi-byte character cut by the 64 KiB head
+            return head[: exc.start].decode("utf-8", "replace")
+        return head.decode("cp1252", "replace")
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def split_lines(text: str) -> list[str]:
+    """Split on CRLF, LF or CR alone (SDS 2.x and LightCycler write CR only).
+
+    ``str.splitlines`` is not used: it also breaks on form feeds and U+2028,
+    which would shift the line numbers a technician is told about. The empty
+    string after a final line break is dropped.
+    """
+    lines = _LINE_BREAK.split(text)
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+# ---------------------------------------------------------------------------
+# Tables inside text: lines -> Arrow string columns
+# ---------------------------------------------------------------------------
+
+
+def _norm_name(name: str) -> str:
+    return re.sub(r"[\s_]+", " ", name.strip().strip('"').lower())
+
+
+@dataclass
+class Block:
+    """A delimited table cut out of an export: header as written plus string columns.
+
+    Duplicate header names are kept (QuantStudio repeats ``Target Name`` and
+    ``Task``); :meth:`find` returns the first match. ``lines`` holds the 1-based
+    line number of each row in the decoded text, for error messages.
+    """
+
+    header: list[str]
+    columns: list[pa.Array]
+    lines: np.ndarray
+    header_line: int
+    source: str | None = None
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.lines)
+
+    def find(self, *names: str) -> int | None:
+        """Index of the first column whose name matches one of ``names`` (case/space-insensitive)."""
+        wanted = [_norm_name(n) for n in names]
+        normed = [_norm_name(h) for h in self.header]
+        for want in wanted:
+            if want in normed:
+                return normed.index(want)
+        return None
+
+    def get(self, *names: str) -> pa.Array | None:
+        """The first column named one of ``names``, or None."""
+        idx = self.find(*names)
+        return None if idx is None else self.columns[idx]
+
+    def require(self, *names: str) -> pa.Array:
+        """Like :meth:`get`, but a missing column is a ParseError naming the header line."""
+        col = self.get(*names)
+        if col is None:
+            raise ParseError(
+                f"column '{names[0]}' is missing from the table header",
+                source=self.source,
+                line=self.header_line,
+                field=names[0],
+                expected=f"a column named {' or '.join(repr(n) for n in names)}",
+            )
+        return col
+
+    def filter(self, mask: pa.Array | np.ndarray) -> Block:
+        """Rows where ``mask`` is true (nulls count as false)."""
+        if isinstance(mask, np.ndarray):
+            mask = pa.array(mask, type=pa.bool_())
+        mask = pc.fill_null(mask, False)
+        keep = mask.to_numpy(zero_copy_only=False)
+        return Block(
+            self.header,
+            [c.filter(mask) for c in self.columns],
+            self.lines[keep],
+            self.header_line,
+            self.source,
+        )
+
+
+def _blank_mask(body: pa.Array, sep: str) -> pa.Array:
+    stripped = pc.utf8_trim(body, characters=sep + " \t\"")
+    return pc.greater(pc.utf8_length(stripped), 0)
+
+
+def split_fields(line: str, sep: str) -> list[str]:
+    """Fields of one header line, stripped of padding and surrounding quotes."""
+    return [f.strip().strip('"').strip() for f in line.split(sep)]
+
+
+def read_block(
+    lines: Sequence[str],
+    header_index: int,
+    stop: int | None,
+    sep: str,
+    *,
+    source: str | None = None,
+    quote: bool = True,
+    header: Sequence[str] | None = None,
+) -> Block:
+    """Read the table whose header is ``lines[header_index]`` and rows run to ``stop``.
+
+    Rows that are empty or hold only separators are skipped (Rotor-Gene pads
+    every line with ``;``; CFX puts blank lines between rows). Ragged rows are
+    padded with empty fields, in one vectorised step, so a short row becomes
+    nulls rather than an error. Cells are stripped; empty cells are null.
+    ``header`` overrides the header line (then rows start at ``header_index``).
+    """
+    stop = len(lines) if stop is None else min(stop, len(lines))
+    if header is None:
+        names = split_fields(lines[header_index], sep)
+        first = header_index + 1
+    else:
+        names = list(header)
+        first = header_index
+    body = pa.array(list(lines[first:stop]), type=pa.string())
+    numbers = np.arange(first + 1, stop + 1, dtype=np.int32)
+    if len(body):
+        keep = _blank_mask(body, sep)
+        body = body.filter(keep)
+        numbers = numbers[keep.to_numpy(zero_copy_only=False)]
+    if len(body) == 0:
+        return Block(names, [pa.nulls(0, pa.string()) for _ in names], numbers, header_index + 1, source)
+    counts = pc.count_substring(body, sep).to_numpy(zero_copy_only=False).astype(np.int64)
+    ncol = max(len(names), int(counts.max()) + 1)
+    pads = pa.array([sep * k for k in range(ncol)], type=pa.string()).take(pa.array(ncol - 1 - counts))
+    padded = pc.binary_join_element_wise(body, pads, "")
+    columns = _read_csv(padded, sep, ncol, quote)
+    if columns is None and quote:
+        # An unmatched quote (e.g. a byte flip, or 3"UTR in a target name): read literally.
+        columns = _read_csv(padded, sep, ncol, False)
+    if columns is None or len(columns[0]) != len(numbers):
+        raise ParseError(
+            "the table rows cannot be split into columns",
+            source=source,
+            line=header_index + 1,
+            expected=f"rows separated by {_sep_name(sep)} with the same columns as the header",
+        )
+    cleaned = []
+    for col in columns:
+        col = pc.utf8_trim(col, characters=" \t\u00a0\"")
+        cleaned.append(pc.if_else(pc.equal(pc.utf8_length(col), 0), pa.scalar(None, pa.string()), col))
+    names = names + [""] * (ncol - len(names))
+    return Block(names, cleaned, numbers, header_index + 1, source)
+
+
+def _sep_name(sep: str) -> str:
+    return {"\t": "tabs", ";": "semicolons", ",": "commas"}.get(sep, repr(sep))
+
+
+def _read_csv(rows: pa.Array, sep: str, ncol: int, quote: bool) -> list[pa.Array] | None:
+    blob = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(rows)], pa.int32()), rows), "\n")
+    payload = blob[0].as_py().encode("utf-8") + b"\n"
+    names = [f"c{i}" for i in range(ncol)]
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(payload),
+            read_options=pacsv.ReadOptions(column_names=names, block_size=max(1 << 20, len(payload) + 1)),
+            parse_options=pacsv.ParseOptions(
+                delimiter=sep,
+                quote_char='"' if quote else False,
+                double_quote=True,
+                newlines_in_values=False,
+                ignore_empty_lines=False,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+                null_values=[],
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowException):
+        return None
+    return [table.column(n).combine_chunks() for n in names]
+
+
+# ---------------------------------------------------------------------------
+# Ct values
+# ---------------------------------------------------------------------------
+
+#: Spellings of "no amplification" written by real instruments (compared lower-case).
+NO_CT = (
+    "",
+    "undetermined",  # QuantStudio, SDS, Diomni (upper case)
+    "undet",
+    "nan",  # CFX Maestro
+    "n/a",  # CFX Manager
+    "na",
+    "n.a.",
+    "-",
+    "--",
+    "no ct",
+    "no cq",
+    "no cp",
+    "none",
+    "not detected",
+    "nd",
+    "inf",
+)
+
+_NUMBER = r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$"
+
+
+def _canonical_numbers(values: pa.Array, decimal: str) -> pa.Array:
+    """Remove padding and thousands separators; turn a decimal comma into a point."""
+    v = pc.utf8_trim_whitespace(values)
+    v = pc.replace_substring(v, "\u00a0", "")
+    v = pc.replace_substring(v, " ", "")
+    if decimal == ",":
+        # "1.234,5" -> "1234.5"; a value without comma ("35.2") is read as written.
+        has_comma = pc.match_substring(v, ",")
+        v = pc.if_else(has_comma, pc.replace_substring(pc.replace_substring(v, ".", ""), ",", "."), v)
+    else:
+        v = pc.replace_substring(v, ",", "")  # thousands separators: 100,000,000.000
+    return v
+
+
+def ct_array(
+    values: pa.Array | pa.ChunkedArray | Sequence[str | None],
+    *,
+    lines: np.ndarray | Sequence[int] | None = None,
+    source: str | None = None,
+    field: str = "Ct",
+    decimal: str = ".",
+    minus_one_is_missing: bool = True,
+) -> np.ndarray:
+    """Convert a column of Ct cells to float32 cycles, NaN for "no amplification".
+
+    Markers for no Ct (:data:`NO_CT`, any case, plus ``-1``/``-1.00`` used by
+    Abbott m2000 and RDML) become NaN. Anything else non-numeric, or a number
+    outside 0-50 cycles, raises ParseError naming the line and the field.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not isinstance(values, pa.Array):
+        values = pa.array(list(values), type=pa.string())
+    if not pa.types.is_string(values.type) and not pa.types.is_large_string(values.type):
+        values = values.cast(pa.string())
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, dtype=np.float32)
+    v = _canonical_numbers(pc.fill_null(values, ""), decimal)
+    lowered = pc.utf8_lower(v)
+    missing = pc.is_in(lowered, value_set=pa.array(NO_CT))
+    numeric = pc.match_substring_regex(v, _NUMBER)
+    bad = pc.and_(pc.invert(missing), pc.invert(numeric))
+    if pc.any(bad).as_py():
+        i = int(np.flatnonzero(bad.to_numpy(zero_copy_only=False))[0])
+        raise ParseError(
+            f"Ct value '{values[i].as_py()}' is not a number",
+            source=source,
+            line=_line_at(lines, i),
+            field=field,
+            expected="a number of cycles, or Undetermined/NaN/N/A/empty for no amplification",
+        )
+    as_number = pc.if_else(numeric, v, pa.scalar("nan"))
+    ct = pc.cast(as_number, pa.float64()).to_numpy(zero_copy_only=False).copy()
+    if minus_one_is_missing:
+        ct[ct == -1.0] = np.nan
+    out_of_range = (ct < CT_MIN) | (ct > CT_MAX)
+    if out_of_range.any():
+        i = int(np.flatnonzero(out_of_range)[0])
+        raise ParseError(
+            f"Ct value {values[i].as_py()} is outside {CT_MIN:g}-{CT_MAX:g} cycles",
+            source=source,
+            line=_line_at(lines, i),
+            field=field,
+            expected=f"a Ct between {CT_MIN:g} and {CT_MAX:g} cycles",
+        )
+    return ct.astype(np.float32)
+
+
+def parse_ct(
+    value: str | None,
+    *,
+    source: str | None = None,
+    line: int | None = None,
+    field: str = "Ct",
+    decimal: str = ".",
+) -> float:
+    """One Ct cell to cycles (NaN = no amplification); the scalar form of :func:`ct_array`."""
+    return float(ct_array([value], lines=[line] if line is not None else None, source=source, field=field, decimal=decimal)[0])
+
+
+def _line_at(lines: np.ndarray | Sequence[int] | None, i: int) -> int | None:
+    if lines is None:
+        return None
+    value = lines[i]
+    return None if value is None else int(value)
+
+
+def number_array(values: pa.Array, decimal: str = ".") -> np.ndarray:
+    """Lenient float conversion of a column (quantities, thresholds): non-numbers become NaN."""
+    v = _canonical_numbers(pc.fill_null(values.cast(pa.string()), ""), decimal)
+    numeric = pc.match_substring_regex(v, _NUMBER)
+    return pc.cast(pc.if_else(numeric, v, pa.scalar("nan")), pa.float64()).to_numpy(zero_copy_only=False)
+
+
+# ---------------------------------------------------------------------------
+# Wells
+# ---------------------------------------------------------------------------
+
+_PLATES = {96: (8, 12), 384: (16, 24), 48: (6, 8), 16: (2, 8), 1536: (32, 48)}
+
+
+def plate_shape(size: int) -> tuple[int, int]:
+    """(rows, columns) of a plate with ``size`` wells."""
+    try:
+        return _PLATES[size]
+    except KeyError:
+        raise ParseError(f"unsupported plate size {size}", expected="96 or 384 wells") from None
+
+
+_WELL = r"^\s*(?P<row>[A-Za-z]{1,2})\s*[-:]?\s*0*(?P<col>\d{1,3})\s*$"
+
+
+def normalise_well(well: str, *, plate: int = 384, source: str | None = None, line: int | None = None, field: str = "Well") -> str:
+    """``"A01"``, ``" a1 "``, ``"A-1"`` → ``"A1"``; refuse wells outside the plate."""
+    return normalise_wells([well], plate=plate, source=source, lines=[line] if line is not None else None, field=field)[0].as_py()
+
+
+def normalise_wells(
+    values: pa.Array | Sequence[str | None],
+    *,
+    plate: int = 384,
+    source: str | None = None,
+    lines: np.ndarray | Sequence[int | None] | None = None,
+    field: str = "Well",
+    allow_null: bool = False,
+) -> pa.Array:
+    """Vectorised :func:`normalise_well` over a column; returns a string array.
+
+    A cell that is not a well name, or names a well outside a ``plate``-well
+    plate (e.g. ``Q1`` or ``A25`` on 384), raises ParseError with its line.
+    Null/empty cells raise unless ``allow_null``.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not isinstance(values, pa.Array):
+        values = pa.array(list(values), type=pa.string())
+    rows, cols = plate_shape(plate)
+    n = len(values)
+    if n == 0:
+        return pa.array([], type=pa.string())
+    filled = pc.fill_null(values, "")
+    parts = pc.extract_regex(filled, _WELL)
+    valid = pc.is_valid(parts)
+    is_empty = pc.equal(pc.utf8_trim_whitespace(filled), "")
+    letters = pc.fill_null(pc.utf8_upper(pc.struct_field(parts, [0])), "A")
+    digits = pc.fill_null(pc.struct_field(parts, [1]), "1")
+    col = pc.cast(digits, pa.int32()).to_numpy(zero_copy_only=False)
+    lengths = pc.utf8_length(letters).to_numpy(zero_copy_only=False)
+    first = pc.utf8_slice_codeunits(letters, 0, 1)
+    second = pc.utf8_slice_codeunits(letters, 1, 2)
+    a = ord("A")
+    # Row letters are one or two ASCII characters; convert with a small lookup table.
+    lut = pa.array([chr(a + i) for i in range(26)])
+    r1 = pc.index_in(first, value_set=lut).to_numpy(zero_copy_only=False)
+    r2 = pc.index_in(pc.if_else(pc.equal(second, ""), "A", second), value_set=lut).to_numpy(zero_copy_only=False)
+    row = np.where(lengths == 2, 26 + r2, r1)
+    ok = valid.to_numpy(zero_copy_only=False) & (row < rows) & (col >= 1) & (col <= cols)
+    empty = is_empty.to_numpy(zero_copy_only=False)
+    if allow_null:
+        ok = ok | empty
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        raw = values[i].as_py()
+        if empty[i]:
+            reason = "the well position is empty"
+        elif valid[i].as_py():
+            reason = f"well '{raw.strip()}' is outside a {plate}-well plate"
+        else:
+            reason = f"'{raw}' is not a well position"
+        raise ParseError(
+            reason,
+            source=source,
+            line=_line_at(lines, i),
+            field=field,
+            expected=f"a well from A1 to {chr(a + rows - 1) if rows <= 26 else 'AF'}{cols}",
+        )
+    out = pc.binary_join_element_wise(letters, pc.cast(pa.array(col), pa.string()), "")
+    if allow_null:
+        out = pc.if_else(is_empty, pa.scalar(None, pa.string()), out)
+    return out
+
+
+def well_from_index(index: pa.Array | np.ndarray | Sequence[int], *, plate: int = 384, source: str | None = None,
+                    lines: np.ndarray | Sequence[int] | None = None, field: str = "Well") -> pa.Array:
+    """Well numbers counted row by row from 1 (A1=1, A2=2, …) → ``"A1"`` names."""
+    rows, cols = plate_shape(plate)
+    idx = np.asarray(index, dtype=np.int64)
+    bad = (idx < 1) | (idx > rows * cols)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ParseError(f"well number {idx[i]} is outside a {plate}-well plate", source=source,
+                         line=_line_at(lines, i), field=field, expected=f"1 to {rows * cols}")
+    letters = pa.array([chr(ord("A") + r) for r in range(rows)]).take(pa.array((idx - 1) // cols))
+    return pc.binary_join_element_wise(letters, pc.cast(pa.array((idx - 1) % cols + 1), pa.string()), "")
+
+
+# ---------------------------------------------------------------------------
+# Roles
+# ---------------------------------------------------------------------------
+
+_ROLE_WORDS: dict[str, Role] = {}
+
+
+def _words(role: Role, *words: str) -> None:
+    for w in words:
+        _ROLE_WORDS[w] = role
+
+
+# Instrument spellings (compared lower-case, spaces collapsed).
+_words(Role.SAMPLE, "unkn", "unknown", "unk", "sample", "samples", "patient", "specimen", "pool", "u",
+       "target", "endogenous control", "s")  # QuantStudio/SDS "Task" UNKNOWN/Target = a specimen
+_words(Role.NTC, "ntc", "no template control", "no template", "non template control", "non-template control",
+       "blank", "h2o", "water", "ntc control", "reagent blank", "nac")
+_words(Role.PC, "pos ctrl", "pos ctl", "positive control", "positive", "pos", "pc", "ptc", "pos control",
+       "ctrl+", "control+", "+ctrl", "positive ctrl", "hpc", "lpc", "high positive control", "low positive control",
+       "positive template control")
+_words(Role.NC, "neg ctrl", "neg ctl", "negative control", "negative", "neg", "nc", "neg control", "ctrl-",
+       "control-", "-ctrl", "negative ctrl", "extraction control", "nec", "negative extraction control")
+_words(Role.STD, "std", "standard", "standards", "std curve", "calibrator", "cal")
+
+_ROLE_KEYS = pa.array(list(_ROLE_WORDS))
+_ROLE_VALUES = pa.array([r.value for r in _ROLE_WORDS.values()])
+
+
+def _role_key(value: str) -> str:
+    return re.sub(r"\s+", " ", value.strip().lower())
+
+
+def normalise_role(value: str | None, default: Role = Role.UNKNOWN) -> Role:
+    """An instrument's well type/task/content (``Unkn``, ``NTC``, ``Pos Ctrl``, ``STANDARD``, …) as a Role.
+
+    Numbered variants (``Std-01``, ``PC 2``) count as their base word.
+    """
+    if value is None or not value.strip():
+        return default
+    key = _role_key(value)
+    if key in _ROLE_WORDS:
+        return _ROLE_WORDS[key]
+    base = re.sub(r"[\s\-_#]*\d+$", "", key)
+    return _ROLE_WORDS.get(base, default)
+
+
+def normalise_roles(values: pa.Array | Sequence[str | None], default: Role = Role.UNKNOWN) -> pa.Array:
+    """Vectorised :func:`normalise_role`: a string array of Role values."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not isinstance(values, pa.Array):
+        values = pa.array(list(values), type=pa.string())
+    if len(values) == 0:
+        return pa.array([], type=pa.string())
+    key = pc.utf8_lower(pc.utf8_trim_whitespace(pc.fill_null(values, "")))
+    key = pc.replace_substring_regex(key, r"\s+", " ")
+    idx = pc.index_in(key, value_set=_ROLE_KEYS)
+    base = pc.replace_substring_regex(key, r"[\s\-_#]*\d+$", "")
+    idx = pc.coalesce(idx, pc.index_in(base, value_set=_ROLE_KEYS))
+    return pc.fill_null(pc.take(_ROLE_VALUES, idx), default.value)
+
+
+# ---------------------------------------------------------------------------
+# Header/metadata helpers
+# ---------------------------------------------------------------------------
+
+
+def first_line_matching(lines: Sequence[str], predicate, start: int = 0, stop: int | None = None) -> int | None:  # type: ignore[no-untyped-def]
+    """Index of the first line in ``lines[start:stop]`` for which ``predicate(line)`` holds."""
+    stop = len(lines) if stop is None else stop
+    for i in range(start, min(stop, len(lines))):
+        if predicate(lines[i]):
+            return i
+    return None
+
+
+def require_rows(block: Block, what: str, *, source: str | None) -> None:
+    """A table header without any rows means a truncated or empty export."""
+    if block.num_rows == 0:
+        raise ParseError(
+            f"the {what} table has a header but no rows",
+            source=source,
+            line=block.header_line,
+            expected="one row per well; the file may be truncated or the export empty",
+        )
+
+
+def require_values(values: pa.Array, block: Block, field: str, *, source: str | None, what: str) -> None:
+    """Refuse a null in a column that must be filled (e.g. a sample name), naming the row's line."""
+    nulls = pc.is_null(values)
+    if pc.any(nulls).as_py():
+        i = int(np.flatnonzero(nulls.to_numpy(zero_copy_only=False))[0])
+        raise ParseError(f"{what} is missing", source=source, line=int(block.lines[i]), field=field,
+                         expected=f"a {what} on every row")
+
+
+def clean_metadata(values: Iterable[tuple[str, str | None]]) -> dict[str, str]:
+    """Drop empty values; keep the first value seen for a key."""
+    out: dict[str, str] = {}
+    for key, value in values:
+        if value is None:
+            continue
+        value = value.strip()
+        if value and key not in out:
+            out[key] = value
+    return out
+
+
+def is_nan(x: float) -> bool:
+    """True for NaN (no amplification)."""
+    return isinstance(x, float) and math.isnan(x)
