@@ -1,0 +1,351 @@
+"""Signers: one small protocol, two key stores (a key file, a PKCS#11 token).
+
+Every output format (JWS, HC1/COSE, PAdES) signs through :class:`Signer`, so a
+lab can move from a key file to a hardware token by changing configuration
+only. Workers receive a picklable :class:`SignerSpec` and open their own
+signer (a PKCS#11 session or a loaded key cannot cross a process boundary).
+
+Secrets (passphrases, PINs) are read from an environment variable or a file at
+the moment the signer is opened; they are never stored in a spec, printed,
+logged or included in an error message.
+
+Configuration (``<data>/ketqua.toml``)::
+
+    [signing]
+    kind = "file"                       # or "pkcs11"
+    key = "/etc/ketqua/signer.p12"      # encrypted PKCS#8 PEM/DER, or PKCS#12
+    certificate = "/etc/ketqua/signer.pem"  # not needed with PKCS#12
+    chain = ["/etc/ketqua/issuing-ca.pem", "/etc/ketqua/root.pem"]
+    passphrase_env = "KETQUA_KEY_PASSPHRASE"  # or passphrase_file = "/run/secrets/ketqua"
+
+    # kind = "pkcs11"
+    module = "/usr/lib/softhsm/libsofthsm2.so"
+    token = "ketqua"                    # token label
+    key_label = "result-signer"         # private key (and, if no file, certificate) label
+    pin_env = "KETQUA_PKCS11_PIN"       # or pin_file = "/run/secrets/pin"
+
+Relative paths are resolved against the data folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from engine.errors import ConfigError, SigningError
+from signing.pki import ensure_development_pki, is_development
+
+if TYPE_CHECKING:
+    from engine.datadir import DataDir
+
+Algorithm = Literal["ES256", "PS256"]
+
+
+@runtime_checkable
+class Signer(Protocol):
+    """What every output format needs from a key: its certificate, chain, and a signature."""
+
+    @property
+    def certificate(self) -> x509.Certificate: ...
+
+    @property
+    def chain(self) -> tuple[x509.Certificate, ...]:
+        """Issuer certificates, closest first, root last (may be empty)."""
+        ...
+
+    @property
+    def algorithm(self) -> Algorithm: ...
+
+    @property
+    def kid(self) -> bytes:
+        """First 8 bytes of SHA-256 over the certificate DER (the EU DCC key identifier)."""
+        ...
+
+    @property
+    def development(self) -> bool: ...
+
+    def sign(self, data: bytes) -> bytes:
+        """Signature over SHA-256 of ``data``: DER ECDSA-Sig-Value for ES256, RSASSA-PSS for PS256."""
+        ...
+
+
+def certificate_kid(cert: x509.Certificate) -> bytes:
+    """The DCC kid: first 8 bytes of SHA-256 over the certificate DER."""
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()[:8]
+
+
+def algorithm_for(public_key: object, source: str) -> Algorithm:
+    """ES256 for an EC P-256 key, PS256 for RSA ≥ 2048 bits; anything else cannot sign results."""
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        if public_key.curve.name != "secp256r1":
+            raise SigningError(f"{source}: EC key on {public_key.curve.name}; ES256 needs a P-256 (secp256r1) key")
+        return "ES256"
+    if isinstance(public_key, rsa.RSAPublicKey):
+        if public_key.key_size < 2048:
+            raise SigningError(f"{source}: RSA key of {public_key.key_size} bits; PS256 needs at least 2048")
+        return "PS256"
+    raise SigningError(f"{source}: unsupported key type {type(public_key).__name__} (expected EC P-256 or RSA)")
+
+
+#: PSS parameters of JWS/COSE PS256 (RFC 7518 §3.5: MGF1-SHA256, salt as long as the hash).
+PSS_SHA256 = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+
+
+class FileKeySigner:
+    """A signer whose private key was loaded from a file into this process."""
+
+    __slots__ = ("_key", "_cert", "_chain", "_algorithm", "_kid", "_development", "_ecdsa", "_sign")
+
+    def __init__(
+        self,
+        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+        certificate: x509.Certificate,
+        chain: tuple[x509.Certificate, ...] = (),
+        *,
+        source: str = "key file",
+    ) -> None:
+        if key.public_key().public_numbers() != certificate.public_key().public_numbers():  # type: ignore[union-attr]
+            raise SigningError(
+                f"{source}: the private key does not belong to the certificate "
+                f"'{certificate.subject.rfc4514_string()}' (check the key and certificate paths)"
+            )
+        self._key = key
+        self._cert = certificate
+        self._chain = tuple(chain)
+        self._algorithm = algorithm_for(certificate.public_key(), source)
+        self._kid = certificate_kid(certificate)
+        self._development = is_development(certificate)
+        # Bind the per-call work once: the hot path is one C call.
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            ecdsa = ec.ECDSA(hashes.SHA256())
+            self._sign = lambda data: key.sign(data, ecdsa)
+        else:
+            self._sign = lambda data: key.sign(data, PSS_SHA256, hashes.SHA256())
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return self._cert
+
+    @property
+    def chain(self) -> tuple[x509.Certificate, ...]:
+        return self._chain
+
+    @property
+    def algorithm(self) -> Algorithm:
+        return self._algorithm
+
+    @property
+    def kid(self) -> bytes:
+        return self._kid
+
+    @property
+    def development(self) -> bool:
+        return self._development
+
+    def sign(self, data: bytes) -> bytes:
+        return self._sign(data)
+
+    def __repr__(self) -> str:  # never shows key material
+        return f"FileKeySigner({self._cert.subject.rfc4514_string()!r}, {self._algorithm})"
+
+
+@dataclass(frozen=True)
+class SignerSpec:
+    """Picklable description of where the signing key lives; :meth:`open` gives a :class:`Signer`.
+
+    Holds only paths and the *names* of secret sources, never a secret.
+    """
+
+    kind: Literal["file", "pkcs11"] = "file"
+    key: str | None = None
+    certificate: str | None = None
+    chain: tuple[str, ...] = ()
+    passphrase_env: str | None = None
+    passphrase_file: str | None = None
+    module: str | None = None
+    token: str | None = None
+    key_label: str | None = None
+    pin_env: str | None = None
+    pin_file: str | None = None
+
+    def open(self) -> Signer:
+        """Load the key (or log in to the token) and return a ready signer."""
+        if self.kind == "file":
+            return self._open_file()
+        if self.kind == "pkcs11":
+            from signing.pkcs11 import open_pkcs11_signer
+
+            return open_pkcs11_signer(self)
+        raise ConfigError(f"[signing] kind = {self.kind!r} is not supported (expected 'file' or 'pkcs11')")
+
+    def secret(self, env: str | None, path: str | None, what: str) -> bytes | None:
+        """Read a passphrase/PIN from its environment variable or file (trailing newline dropped)."""
+        if env:
+            value = os.environ.get(env)
+            if value is None:
+                raise ConfigError(f"the {what} is to come from environment variable {env}, which is not set")
+            return value.encode("utf-8")
+        if path:
+            try:
+                return Path(path).read_bytes().rstrip(b"\r\n")
+            except OSError as exc:
+                raise ConfigError(f"the {what} file {path} cannot be read ({exc.strerror})") from exc
+        return None
+
+    def _open_file(self) -> FileKeySigner:
+        if not self.key:
+            raise ConfigError("[signing] kind = 'file' needs key = '<path of the key file>'")
+        key_path = Path(self.key)
+        try:
+            raw = key_path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"signing key file {key_path} cannot be read ({exc.strerror})") from exc
+        password = self.secret(self.passphrase_env, self.passphrase_file, "key passphrase")
+        chain: list[x509.Certificate] = []
+        cert: x509.Certificate | None = None
+        if key_path.suffix.lower() in (".p12", ".pfx"):
+            try:
+                key, cert, extra = pkcs12.load_key_and_certificates(raw, password)
+            except ValueError as exc:
+                # cryptography's message never contains the passphrase; keep ours generic anyway.
+                raise SigningError(
+                    f"{key_path}: cannot open the PKCS#12 file (wrong passphrase, or not a PKCS#12 file)"
+                ) from exc
+            chain.extend(extra)
+        else:
+            key = _load_private_key(raw, password, key_path)
+        if self.certificate:
+            cert = load_certificates(self.certificate)[0]
+        if cert is None:
+            raise ConfigError(f"{key_path}: no certificate; set certificate = '<path of the signer certificate PEM>'")
+        for path in self.chain:
+            chain.extend(load_certificates(path))
+        if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
+            raise SigningError(f"{key_path}: unsupported key type (expected EC P-256 or RSA)")
+        return FileKeySigner(key, cert, order_chain(cert, chain), source=str(key_path))
+
+
+def _load_private_key(raw: bytes, password: bytes | None, path: Path) -> object:
+    loader = serialization.load_pem_private_key if b"-----BEGIN" in raw else serialization.load_der_private_key
+    try:
+        return loader(raw, password=password)
+    except TypeError as exc:
+        # Raised both for "encrypted but no passphrase" and "passphrase given but not encrypted".
+        if password is None:
+            raise ConfigError(
+                f"{path}: the key is encrypted; set passphrase_env or passphrase_file in [signing]"
+            ) from exc
+        raise SigningError(f"{path}: the key is not encrypted but a passphrase was configured") from exc
+    except ValueError as exc:
+        raise SigningError(
+            f"{path}: cannot decrypt or parse the key (wrong passphrase, or not a PKCS#8 key)"
+        ) from exc
+
+
+def load_certificates(path: str | os.PathLike[str]) -> list[x509.Certificate]:
+    """All certificates in a PEM file (or one DER certificate)."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"certificate file {path} cannot be read ({exc.strerror})") from exc
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in raw:
+            return x509.load_pem_x509_certificates(raw)
+        return [x509.load_der_x509_certificate(raw)]
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not an X.509 certificate in PEM or DER form") from exc
+
+
+def order_chain(leaf: x509.Certificate, pool: list[x509.Certificate]) -> tuple[x509.Certificate, ...]:
+    """Order issuer certificates from the leaf's issuer up to the root; drop unrelated ones."""
+    ordered: list[x509.Certificate] = []
+    current = leaf
+    remaining = [c for c in pool if c != leaf]
+    while remaining and current.issuer != current.subject:
+        parent = next((c for c in remaining if c.subject == current.issuer), None)
+        if parent is None:
+            break
+        ordered.append(parent)
+        remaining.remove(parent)
+        current = parent
+    return tuple(ordered)
+
+
+def _resolve(root: Path, value: str | None) -> str | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else root / path)
+
+
+def load_signer_spec(data: "DataDir") -> SignerSpec:
+    """The configured signer (``[signing]`` in ``<data>/ketqua.toml``), else the development PKI.
+
+    The development PKI is created on first use, so a fresh data folder can sign
+    (every artefact then says DEVELOPMENT).
+    """
+    config_path = data.config
+    if config_path.exists():
+        try:
+            config = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{config_path}: not valid TOML ({exc})") from exc
+        section = config.get("signing")
+        if section is not None:
+            return spec_from_config(section, data.root, source=str(config_path))
+    pki = ensure_development_pki(data.keys)
+    return SignerSpec(
+        kind="file",
+        key=str(pki.signer_key),
+        certificate=str(pki.signer_cert),
+        chain=(str(pki.ca_cert),),
+    )
+
+
+_KNOWN = {
+    "kind", "key", "certificate", "chain", "passphrase_env", "passphrase_file",
+    "module", "token", "key_label", "pin_env", "pin_file",
+}
+
+
+def spec_from_config(section: dict, root: Path, *, source: str = "ketqua.toml") -> SignerSpec:
+    """Build a :class:`SignerSpec` from a ``[signing]`` table; paths relative to ``root``."""
+    if not isinstance(section, dict):
+        raise ConfigError(f"{source}: [signing] must be a table")
+    unknown = sorted(set(section) - _KNOWN)
+    if unknown:
+        raise ConfigError(f"{source}: [signing] has unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(_KNOWN))}")
+    for secret_like in ("passphrase", "pin", "password"):
+        if secret_like in section:
+            raise ConfigError(f"{source}: do not write the {secret_like} in the file; use {secret_like}_env or {secret_like}_file")
+    kind = section.get("kind", "file")
+    if kind not in ("file", "pkcs11"):
+        raise ConfigError(f"{source}: [signing] kind = {kind!r} (expected 'file' or 'pkcs11')")
+    chain = section.get("chain", ())
+    if isinstance(chain, str):
+        chain = (chain,)
+    spec = SignerSpec(
+        kind=kind,
+        key=_resolve(root, section.get("key")),
+        certificate=_resolve(root, section.get("certificate")),
+        chain=tuple(_resolve(root, c) or "" for c in chain),
+        passphrase_env=section.get("passphrase_env"),
+        passphrase_file=_resolve(root, section.get("passphrase_file")),
+        module=section.get("module"),
+        token=section.get("token"),
+        key_label=section.get("key_label"),
+        pin_env=section.get("pin_env"),
+        pin_file=_resolve(root, section.get("pin_file")),
+    )
+    if kind == "pkcs11" and not (spec.module and spec.token and spec.key_label):
+        raise ConfigError(f"{source}: [signing] kind = 'pkcs11' needs module, token and key_label")
+    return spec
