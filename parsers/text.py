@@ -34,6 +34,15 @@ __all__ = [
     "ct_array",
     "decode",
     "head_text",
+    "NO_CT",
+    "clean_metadata",
+    "first_line_matching",
+    "normalise_calls",
+    "number_array",
+    "occupied_wells",
+    "require_rows",
+    "require_values",
+    "split_fields",
     "normalise_role",
     "normalise_roles",
     "normalise_well",
@@ -190,7 +199,10 @@ def split_lines(text: str) -> list[str]:
 
 
 def _norm_name(name: str) -> str:
-    return re.sub(r"[\s_]+", " ", name.strip().strip('"').lower())
+    # Applied Biosystems 7500/StepOne software writes "Cт" with a Cyrillic te (U+0442)
+    # and "ΔCт" with a Greek delta; compare them as the ASCII words a person reads.
+    name = name.strip().strip('"').lower().replace("\u0442", "t").replace("\u0394", "delta ").replace("\u03b4", "delta ")
+    return re.sub(r"[\s_]+", " ", name).strip()
 
 
 @dataclass
@@ -621,8 +633,13 @@ def normalise_role(value: str | None, default: Role = Role.UNKNOWN) -> Role:
     return _ROLE_WORDS.get(base, default)
 
 
-def normalise_roles(values: pa.Array | Sequence[str | None], default: Role = Role.UNKNOWN) -> pa.Array:
-    """Vectorised :func:`normalise_role`: a string array of Role values."""
+def normalise_roles(
+    values: pa.Array | Sequence[str | None], default: Role = Role.UNKNOWN, *, empty: Role | None = None
+) -> pa.Array:
+    """Vectorised :func:`normalise_role`: a string array of Role values.
+
+    Unrecognised words become ``default``; empty cells become ``empty`` (or ``default``).
+    """
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     if not isinstance(values, pa.Array):
@@ -634,7 +651,10 @@ def normalise_roles(values: pa.Array | Sequence[str | None], default: Role = Rol
     idx = pc.index_in(key, value_set=_ROLE_KEYS)
     base = pc.replace_substring_regex(key, r"[\s\-_#]*\d+$", "")
     idx = pc.coalesce(idx, pc.index_in(base, value_set=_ROLE_KEYS))
-    return pc.fill_null(pc.take(_ROLE_VALUES, idx), default.value)
+    roles = pc.fill_null(pc.take(_ROLE_VALUES, idx), default.value)
+    if empty is not None and empty != default:
+        roles = pc.if_else(pc.equal(key, ""), pa.scalar(empty.value), roles)
+    return roles
 
 
 # ---------------------------------------------------------------------------
@@ -686,3 +706,82 @@ def clean_metadata(values: Iterable[tuple[str, str | None]]) -> dict[str, str]:
 def is_nan(x: float) -> bool:
     """True for NaN (no amplification)."""
     return isinstance(x, float) and math.isnan(x)
+
+
+# ---------------------------------------------------------------------------
+# Instrument calls and empty wells
+# ---------------------------------------------------------------------------
+
+_CALL_WORDS = {
+    "detected": "detected",
+    "positive": "detected",
+    "pos": "detected",
+    "amp": "detected",
+    "amplified": "detected",
+    "+": "detected",
+    "not detected": "not_detected",
+    "not_detected": "not_detected",
+    "notdetected": "not_detected",
+    "undetected": "not_detected",
+    "negative": "not_detected",
+    "neg": "not_detected",
+    "no amp": "not_detected",
+    "noamp": "not_detected",
+    "-": "not_detected",
+    "invalid": "invalid",
+    "fail": "invalid",
+    "failed": "invalid",
+    "error": "invalid",
+}
+_CALL_KEYS = pa.array(list(_CALL_WORDS))
+_CALL_VALUES = pa.array(list(_CALL_WORDS.values()))
+
+
+def normalise_calls(values: pa.Array | Sequence[str | None]) -> pa.Array:
+    """An instrument's own call column (``POSITIVE``, ``Negative``, ``Invalid``…) in DESIGN.md words.
+
+    Words that are not a call (``Inconclusive``, ``Review``, empty) become null,
+    so the assay rule decides from the Ct values.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not isinstance(values, pa.Array):
+        values = pa.array(list(values), type=pa.string())
+    if len(values) == 0:
+        return pa.array([], type=pa.string())
+    key = pc.replace_substring_regex(pc.utf8_lower(pc.utf8_trim_whitespace(values)), r"\s+", " ")
+    return pc.take(_CALL_VALUES, pc.index_in(key, value_set=_CALL_KEYS))
+
+
+def occupied_wells(
+    sample: pa.Array,
+    role: pa.Array,
+    ct: np.ndarray,
+    lines: np.ndarray,
+    *,
+    source: str | None,
+    field: str = "Sample Name",
+) -> np.ndarray:
+    """Mask of rows to keep: empty plate positions are dropped, unnamed results refused.
+
+    Exports list unused wells too (CFX writes every well of the plate with an
+    empty Sample and Cq NaN). A row with neither a sample name nor a Ct, that is
+    not a control, is such an empty well. A row with a Ct but no sample name
+    cannot be attributed to a person: that is a ParseError naming its line.
+    Controls (NTC, PC, NC, standards) may be unnamed.
+    """
+    no_name = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(pc.fill_null(sample, ""))), 0), True)
+    no_name_np = no_name.to_numpy(zero_copy_only=False)
+    is_patient = pc.is_in(role, value_set=pa.array(["sample", "unknown"])).to_numpy(zero_copy_only=False)
+    amplified = ~np.isnan(ct)
+    orphan = no_name_np & is_patient & amplified
+    if orphan.any():
+        i = int(np.flatnonzero(orphan)[0])
+        raise ParseError(
+            "a well has a Ct value but no sample name",
+            source=source,
+            line=int(lines[i]),
+            field=field,
+            expected="a sample name (specimen or pool id) for every well with a result",
+        )
+    return ~(no_name_np & is_patient)

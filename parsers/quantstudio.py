@@ -1,0 +1,235 @@
+"""Applied Biosystems QuantStudio / 7500 / ViiA 7 / StepOne text exports.
+
+Layout, as the software writes it (tab-separated):
+
+    * Instrument Type = QuantStudio(TM) 7 Flex System     <- "* key = value" header
+    * Instrument Serial Number = 278875421
+    ...
+    [Sample Setup]        (optional sections, any order)
+    [Amplification Data]
+    [Results]
+    Well  Well Position  Omit  Sample Name  Target Name  Task  Reporter  ...  CT  ...
+    1     A1             false Standard 1   3'UTR        STANDARD VIC     ... 16.484
+    <blank line>
+    Analysis Type = Singleplex           <- results-metadata block, ignored
+
+Quirks handled: the Ct column is ``CT`` (QuantStudio), ``Cт`` with a Cyrillic te
+(7500 / StepOne software v2), ``Crt`` (relative-threshold analysis) or ``Cq``;
+``Undetermined`` for no amplification; repeated column names (``Target Name``
+and ``Task`` appear twice; the first wins); ragged rows; thousands separators
+in Quantity; 7500 exports give ``Well`` as ``A1`` and no ``Well Position``;
+QuantStudio gives ``Well`` as a running number plus ``Well Position``.
+Omitted wells (``Omit`` = true) get call ``invalid``: the analyst excluded them.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.errors import ParseError
+from engine.model import Role, well_table
+from parsers.registry import register
+from parsers.text import (
+    Block,
+    clean_metadata,
+    ct_array,
+    decode,
+    head_text,
+    normalise_roles,
+    normalise_wells,
+    occupied_wells,
+    read_block,
+    require_rows,
+    split_lines,
+    well_from_index,
+)
+
+_KEY_VALUE = re.compile(r"^\*\s*(?P<key>[^=]+?)\s*=\s*(?P<value>.*)$")
+_SECTION = re.compile(r"^\s*\[(?P<name>[^\]]+)\]\s*$")
+#: Ct column names across software versions, most specific first (never "Ct Mean").
+CT_COLUMNS = ("CT", "Ct", "Crt", "Cq", "C_T", "CT (Threshold)")
+
+
+def _header(lines: list[str]) -> dict[str, str]:
+    meta: dict[str, str] = {}
+    for line in lines:
+        m = _KEY_VALUE.match(line)
+        if m:
+            meta.setdefault(m["key"].strip().lower(), m["value"].strip())
+        elif _SECTION.match(line):
+            break
+    return meta
+
+
+def _plate_size(header: dict[str, str]) -> int:
+    block = header.get("block type", "") + " " + header.get("instrument type", "")
+    if "384" in block:
+        return 384
+    if "96" in block or "7500" in block or "stepone" in block.lower():
+        return 96
+    return 384
+
+
+def _run_metadata(header: dict[str, str], encoding: str) -> dict[str, str]:
+    def real(key: str) -> str | None:
+        value = header.get(key)
+        # The software writes NA/Not Started for fields it does not know.
+        if value is None or value.strip().upper() in {"", "NA", "N/A", "NOT STARTED"}:
+            return None
+        return value
+
+    software = real("software name and version") or real("software version")
+    return clean_metadata(
+        [
+            ("encoding", encoding),
+            ("instrument", real("instrument type")),
+            ("serial", real("instrument serial number") or real("instrument name")),
+            ("operator", real("user name") or real("operator")),
+            ("software", software),
+            ("run_start", real("experiment run start time") or real("run start time")),
+            ("run_end", real("experiment run end time") or real("run end time")),
+            ("plate", real("experiment barcode") or real("experiment name")),
+            ("assay", real("experiment type")),
+        ]
+    )
+
+
+def _results_span(lines: list[str], source: str) -> tuple[int, int]:
+    """(header index, stop index) of the results table."""
+    sections = [(i, m["name"].strip().lower()) for i, line in enumerate(lines) if (m := _SECTION.match(line))]
+    if sections:
+        starts = [i for i, name in sections if name == "results"]
+        if not starts:
+            names = ", ".join(f"[{n}]" for _, n in sections)
+            raise ParseError(
+                f"the export has no [Results] section (found {names})",
+                source=source,
+                line=sections[0][0] + 1,
+                expected="an export that includes the Results tab",
+            )
+        start = starts[0]
+        following = [i for i, _ in sections if i > start]
+        end = following[0] if following else len(lines)
+        header = start + 1
+        while header < end and not lines[header].strip():
+            header += 1
+    else:
+        # Results only, without a section title: the first tab line after the "* " header.
+        header = 0
+        while header < len(lines) and (not lines[header].strip() or _KEY_VALUE.match(lines[header])):
+            header += 1
+        end = len(lines)
+    if header >= end or "\t" not in lines[header]:
+        raise ParseError(
+            "the [Results] section is empty",
+            source=source,
+            line=min(header, len(lines)) if header >= end else header + 1,
+            expected="a tab-separated table starting with a 'Well' header",
+        )
+    # The table ends at the first blank line: a "key = value" results-metadata block may follow.
+    stop = header + 1
+    while stop < end and lines[stop].strip():
+        stop += 1
+    return header, stop
+
+
+def _wells(block: Block, plate: int, source: str) -> pa.Array:
+    position = block.get("Well Position")
+    if position is not None:
+        return normalise_wells(position, plate=plate, source=source, lines=block.lines, field="Well Position")
+    well = block.require("Well")
+    is_number = pc.all(pc.match_substring_regex(pc.fill_null(well, ""), r"^\s*\d+\s*$")).as_py()
+    if is_number:
+        index = pc.cast(well, pa.int64()).to_numpy(zero_copy_only=False)
+        return well_from_index(index, plate=plate, source=source, lines=block.lines, field="Well")
+    return normalise_wells(well, plate=plate, source=source, lines=block.lines, field="Well")
+
+
+def parse_results(text: str, encoding: str, source: str, run_id: str, *, format_name: str) -> pa.Table:
+    """Parse decoded QuantStudio/7500 text (shared with the SDS 2.x parser's 7500 branch)."""
+    lines = split_lines(text)
+    header = _header(lines)
+    start, stop = _results_span(lines, source)
+    block = read_block(lines, start, stop, "\t", source=source)
+    require_rows(block, "[Results]", source=source)
+    ct_idx = block.find(*CT_COLUMNS)
+    if ct_idx is None:
+        raise ParseError(
+            "no Ct column in the [Results] table",
+            source=source,
+            line=block.header_line,
+            field="CT",
+            expected="a column named CT, Cт, Crt or Cq",
+        )
+    ct = ct_array(block.columns[ct_idx], lines=block.lines, source=source, field=block.header[ct_idx])
+    sample = block.require("Sample Name", "Sample")
+    task = block.get("Task")
+    # A Task the software added later (e.g. "Accuracy Control") is not a person's sample.
+    role = normalise_roles(
+        task if task is not None else pa.nulls(block.num_rows, pa.string()), default=Role.UNKNOWN, empty=Role.SAMPLE
+    )
+    keep = occupied_wells(sample, role, ct, block.lines, source=source, field="Sample Name")
+    if not keep.all():
+        block = block.filter(keep)
+        ct, sample, role = ct[keep], sample.filter(pa.array(keep)), role.filter(pa.array(keep))
+    require_rows(block, "[Results]", source=source)
+    plate = _plate_size(header)
+    wells = _wells(block, plate, source)
+    omit = block.get("Omit")
+    call = None
+    if omit is not None:
+        omitted = pc.equal(pc.utf8_lower(pc.fill_null(omit, "false")), "true")
+        call = pc.if_else(omitted, pa.scalar("invalid"), pa.scalar(None, pa.string()))
+    meta = _run_metadata(header, encoding)
+    meta["format"] = format_name
+    n = block.num_rows
+    return well_table(
+        {
+            "run_id": [run_id] * n,
+            "instrument": pa.array([meta.get("instrument")] * n, pa.string()),
+            "source": [source] * n,
+            "line": block.lines,
+            "well": wells,
+            "sample_id": sample,
+            "role": role,
+            "target": block.require("Target Name", "Detector", "Target"),
+            "dye": block.get("Reporter", "Reporter Dye", "Dye"),
+            "ct": ct,
+            "call": call,
+        },
+        meta,
+    )
+
+
+@register(
+    "quantstudio",
+    description="Applied Biosystems QuantStudio / 7500 / ViiA 7 / StepOne text export",
+    instruments=("QuantStudio 3/5/6/7/12K Flex", "7500 / 7500 Fast (software v2)", "ViiA 7", "StepOne"),
+)
+class QuantStudioText:
+    """``* key = value`` header then ``[Results]`` (tab-separated) from Applied Biosystems software."""
+
+    @staticmethod
+    def sniff(head: bytes, name: str) -> float:
+        """Confident when the ``* key = value`` header or a ``[Results]`` table is present."""
+        text = head_text(head)
+        first = text.lstrip()[:4096]
+        star_keys = len(re.findall(r"(?m)^\* [^=\r\n]+ = ", first))
+        has_results = re.search(r"(?m)^\[Results\]\s*$", text) is not None
+        abi_words = re.search(r"(?m)^\* (Instrument Type|Experiment (File )?Name|Passive Reference|Block Type) = ", text)
+        if star_keys >= 2 and abi_words:
+            return 0.95
+        if has_results and re.search(r"(?m)^Well\t.*Sample Name\t", text):
+            return 0.9
+        return 0.0
+
+    @staticmethod
+    def parse(data: bytes, source: str, run_id: str) -> pa.Table:
+        """Canonical rows of the [Results] table; NaN Ct for Undetermined."""
+        text, encoding = decode(data, source)
+        return parse_results(text, encoding, source, run_id, format_name="quantstudio")
+
+
