@@ -785,3 +785,38 @@ def occupied_wells(
             expected="a sample name (specimen or pool id) for every well with a result",
         )
     return ~(no_name_np & is_patient)
+
+
+# ---------------------------------------------------------------------------
+# Instrument calls
+# ---------------------------------------------------------------------------
+
+# Order matters: "NOT DETECTED" contains "detected", so the negative words are
+# tried before the positive ones. "Presumptive positive" (Xpert Xpress: only N2
+# amplified) is deliberately no call: the assay rule decides from the Ct values.
+_CALL_INVALID = re.compile(r"\b(invalid|inv|error|err|fail(?:ed)?|no result|aborted|indeterminate)\b")
+_CALL_NEGATIVE = re.compile(r"\b(not detected|target not detected|undetected|negative|neg|non[- ]?reactive|nd)\b")
+_CALL_POSITIVE = re.compile(r"\b(detected|positive|pos|reactive)\b")
+_CALL_NONE = re.compile(r"\bpresumptive\b")
+
+
+def normalise_call(value: str | None) -> str | None:
+    """An instrument's own interpretation (``NOT DETECTED``, ``Pos``, ``NEG``, ``INVALID``) as a canonical call.
+
+    Returns ``detected``, ``not_detected``, ``invalid`` or None when the text is
+    no detection call (``PASS``, ``Valid``, ``ValueNotSet``, a number, a
+    presumptive result). Used by the LIS parsers (ASTM, HL7), where the call is
+    free text chosen by each vendor.
+    """
+    if value is None:
+        return None
+    key = re.sub(r"[\s_]+", " ", value.strip().lower())
+    if not key or _CALL_NONE.search(key):
+        return None
+    if _CALL_INVALID.search(key):
+        return "invalid"
+    if _CALL_NEGATIVE.search(key):
+        return "not_detected"
+    if _CALL_POSITIVE.search(key):
+        return "detected"
+    return None
