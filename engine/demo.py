@@ -225,11 +225,11 @@ def quantstudio_text(plate: SimulatedPlate, *, size: int | None = None) -> bytes
     header = [
         ("Block Type", f"{size}-Well Block (0.2mL)" if size == 96 else "384-Well Block"),
         ("Chemistry", "TAQMAN"),
-        ("Date Created", f"{plate.run_start:%Y-%m-%d %H:%M:%S} PM ICT"),
+        ("Date Created", f"{plate.run_start:%Y-%m-%d %H:%M:%S %p} ICT"),
         ("Experiment Barcode", plate.name),
         ("Experiment File Name", f"D:\\TaqPath\\{plate.name}.eds"),
         ("Experiment Name", plate.name),
-        ("Experiment Run End Time", f"{end:%Y-%m-%d %H:%M:%S} PM ICT"),
+        ("Experiment Run End Time", f"{end:%Y-%m-%d %H:%M:%S %p} ICT"),
         ("Experiment Type", "Presence/Absence"),
         ("Instrument Name", f"QS5-{plate.serial}"),
         ("Instrument Serial Number", plate.serial),
