@@ -33,20 +33,15 @@ from typing import Any
 
 import numpy as np
 
-#: TaqPath COVID-19 targets and the dyes QuantStudio/CFX report them under.
-TAQPATH = (("ORF1ab", "FAM"), ("N", "VIC"), ("S", "ABY"), ("MS2", "JUN"))
-ROWS_384 = "ABCDEFGHIJKLMNOP"
+#: Rows of the two plate sizes.
 ROWS_96 = "ABCDEFGH"
-
-#: A specimen's individual Ct: most positives sit in the low-to-mid 20s, with a tail to the cut-off.
-CT_RANGE = (15.0, 38.0)
-#: Cycles an instrument runs; a pooled Ct past it is not detected.
-MAX_CYCLES = 40.0
+ROWS_384 = "ABCDEFGHIJKLMNOP"
 
 
 @dataclass
 class Plate:
-    """One run's readings: per well, a sample name, a role and a Ct per target (NaN = not amplified)."""
+    """One run's readings, in the shape every writer here takes: per well a sample name,
+    a role and a Ct per target (NaN = not amplified). Built from the demo's simulated plate."""
 
     wells: list[str]
     sample_ids: list[str]
@@ -56,7 +51,7 @@ class Plate:
     ct: np.ndarray  # float32 [wells, targets]
     run_name: str = "KQ-BENCH-001"
     started: datetime = field(default_factory=lambda: datetime(2026, 11, 29, 8, 30, tzinfo=UTC))
-    truth: dict[str, Any] = field(default_factory=dict)
+    simulated: Any = None  # the engine.demo.SimulatedPlate it came from (truth, manifest)
 
     @property
     def n_wells(self) -> int:
@@ -70,86 +65,53 @@ def well_names(n_wells: int, *, padded: bool = False) -> list[str]:
     return names[:n_wells]
 
 
-# --------------------------------------------------------------------------- simulation
+def demo_module() -> Any | None:
+    """``engine.demo`` when it exists: its plate simulation and writers are reused, not duplicated."""
+    try:
+        return importlib.import_module("engine.demo")
+    except ModuleNotFoundError as exc:
+        if exc.name == "engine.demo":
+            return None
+        raise
 
 
-def draw_truth(n_specimens: int, prevalence: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Which specimens are infected, and their individual Ct (NaN for the others)."""
-    positive = rng.random(n_specimens) < prevalence
-    ct = np.full(n_specimens, np.nan, dtype=np.float32)
-    lo, hi = CT_RANGE
-    # Viral loads are roughly log-normal, so Ct is roughly normal; clip to what is seen in practice.
-    ct[positive] = np.clip(rng.normal(26.0, 5.0, positive.sum()), lo, hi).astype(np.float32)
-    return positive, ct
+def simulated_plate(seed: int, *, size: int = 384, pool_size: int = 10, prevalence: float = 0.02) -> Any:
+    """A Dorfman plate from ``engine.demo.simulate_plate`` (truth, Ct draws, Vietnamese manifest)."""
+    demo = demo_module()
+    if demo is None:
+        raise ModuleNotFoundError("engine.demo is not written yet", name="engine.demo")
+    return demo.simulate_plate(seed, size=size, pool_size=pool_size, prevalence=prevalence)
 
 
-def pool_ct(incidence: np.ndarray, specimen_ct: np.ndarray) -> np.ndarray:
-    """Expected Ct of each pool: the strongest member, diluted by the pool size (c + log2 k).
-
-    ``incidence`` is bool [pools, specimens]. A pool with no infected member, or
-    whose diluted Ct is past the run's last cycle, is NaN (not detected).
-    """
-    k = incidence.sum(axis=1).clip(min=1)
-    member_ct = np.where(incidence, specimen_ct[None, :], np.inf)
-    best = np.nanmin(np.where(np.isnan(member_ct), np.inf, member_ct), axis=1)
-    diluted = best + np.log2(k)
-    diluted[~np.isfinite(diluted) | (diluted > MAX_CYCLES)] = np.nan
-    return diluted.astype(np.float32)
-
-
-def target_cts(pool_cts: np.ndarray, rng: np.random.Generator, *, control: bool = True) -> np.ndarray:
-    """Per-target Ct of each well: the three SARS-CoV-2 targets scatter ±1 cycle around the
-    pool's Ct (S drops out in some variants, as with Omicron's S-gene target failure), and
-    the MS2 extraction control amplifies in every sample well around cycle 26."""
-    n = pool_cts.shape[0]
-    out = np.full((n, len(TAQPATH)), np.nan, dtype=np.float32)
-    jitter = rng.normal(0.0, 0.6, (n, 3)).astype(np.float32)
-    out[:, :3] = pool_cts[:, None] + jitter
-    sgtf = rng.random(n) < 0.15
-    out[sgtf, 2] = np.nan
-    out[:, :3][out[:, :3] > MAX_CYCLES] = np.nan
-    if control:
-        out[:, 3] = rng.normal(26.0, 0.8, n).astype(np.float32)
-    return np.round(out, 3)
-
-
-def pooled_plate(
-    n_wells: int = 384,
-    pool_size: int = 10,
-    prevalence: float = 0.02,
-    *,
-    seed: int = 0,
-    controls: bool = True,
-) -> Plate:
-    """A plate of Dorfman pools: every well a pool of ``pool_size`` specimens, the last two
-    wells the no-template and positive controls (TaqPath: NTC flat, PC amplifies all
-    three targets but not MS2, which is only added at extraction)."""
-    rng = np.random.default_rng(seed)
-    n_pools = n_wells - (2 if controls else 0)
-    n_specimens = n_pools * pool_size
-    positive, specimen_ct = draw_truth(n_specimens, prevalence, rng)
-    incidence = np.zeros((n_pools, n_specimens), dtype=bool)
-    incidence[np.repeat(np.arange(n_pools), pool_size), np.arange(n_specimens)] = True
-    cts = target_cts(pool_ct(incidence, specimen_ct), rng)
-    wells = well_names(n_wells)
-    ids = [f"P{seed % 1000:03d}-{i + 1:04d}" for i in range(n_pools)]
-    roles = ["sample"] * n_pools
-    if controls:
-        ntc = np.full((1, len(TAQPATH)), np.nan, dtype=np.float32)
-        pc = np.array([[24.1, 24.6, 25.0, np.nan]], dtype=np.float32)
-        cts = np.vstack([cts, ntc, pc])
-        ids += ["NTC", "PC"]
-        roles += ["ntc", "pc"]
+def plate_from_demo(sim: Any) -> Plate:
+    """The demo's wells (Ct per target in a dict) as the column form the writers use."""
+    demo = demo_module()
+    pairs = [(t[0], t[1]) for t in demo.TARGETS] + [tuple(demo.CONTROL)]
+    roles = []
+    for well in sim.wells:
+        if well.task == "NTC":
+            roles.append("ntc")
+        elif well.pool_id is None and "positive" in well.sample_name.lower():
+            roles.append("pc")
+        else:
+            roles.append("sample")
+    ct = np.array([[well.ct.get(t, np.nan) for t, _ in pairs] for well in sim.wells], dtype=np.float32)
     return Plate(
-        wells=wells,
-        sample_ids=ids,
+        wells=[w.position for w in sim.wells],
+        sample_ids=[w.sample_name for w in sim.wells],
         roles=roles,
-        targets=tuple(t for t, _ in TAQPATH),
-        dyes=tuple(d for _, d in TAQPATH),
-        ct=cts,
-        run_name=f"KQ-BENCH-{seed:04d}",
-        truth={"positive": positive, "specimen_ct": specimen_ct, "pool_size": pool_size},
+        targets=tuple(t for t, _ in pairs),
+        dyes=tuple(d for _, d in pairs),
+        ct=np.round(ct, 3),
+        run_name=sim.name,
+        started=sim.run_start,
+        simulated=sim,
     )
+
+
+def bench_plate(seed: int) -> Plate:
+    """The reference workload: a 384-well TaqPath plate (ORF1ab/N/S + MS2) of 10-specimen pools, 2 % prevalence."""
+    return plate_from_demo(simulated_plate(seed, size=384, pool_size=10, prevalence=0.02))
 
 
 @dataclass
@@ -353,8 +315,9 @@ def hl7_oul(plate: Plate, *, target_bytes: int | None = None) -> bytes:
 
 # --------------------------------------------------------------------------- registry of writers
 
-#: format key → (writer, parser module that must read it, separator for the raw-Arrow baseline or None)
+#: format key → (writer, the parser module that must read it). QuantStudio first: it is the demo's own writer.
 WRITERS: dict[str, tuple[Callable[..., bytes], str]] = {
+    "quantstudio": (lambda plate, **kw: quantstudio_txt(plate, **kw), "parsers.quantstudio"),
     "cfx": (cfx_csv, "parsers.cfx"),
     "cfx-vi": (lambda plate, **kw: cfx_csv(plate, locale="vi", **kw), "parsers.cfx"),
     "lightcycler": (lightcycler_txt, "parsers.lightcycler"),
@@ -364,11 +327,12 @@ WRITERS: dict[str, tuple[Callable[..., bytes], str]] = {
 }
 
 
-def demo_module() -> Any | None:
-    """``engine.demo`` when it exists (its plate simulation and writers are reused)."""
-    try:
-        return importlib.import_module("engine.demo")
-    except ModuleNotFoundError as exc:
-        if exc.name == "engine.demo":
-            return None
-        raise
+def quantstudio_txt(plate: Plate, *, target_bytes: int | None = None) -> bytes:
+    """The demo's QuantStudio ``[Results]`` export of the plate, its result rows repeated to ``target_bytes``."""
+    demo = demo_module()
+    one = demo.quantstudio_text(plate.simulated, size=384 if plate.n_wells > 96 else 96)
+    marker = one.index(b"[Results]")
+    body_at = one.index(b"\n", one.index(b"\n", marker) + 1) + 1  # after the column-names line
+    head, body = one[:body_at], one[body_at:]
+    n = max(1, -(-(target_bytes - len(head)) // len(body))) if target_bytes else 1
+    return head + body * n
