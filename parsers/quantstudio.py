@@ -30,10 +30,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.errors import ParseError
-from engine.model import Role, well_table
+from engine.model import Role
 from parsers.registry import register
 from parsers.text import (
     Block,
+    canonical_table,
     clean_metadata,
     ct_array,
     decode,
@@ -43,6 +44,7 @@ from parsers.text import (
     occupied_wells,
     read_block,
     require_rows,
+    roles_from_names,
     split_lines,
     well_from_index,
 )
@@ -171,6 +173,7 @@ def parse_results(text: str, encoding: str, source: str, run_id: str, *, format_
     role = normalise_roles(
         task if task is not None else pa.nulls(block.num_rows, pa.string()), default=Role.UNKNOWN, empty=Role.SAMPLE
     )
+    role = roles_from_names(role, sample)
     keep = occupied_wells(sample, role, ct, block.lines, source=source, field="Sample Name")
     if not keep.all():
         block = block.filter(keep)
@@ -185,22 +188,18 @@ def parse_results(text: str, encoding: str, source: str, run_id: str, *, format_
         call = pc.if_else(omitted, pa.scalar("invalid"), pa.scalar(None, pa.string()))
     meta = _run_metadata(header, encoding)
     meta["format"] = format_name
-    n = block.num_rows
-    return well_table(
-        {
-            "run_id": [run_id] * n,
-            "instrument": pa.array([meta.get("instrument")] * n, pa.string()),
-            "source": [source] * n,
-            "line": block.lines,
-            "well": wells,
-            "sample_id": sample,
-            "role": role,
-            "target": block.require("Target Name", "Detector", "Target"),
-            "dye": block.get("Reporter", "Reporter Dye", "Dye"),
-            "ct": ct,
-            "call": call,
-        },
-        meta,
+    return canonical_table(
+        run_id=run_id,
+        source=source,
+        line=block.lines,
+        metadata=meta,
+        well=wells,
+        sample_id=sample,
+        role=role,
+        target=block.require("Target Name", "Detector", "Target"),
+        dye=block.get("Reporter", "Reporter Dye", "Dye"),
+        ct=ct,
+        call=call,
     )
 
 

@@ -35,6 +35,8 @@ __all__ = [
     "decode",
     "head_text",
     "NO_CT",
+    "canonical_table",
+    "roles_from_names",
     "clean_metadata",
     "first_line_matching",
     "normalise_calls",
@@ -400,7 +402,10 @@ def _canonical_numbers(values: pa.Array, decimal: str) -> pa.Array:
         has_comma = pc.match_substring(v, ",")
         v = pc.if_else(has_comma, pc.replace_substring(pc.replace_substring(v, ".", ""), ",", "."), v)
     else:
-        v = pc.replace_substring(v, ",", "")  # thousands separators: 100,000,000.000
+        # Thousands separators (Quantity "100,000,000.000") are dropped; any other comma
+        # is a decimal comma from a PC set to a Vietnamese/French locale ("35,2" = 35.2).
+        grouped = pc.match_substring_regex(v, r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$")
+        v = pc.if_else(grouped, pc.replace_substring(v, ",", ""), pc.replace_substring(v, ",", "."))
     return v
 
 
@@ -820,3 +825,68 @@ def normalise_call(value: str | None) -> str | None:
     if _CALL_POSITIVE.search(key):
         return "detected"
     return None
+
+
+# ---------------------------------------------------------------------------
+# Assembling the canonical table
+# ---------------------------------------------------------------------------
+
+
+def canonical_table(
+    *,
+    run_id: str,
+    source: str,
+    line: np.ndarray | pa.Array,
+    metadata: dict[str, str],
+    well: pa.Array | None = None,
+    sample_id: pa.Array | str | None = None,
+    role: pa.Array | None = None,
+    target: pa.Array | str | None = None,
+    dye: pa.Array | str | None = None,
+    ct: np.ndarray | pa.Array | None = None,
+    call: pa.Array | str | None = None,
+) -> pa.Table:
+    """The canonical well table from a parser's columns; scalars are repeated down the rows.
+
+    ``instrument`` comes from ``metadata["instrument"]``; absent columns are null.
+    """
+    n = len(line)
+
+    def column(value: object) -> object:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return pa.repeat(pa.scalar(value, pa.string()), n)
+        return value
+
+    columns = {
+        "run_id": pa.repeat(pa.scalar(run_id, pa.string()), n),
+        "instrument": pa.repeat(pa.scalar(metadata.get("instrument"), pa.string()), n),
+        "source": pa.repeat(pa.scalar(source, pa.string()), n),
+        "line": line,
+        "well": well,
+        "sample_id": column(sample_id),
+        "role": role,
+        "target": column(target),
+        "dye": column(dye),
+        "ct": ct,
+        "call": column(call),
+    }
+    from engine.model import well_table
+
+    return well_table({k: v for k, v in columns.items() if v is not None}, metadata)
+
+
+def roles_from_names(role: pa.Array, sample: pa.Array) -> pa.Array:
+    """Promote wells named like a control (``NTC``, ``PC``, ``Neg Ctrl``) to that role.
+
+    Many labs leave the instrument's task/type as "Unknown" for every well and
+    only name the controls; a well named ``NTC`` is the no-template control
+    whatever its task says. Only sample/unknown wells are changed.
+    """
+    if len(role) == 0:
+        return role
+    by_name = normalise_roles(sample, default=Role.SAMPLE)
+    controls = pc.is_in(by_name, value_set=pa.array([Role.NTC.value, Role.PC.value, Role.NC.value]))
+    patient = pc.is_in(role, value_set=pa.array([Role.SAMPLE.value, Role.UNKNOWN.value]))
+    return pc.if_else(pc.and_(controls, patient), by_name, role)

@@ -1,0 +1,188 @@
+"""Shared text helpers: decoding, line splitting, Ct/well/role normalisation, table reading."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.errors import ParseError
+from engine.model import Role
+from parsers import text
+
+
+def test_decode_utf8_keeps_vietnamese() -> None:
+    """UTF-8 without BOM decodes Vietnamese names unchanged and reports utf-8."""
+    decoded, encoding = text.decode("Nguyễn Thị Hoa\r\n".encode())
+    assert decoded == "Nguyễn Thị Hoa\r\n"
+    assert encoding == "utf-8"
+
+
+def test_decode_strips_utf8_bom() -> None:
+    """A UTF-8 BOM is removed from the text and reported as utf-8-sig."""
+    assert text.decode(b"\xef\xbb\xbfWell;Ct") == ("Well;Ct", "utf-8-sig")
+
+
+@pytest.mark.parametrize("codec,expected", [("utf-16-le", "utf-16-le"), ("utf-16-be", "utf-16-be")])
+def test_decode_utf16_with_bom(codec: str, expected: str) -> None:
+    """UTF-16 with either byte order mark is decoded and its byte order reported."""
+    bom = b"\xff\xfe" if codec.endswith("le") else b"\xfe\xff"
+    assert text.decode(bom + "Mẫu 1\tđ".encode(codec)) == ("Mẫu 1\tđ", expected)
+
+
+def test_decode_utf16_without_bom() -> None:
+    """UTF-16 LE without a BOM is recognised by its NUL pattern."""
+    assert text.decode(",Well,Fluor\r\n,A01,FAM\r\n".encode("utf-16-le"))[1] == "utf-16-le"
+
+
+def test_decode_falls_back_to_cp1252() -> None:
+    """Bytes that are not UTF-8 are read as cp1252 (old Windows software)."""
+    decoded, encoding = text.decode("Cq\t±0.5 µl".encode("cp1252"))
+    assert (decoded, encoding) == ("Cq\t±0.5 µl", "cp1252")
+
+
+def test_decode_refuses_binary_with_line() -> None:
+    """A file with NUL bytes is refused as binary, naming the line where they start."""
+    with pytest.raises(ParseError, match=r"run\.txt, line 2: .*binary"):
+        text.decode(b"header\nab\x00\x01\x02cd\x00\x00", "run.txt")
+
+
+def test_decode_refuses_empty_file() -> None:
+    """An empty (or whitespace-only) file is a ParseError, not an empty table."""
+    with pytest.raises(ParseError, match="empty"):
+        text.decode(b"  \r\n", "x.csv")
+
+
+def test_split_lines_handles_cr_crlf_lf() -> None:
+    """CR-only, CRLF and LF line ends are all line breaks; a final break adds no line."""
+    assert text.split_lines("a\rb\r\nc\nd\r") == ["a", "b", "c", "d"]
+
+
+def test_split_lines_ignores_form_feed() -> None:
+    """Form feeds and U+2028 inside a field do not split a line (line numbers stay true)."""
+    assert text.split_lines("a\x0cb\u2028c\nd") == ["a\x0cb\u2028c", "d"]
+
+
+def test_ct_markers_become_nan() -> None:
+    """Undetermined, NaN, N/A, empty, null and -1 all mean no amplification (NaN)."""
+    ct = text.ct_array(["Undetermined", "NaN", "N/A", "", None, "-1", "-1.00", "UNDETERMINED", "31.5"])
+    assert np.isnan(ct[:8]).all()
+    assert ct[8] == pytest.approx(31.5)
+    assert ct.dtype == np.float32
+
+
+def test_ct_decimal_comma_and_thousands() -> None:
+    """Decimal commas are read when asked; thousands separators are dropped otherwise."""
+    assert text.ct_array(["35,21", "35.5"], decimal=",").tolist() == pytest.approx([35.21, 35.5])
+    assert text.number_array(pa.array(["100,000,000.000", "1.234,5"]))[0] == 1e8
+    assert text.number_array(pa.array(["1.234,5"]), decimal=",")[0] == 1234.5
+    assert text.parse_ct(" 27.5 ") == pytest.approx(27.5)
+    assert math.isnan(text.parse_ct("n/a"))
+
+
+def test_ct_not_a_number_names_line_and_field() -> None:
+    """A non-numeric Ct raises ParseError naming file, line and field."""
+    with pytest.raises(ParseError, match=r"plate\.txt, line 7, field 'Cq': Ct value 'abc'"):
+        text.ct_array(["20", "abc"], lines=[6, 7], source="plate.txt", field="Cq")
+
+
+@pytest.mark.parametrize("bad", ["50.5", "-3", "1e3"])
+def test_ct_out_of_range(bad: str) -> None:
+    """A Ct outside 0-50 cycles is refused with its line."""
+    with pytest.raises(ParseError, match=r"line 4.*outside 0-50"):
+        text.ct_array([bad], lines=[4], source="f")
+
+
+@given(st.floats(min_value=0, max_value=50, allow_nan=False, width=32))
+def test_ct_roundtrip_in_range(value: float) -> None:
+    """Any Ct written with 6 decimals (point or comma) is read back to float32 precision."""
+    written = f"{value:.6f}"
+    assert text.ct_array([written])[0] == pytest.approx(value, abs=1e-5)
+    assert text.ct_array([written.replace(".", ",")], decimal=",")[0] == pytest.approx(value, abs=1e-5)
+
+
+def test_normalise_well_pads_and_case() -> None:
+    """Padded, zero-filled and lower-case wells become the canonical A1 form."""
+    assert text.normalise_wells(["A01", " b12 ", "P24", "h1"]).to_pylist() == ["A1", "B12", "P24", "H1"]
+    assert text.normalise_well("C07", plate=96) == "C7"
+
+
+@pytest.mark.parametrize("well,plate", [("Q1", 384), ("A25", 384), ("I1", 96), ("A13", 96), ("11", 384)])
+def test_normalise_well_outside_plate(well: str, plate: int) -> None:
+    """Wells outside the plate (or not a well at all) raise ParseError with the line."""
+    with pytest.raises(ParseError, match=r"r\.csv, line 9, field 'Well'"):
+        text.normalise_wells(["A1", well], plate=plate, source="r.csv", lines=[8, 9])
+
+
+def test_well_from_index_counts_row_by_row() -> None:
+    """QuantStudio well numbers map row-major onto the plate (13 → B1 on 96 wells)."""
+    assert text.well_from_index([1, 12, 13, 96], plate=96).to_pylist() == ["A1", "A12", "B1", "H12"]
+    with pytest.raises(ParseError):
+        text.well_from_index([97], plate=96)
+
+
+@pytest.mark.parametrize(
+    "word,role",
+    [
+        ("Unkn", Role.SAMPLE),
+        ("UNKNOWN", Role.SAMPLE),
+        ("NTC", Role.NTC),
+        ("no template control", Role.NTC),
+        ("Pos Ctrl", Role.PC),
+        ("Positive Control", Role.PC),
+        ("PC", Role.PC),
+        ("Neg Ctrl", Role.NC),
+        ("NEG", Role.NC),
+        ("Std", Role.STD),
+        ("STANDARD", Role.STD),
+        ("Std-03", Role.STD),
+        ("Accuracy Control", Role.UNKNOWN),
+    ],
+)
+def test_normalise_role(word: str, role: Role) -> None:
+    """Instrument spellings of well types map to the canonical roles, scalar and vectorised alike."""
+    assert text.normalise_role(word) is role
+    assert text.normalise_roles([word]).to_pylist() == [role.value]
+
+
+def test_roles_from_names_promotes_named_controls() -> None:
+    """A well with task Unknown but named NTC/PC is treated as that control."""
+    role = pa.array(["sample", "sample", "std"])
+    assert text.roles_from_names(role, pa.array(["NTC", "P-001", "PC"])).to_pylist() == ["ntc", "sample", "std"]
+
+
+def test_read_block_pads_ragged_rows_and_keeps_lines() -> None:
+    """Ragged rows get null cells; blank and separator-only rows are skipped with true line numbers."""
+    lines = text.split_lines("Well\tCt\tCt\n A1 \t12.5\n\nB1\n\t\t\nC1\t\t3\t9\n")
+    block = text.read_block(lines, 0, None, "\t", source="x")
+    assert block.num_rows == 3
+    assert block.lines.tolist() == [2, 4, 6]
+    assert block.require("well").to_pylist() == ["A1", "B1", "C1"]
+    assert block.get("CT").to_pylist() == ["12.5", None, None]  # first of the duplicate names
+    assert block.columns[3].to_pylist() == [None, None, "9"]
+
+
+def test_read_block_missing_column_is_parse_error() -> None:
+    """Asking for a column the header lacks names the header line and the column."""
+    block = text.read_block(["Well;Cq", "A1;20"], 0, None, ";", source="f.csv")
+    with pytest.raises(ParseError, match=r"f\.csv, line 1, field 'Sample'"):
+        block.require("Sample")
+
+
+def test_occupied_wells_drops_empty_and_refuses_unnamed_result() -> None:
+    """Unnamed wells without Ct are dropped; an unnamed well with a Ct is an error with its line."""
+    roles = pa.array(["sample", "sample", "ntc"])
+    keep = text.occupied_wells(pa.array(["S1", None, None]), roles, np.array([20, np.nan, np.nan]), np.array([2, 3, 4]), source="f")
+    assert keep.tolist() == [True, False, True]
+    with pytest.raises(ParseError, match=r"line 3.*no sample name"):
+        text.occupied_wells(pa.array(["S1", ""]), roles[:2], np.array([20, 30.0]), np.array([2, 3]), source="f")
+
+
+def test_normalise_calls() -> None:
+    """Instrument call words map to detected/not_detected/invalid, others to null."""
+    got = text.normalise_calls(["POSITIVE", "Negative", "Invalid", "Inconclusive", None]).to_pylist()
+    assert got == ["detected", "not_detected", "invalid", None, None]
