@@ -25,7 +25,6 @@ the real exports in ``shared/fixtures/real/`` (see its SOURCES.md):
 from __future__ import annotations
 
 import importlib
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -336,3 +335,46 @@ def quantstudio_txt(plate: Plate, *, target_bytes: int | None = None) -> bytes:
     head, body = one[:body_at], one[body_at:]
     n = max(1, -(-(target_bytes - len(head)) // len(body))) if target_bytes else 1
     return head + body * n
+
+
+def result_payloads(n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` result payloads (docs/interfaces.md shape, built by ``engine.results.build_payload``)
+    for the specimens of simulated 384-well plates: Vietnamese names, real-looking evidence."""
+    from engine.config import Lab
+    from engine.results import build_payload, result_id
+
+    lab = Lab()
+    out: list[dict[str, Any]] = []
+    plate_seed = seed
+    while len(out) < n:
+        sim = simulated_plate(plate_seed, size=384, pool_size=10, prevalence=0.02)
+        plate = plate_from_demo(sim)
+        run_id = f"{plate_seed:064x}"
+        by_pool = {w.pool_id: w for w in sim.wells if w.pool_id}
+        issued = (sim.run_start + timedelta(hours=2)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for row in sim.manifest:
+            if len(out) >= n:
+                break
+            well = by_pool[row["pool_id"]]
+            cts = {t: (None if np.isnan(v) else round(float(v), 2)) for t, v in well.ct.items()}
+            outcome = "POSITIVE" if sim.infected[row["specimen_id"]] else "NEGATIVE"
+            pooled = row["pool_id"] != row["specimen_id"]
+            out.append(
+                build_payload(
+                    id=result_id(lab.id, row["specimen_id"], run_id),
+                    version=1,
+                    supersedes=None,
+                    issued_at=issued,
+                    outcome=outcome,
+                    lab=lab,
+                    specimen=row,
+                    test={"assay": "TaqPath COVID-19", "kit": "TaqPath COVID-19 CE-IVD RT-PCR Kit", "method": "RT-PCR",
+                          "pooled": pooled, "pool_id": row["pool_id"] if pooled else None,
+                          "design": f"dorfman:{sim.pool_size}" if pooled else "individual", "decoder": "dorfman"},
+                    evidence={"run_id": run_id, "source": f"{sim.name}.txt", "instrument": "QuantStudio 5", "rule": "taqpath: >=2 of ORF1ab/N/S <= 37",
+                              "pools": [{"pool_id": row["pool_id"], "well": well.position, "outcome": "detected" if any(v is not None for t, v in cts.items() if t != "MS2") else "not_detected", "ct": cts}],
+                              "ct": cts},
+                )
+            )
+        plate_seed += 1
+    return out
