@@ -500,7 +500,7 @@ class Ledger:
                     [
                         (d["specimen_id"], plate.run_id, d["retest"], "open", d.get("pool_id"), d.get("reason"), now)
                         for d in plate.specimen_decisions
-                        if d.get("retest") and d["specimen_id"] not in signed
+                        if d.get("retest")  # INCONCLUSIVE is signed AND needs a new swab
                     ],
                 )
                 self.conn.execute(

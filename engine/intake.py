@@ -1,0 +1,253 @@
+"""Intake: take complete files from the inbox, archive their exact bytes, record them, then acknowledge.
+
+Order of operations per file (each step survives a crash before the next):
+1. the file is *complete*: it appeared by rename (instrument PCs and the
+   sampling platform write ``.name.part``/``*.tmp`` and rename; those names are
+   ignored), or its size and mtime have been stable for ``stable_seconds``
+   (SMB/NFS shares give no change events, so the inbox is polled, and a full
+   rescan runs anyway because event queues overflow);
+2. its bytes are copied to ``archive/<sha256>`` (temp name, fsync, rename);
+3. the ledger records it (same bytes under any name → a ``duplicate`` event, nothing new);
+4. only then is it removed from the inbox: that removal is the acknowledgement.
+
+A crash between 2 and 3 re-takes the file (the archive copy is identical); a
+crash between 3 and 4 re-takes it and finds it a duplicate. Symlinks, and
+anything that resolves outside the inbox, are never followed: they are moved
+aside into ``quarantine/`` with a note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.config import IntakeSettings
+from engine.datadir import DataDir
+from engine.errors import IntakeError
+from engine.ledger import Ledger
+from engine.logs import log
+
+IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".error.txt")
+
+
+@dataclass
+class Taken:
+    """One file taken from the inbox."""
+
+    sha256: str
+    name: str  # path relative to the inbox
+    kind: str  # analyzer | manifest
+    fresh: bool  # False: these bytes were received before (a duplicate drop)
+
+
+@dataclass
+class _Seen:
+    size: int
+    mtime_ns: int
+    since: float
+    failures: int = 0
+    retry_at: float = 0.0
+    parked: bool = False
+
+
+def ignored(name: str) -> bool:
+    """Names intake never takes: hidden/temporary files still being written."""
+    base = name.rsplit("/", 1)[-1]
+    return base.startswith(".") or base.startswith("~$") or base.lower().endswith(IGNORED_SUFFIXES)
+
+
+def kind_of(head: bytes) -> str:
+    """``manifest`` when the first line is a manifest header, else ``analyzer`` (parsers sniff later)."""
+    from engine.manifest import looks_like_manifest
+
+    return "manifest" if looks_like_manifest(head) else "analyzer"
+
+
+def write_archive(archive: Path, sha256: str, data: bytes) -> Path:
+    """Store ``data`` at ``archive/<sha256>`` durably (temp file, fsync, rename, fsync the folder)."""
+    target = archive / sha256
+    if target.exists() and target.stat().st_size == len(data):
+        return target
+    archive.mkdir(parents=True, exist_ok=True)
+    tmp = archive / f".{sha256}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+    _fsync_dir(archive)
+    return target
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Intake:
+    """Watches one inbox (by polling) and hands complete files to the ledger."""
+
+    def __init__(self, data: DataDir, ledger: Ledger, settings: IntakeSettings | None = None) -> None:
+        self.data = data
+        self.ledger = ledger
+        self.settings = settings or IntakeSettings()
+        self.inbox = data.inbox.resolve()
+        self._seen: dict[str, _Seen] = {}
+        self.partial_skips = 0  # files seen still changing (for tests and metrics)
+
+    def candidates(self) -> list[Path]:
+        """Files in the inbox (recursive when configured), oldest first; refused paths are moved aside."""
+        found: list[Path] = []
+        if not self.inbox.exists():
+            return found
+        walker = os.walk(self.inbox, followlinks=False) if self.settings.recursive else [(str(self.inbox), [], [e.name for e in os.scandir(self.inbox)])]
+        for folder, dirs, names in walker:
+            # Never descend into hidden folders or symlinked folders.
+            for d in list(dirs):
+                if d.startswith(".") or os.path.islink(os.path.join(folder, d)):
+                    if os.path.islink(os.path.join(folder, d)):
+                        self._refuse(Path(folder) / d, "is a symbolic link to a folder; links are not followed")
+                    dirs.remove(d)
+            for name in names:
+                path = Path(folder) / name
+                rel = path.relative_to(self.inbox).as_posix()
+                if ignored(rel):
+                    continue
+                if path.is_symlink():
+                    self._refuse(path, "is a symbolic link; copy the file itself into the inbox")
+                    continue
+                try:
+                    resolved = path.resolve(strict=True)
+                except OSError:
+                    continue  # vanished meanwhile
+                if not resolved.is_relative_to(self.inbox):
+                    self._refuse(path, "leads outside the inbox")
+                    continue
+                if path.is_file():
+                    found.append(path)
+        found.sort(key=lambda p: (self._mtime(p), p.name))
+        return found
+
+    @staticmethod
+    def _mtime(path: Path) -> int:
+        try:
+            return path.stat().st_mtime_ns
+        except OSError:
+            return 0
+
+    def _refuse(self, path: Path, why: str) -> None:
+        rel = path.relative_to(self.inbox).as_posix() if path.is_relative_to(self.inbox) else str(path)
+        self.data.quarantine.mkdir(parents=True, exist_ok=True)
+        target = self.data.quarantine / f"{rel.replace('/', '_')}.link"
+        note = self.data.quarantine / f"{rel.replace('/', '_')}.error.txt"
+        note.write_text(
+            f"File: {rel}\nProblem: {why}.\nNothing was read from it.\n"
+            "What to do: place the real file (not a link or shortcut) in the inbox.\n",
+            encoding="utf-8",
+        )
+        try:
+            os.replace(path, target)  # moves the link itself, never its target
+        except OSError:
+            pass
+        self.ledger.event("refused", None, path=rel, reason=why)
+        log.warning("refused", path=rel, reason=why)
+
+    def is_complete(self, path: Path, now: float, stable_seconds: float) -> bool:
+        """True when size and mtime have not changed for ``stable_seconds`` (0: trust what is there)."""
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        key = str(path)
+        seen = self._seen.get(key)
+        if seen is None or seen.size != st.st_size or seen.mtime_ns != st.st_mtime_ns:
+            if seen is not None:
+                self.partial_skips += 1
+            self._seen[key] = _Seen(st.st_size, st.st_mtime_ns, now)
+            return stable_seconds <= 0
+        if seen.parked or now < seen.retry_at:
+            return False
+        return now - seen.since >= stable_seconds
+
+    def scan(self, *, stable_seconds: float | None = None) -> list[Taken]:
+        """One pass over the inbox: take every complete file. ``stable_seconds=0`` for backfills."""
+        stable = self.settings.stable_seconds if stable_seconds is None else stable_seconds
+        now = time.monotonic()
+        taken: list[Taken] = []
+        present = set()
+        for path in self.candidates():
+            present.add(str(path))
+            if not self.is_complete(path, now, stable):
+                continue
+            try:
+                item = self.take(path)
+            except IntakeError as exc:
+                self._failed(path, str(exc))
+                continue
+            if item is not None:
+                taken.append(item)
+        for key in list(self._seen):
+            if key not in present:
+                del self._seen[key]
+        return taken
+
+    def _failed(self, path: Path, error: str) -> None:
+        seen = self._seen.get(str(path))
+        if seen is None:
+            return
+        seen.failures += 1
+        if seen.failures >= self.settings.max_attempts:
+            # Left in place, never deleted: an operator sees it in the inbox and in the ledger's events.
+            seen.parked = True
+            self.ledger.event("parked", None, path=path.relative_to(self.inbox).as_posix(), error=error, attempts=seen.failures)
+            log.error("parked", path=str(path), error=error, attempts=seen.failures)
+        else:
+            seen.retry_at = time.monotonic() + self.settings.backoff_seconds * 2 ** (seen.failures - 1)
+            log.warning("intake retry", path=str(path), error=error, attempts=seen.failures)
+
+    def take(self, path: Path) -> Taken | None:
+        """Archive, record, acknowledge one file; None if it changed while being read (not complete yet)."""
+        rel = path.relative_to(self.inbox).as_posix()
+        try:
+            before = path.stat()
+            with open(path, "rb") as fh:
+                data = fh.read()
+            after = path.stat()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise IntakeError(f"{rel}: cannot be read ({exc.strerror}); will retry") from exc
+        if len(data) != after.st_size or before.st_mtime_ns != after.st_mtime_ns or before.st_size != after.st_size:
+            self.partial_skips += 1
+            self._seen.pop(str(path), None)
+            return None
+        if not data:
+            return None  # an empty file is a file still being created; it is looked at again
+        sha = hashlib.sha256(data).hexdigest()
+        kind = kind_of(data[:4096])
+        try:
+            write_archive(self.data.archive, sha, data)
+        except OSError as exc:
+            raise IntakeError(f"{rel}: cannot be archived ({exc.strerror}); will retry") from exc
+        fresh = self.ledger.receive_file(sha, rel, len(data), kind)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            # Recorded already; a later scan finds it again as a duplicate and retries the removal.
+            log.warning("cannot remove from inbox", path=rel, error=str(exc))
+        self._seen.pop(str(path), None)
+        log.info("received" if fresh else "duplicate", file=rel, sha256=sha, kind=kind, size=len(data))
+        return Taken(sha, rel, kind, fresh)
