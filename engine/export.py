@@ -1,0 +1,253 @@
+"""Bulk export for catch-up, after the FHIR Bulk Data "$export" pattern.
+
+A consumer that is far behind (a new national platform, a restored backup)
+asks once instead of paging through millions of results:
+
+1. ``GET /v1/$export[?_type=Result,Bundle][&after=<cursor>]`` (``Prefer: respond-async``)
+   → ``202 Accepted`` with ``Content-Location: /v1/exports/<job>``.
+2. ``GET /v1/exports/<job>`` → ``202`` with ``X-Progress`` while it runs, then ``200``
+   with the manifest: ``transactionTime``, ``request``, ``requiresAccessToken``,
+   ``output`` (``type``, ``url``, ``count`` per NDJSON file) and ``error``, plus
+   ``next``: the feed cursor right after the last exported result, so the
+   consumer continues with ``/v1/results?after=<next>`` without gap or overlap.
+3. ``GET /v1/exports/<job>/<file>`` → the NDJSON file; ``DELETE /v1/exports/<job>`` cancels
+   and removes the files.
+
+``Result`` lines are exactly the feed's items; ``Bundle`` lines are FHIR R4
+Bundles. The snapshot is every result up to the ledger's last ``seq`` at
+kick-off. Files are written by a worker thread with its own ledger connection
+under ``<data>/exports/<job>/`` (the manifest there survives a restart; a job
+cut by a restart is simply gone and the consumer kicks off again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+import shutil
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from engine.ledger import Ledger
+
+if TYPE_CHECKING:
+    from engine.api import ApiState
+
+EXPORT_TYPES = ("Result", "Bundle")
+FILE_ITEMS = 50_000  # items per NDJSON file: small enough to retry one download, large enough to be few
+_JOB = re.compile(r"^[0-9a-f]{32}$")
+_FILE = re.compile(r"^(result|bundle)-\d{4}\.ndjson$")
+
+
+@dataclass
+class ExportJob:
+    """One bulk export: its snapshot bounds, progress and output files."""
+
+    id: str
+    types: tuple[str, ...]
+    after: int
+    upto: int
+    request: str
+    transaction_time: str
+    folder: Path
+    done: int = 0
+    finished: bool = False
+    error: str | None = None
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    task: asyncio.Future | None = None
+
+    def manifest(self, next_cursor: str) -> dict[str, Any]:
+        return {
+            "transactionTime": self.transaction_time,
+            "request": self.request,
+            "requiresAccessToken": True,
+            "output": self.outputs,
+            "error": [{"type": "OperationOutcome", "message": self.error}] if self.error else [],
+            "next": next_cursor,
+        }
+
+
+class ExportJobs:
+    """The running and finished export jobs of one server."""
+
+    def __init__(self, state: "ApiState") -> None:
+        self.state = state
+        self.root = state.data.exports
+        self.jobs: dict[str, ExportJob] = {}
+
+    def running(self) -> int:
+        return sum(1 for j in self.jobs.values() if not j.finished)
+
+    def start(self, types: tuple[str, ...], after: int, request: str) -> ExportJob:
+        upto = self.state.ledger.last_seq()
+        job_id = secrets.token_hex(16)
+        job = ExportJob(
+            id=job_id,
+            types=types,
+            after=after,
+            upto=max(upto, after),
+            request=request,
+            transaction_time=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            folder=self.root / job_id,
+        )
+        self.jobs[job_id] = job
+        job.task = asyncio.get_running_loop().run_in_executor(None, self._run, job)
+        return job
+
+    def _run(self, job: ExportJob) -> None:
+        """Worker thread: write the snapshot (after, upto] as NDJSON files, then the manifest."""
+        from engine.api import item_json
+
+        job.folder.mkdir(parents=True, exist_ok=True)
+        ledger = Ledger.open(self.state.ledger_path)
+        files: dict[str, Any] = {}
+        current: dict[str, dict[str, Any]] = {}  # kind -> its open output entry
+        index: dict[str, int] = {}
+        try:
+            bundle = None
+            if "Bundle" in job.types:
+                from engine.payloads import fhir_bundle as bundle
+
+            pos = job.after
+            while pos < job.upto and not job.cancel.is_set():
+                rows = ledger.feed_page(pos, min(5000, job.upto - pos))
+                if not rows:
+                    break
+                for kind in job.types:
+                    lines = (
+                        [item_json(r) for r in rows]
+                        if kind == "Result"
+                        else [json.dumps(bundle(json.loads(r["payload"]), r["jws"]), ensure_ascii=False) for r in rows]  # type: ignore[misc]
+                    )
+                    start = 0
+                    while start < len(lines):
+                        if kind not in files or current[kind]["count"] >= FILE_ITEMS:
+                            if kind in files:
+                                files[kind].close()
+                            index[kind] = index.get(kind, 0) + 1
+                            name = f"{kind.lower()}-{index[kind]:04d}.ndjson"
+                            files[kind] = open(job.folder / name, "w", encoding="utf-8")
+                            current[kind] = {"type": kind, "url": f"/v1/exports/{job.id}/{name}", "count": 0}
+                            job.outputs.append(current[kind])
+                        take = lines[start : start + FILE_ITEMS - current[kind]["count"]]
+                        files[kind].write("\n".join(take) + "\n")
+                        current[kind]["count"] += len(take)
+                        start += len(take)
+                pos = int(rows[-1]["seq"])
+                job.done = pos - job.after
+            job.upto = min(job.upto, pos)  # what was really exported (cancel stops early)
+        except Exception as exc:  # reported in the manifest; the server stays up
+            job.error = f"export stopped: {type(exc).__name__}"
+        finally:
+            for fh in files.values():
+                fh.close()
+            ledger.close()
+        if job.cancel.is_set():
+            shutil.rmtree(job.folder, ignore_errors=True)
+        else:
+            from engine.api import encode_cursor
+
+            manifest = job.manifest(encode_cursor(job.upto, self.state.cursor_key))
+            (job.folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+        job.finished = True
+
+    def manifest_on_disk(self, job_id: str) -> dict[str, Any] | None:
+        path = self.root / job_id / "manifest.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    async def shutdown(self) -> None:
+        for job in self.jobs.values():
+            job.cancel.set()
+        tasks = [j.task for j in self.jobs.values() if j.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def add_export_routes(app: web.Application, state: "ApiState") -> None:
+    """Register the $export kick-off, status, download and cancel routes on ``app``."""
+    from engine.api import decode_cursor
+
+    jobs = ExportJobs(state)
+    state.exports = jobs
+
+    async def kickoff(request: web.Request) -> web.Response:
+        raw_types = request.query.get("_type", "Result")
+        types = tuple(dict.fromkeys(t.strip() for t in raw_types.split(",") if t.strip()))
+        unknown = [t for t in types if t not in EXPORT_TYPES]
+        if not types or unknown:
+            raise web.HTTPBadRequest(text=f"_type must be a comma-separated list of {', '.join(EXPORT_TYPES)}")
+        fmt = request.query.get("_outputFormat")
+        if fmt is not None and fmt not in ("ndjson", "application/ndjson", "application/fhir+ndjson", "application/x-ndjson"):
+            raise web.HTTPBadRequest(text="_outputFormat must be ndjson (the only format offered)")
+        after_text = request.query.get("after", "")
+        after = decode_cursor(after_text, state.cursor_key) if after_text else 0
+        if jobs.running() >= state.settings.max_export_jobs:
+            raise web.HTTPTooManyRequests(
+                text="too many exports running; wait for one to finish", headers={"Retry-After": "10"}
+            )
+        job = jobs.start(types, after, str(request.rel_url))
+        return web.json_response(
+            {"job": job.id, "status": f"/v1/exports/{job.id}"},
+            status=202,
+            headers={"Content-Location": f"/v1/exports/{job.id}"},
+        )
+
+    def _job_id(request: web.Request) -> str:
+        job_id = request.match_info["job"]
+        if not _JOB.match(job_id):
+            raise web.HTTPNotFound(text="no export job with this id")
+        return job_id
+
+    async def status(request: web.Request) -> web.Response:
+        job_id = _job_id(request)
+        job = jobs.jobs.get(job_id)
+        if job is not None and not job.finished:
+            total = max(1, job.upto - job.after)
+            return web.json_response(
+                {"status": "in-progress", "progress": round(job.done / total, 3)},
+                status=202,
+                headers={"X-Progress": f"{100 * job.done // total}%", "Retry-After": "1"},
+            )
+        if job is not None and job.cancel.is_set():
+            raise web.HTTPNotFound(text="this export job was cancelled")
+        manifest = jobs.manifest_on_disk(job_id)
+        if manifest is None:
+            raise web.HTTPNotFound(text="no export job with this id (jobs cut by a restart are gone: kick off again)")
+        return web.json_response(manifest)
+
+    async def download(request: web.Request) -> web.StreamResponse:
+        job_id = _job_id(request)
+        name = request.match_info["name"]
+        path = state.data.exports / job_id / name
+        if not _FILE.match(name) or not path.is_file() or not (state.data.exports / job_id / "manifest.json").exists():
+            raise web.HTTPNotFound(text="no such export file (is the job finished? see its manifest)")
+        return web.FileResponse(path, headers={"Content-Type": "application/x-ndjson"})
+
+    async def cancel(request: web.Request) -> web.Response:
+        job_id = _job_id(request)
+        job = jobs.jobs.pop(job_id, None)
+        folder = state.data.exports / job_id
+        if job is None and not folder.exists():
+            raise web.HTTPNotFound(text="no export job with this id")
+        if job is not None:
+            job.cancel.set()
+            if job.task is not None:
+                await asyncio.gather(job.task, return_exceptions=True)
+        await asyncio.get_running_loop().run_in_executor(None, lambda: shutil.rmtree(folder, ignore_errors=True))
+        return web.json_response({"status": "cancelled"}, status=202)
+
+    app.router.add_get("/v1/$export", kickoff)
+    app.router.add_get("/v1/exports/{job}", status)
+    app.router.add_delete("/v1/exports/{job}", cancel)
+    app.router.add_get("/v1/exports/{job}/{name}", download)

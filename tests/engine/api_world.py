@@ -1,0 +1,176 @@
+"""Test support for the pull API: a real ledger of really signed results, and a server on loopback.
+
+Results are built with the real payload builder, signed with the real
+development PKI (JWS ES256 + HC1 COSE), and committed plate by plate through
+the ledger's own write API, exactly as the pipeline does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http.client
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.api import ApiSettings, create_app, serve
+from engine.config import Lab
+from engine.datadir import DataDir
+from engine.ledger import Ledger, PlateCommit, SignedResult
+from engine.results import build_payload, result_id, sign_payload
+from engine.tokens import add_token
+from signing.keys import Signer, load_signer_spec
+
+LAB = Lab(id="VN-79-TEST", name="Phòng xét nghiệm thử (DEVELOPMENT)", licence="TEST-79")
+_SURNAMES = ("Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Vũ", "Đặng", "Bùi")
+_GIVEN = ("Văn An", "Thị Bình", "Minh Châu", "Quốc Dũng", "Thu Hà", "Đức Huy", "Ngọc Lan", "Thành Long")
+
+
+@dataclass
+class World:
+    """A data folder with a development PKI and a ledger, plus the signer that signs its results."""
+
+    data: DataDir
+    signer: Signer
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.data.ledger
+
+
+def make_world(root: Path) -> World:
+    """A fresh data folder whose development PKI exists (so /v1/keys and signing work)."""
+    data = DataDir.at(root).create()
+    signer = load_signer_spec(data).open()
+    Ledger.open(data.ledger).close()
+    return World(data, signer)
+
+
+def signed_plate(world: World, plate_no: int, n: int, *, certificates: bool = False) -> PlateCommit:
+    """A plate of ``n`` individually tested specimens, each result signed for real."""
+    source = f"plate-{plate_no:05d}.csv"
+    run_id = hashlib.sha256(source.encode()).hexdigest()
+    results = []
+    for i in range(n):
+        specimen_id = f"SP{plate_no:05d}{i:03d}"
+        rid = result_id(LAB.id, specimen_id, run_id)
+        outcome = ("NEGATIVE", "POSITIVE", "INCONCLUSIVE")[0 if i % 7 else (1 if i % 2 else 2)]
+        ct = None if outcome == "NEGATIVE" else 24.5 + i % 9
+        payload = build_payload(
+            id=rid,
+            version=1,
+            supersedes=None,
+            issued_at=f"2026-11-{1 + plate_no % 28:02d}T08:{i % 60:02d}:00Z",
+            outcome=outcome,
+            lab=LAB,
+            specimen={
+                "specimen_id": specimen_id,
+                "full_name": f"{_SURNAMES[i % 8]} {_GIVEN[(i + plate_no) % 8]}",
+                "date_of_birth": f"19{50 + i % 50:02d}-0{1 + i % 9}-1{i % 10}",
+                "sex": "female" if i % 2 else "male",
+                "national_id": f"0792{plate_no:04d}{i:04d}",
+                "phone": f"09{plate_no:04d}{i:04d}",
+                "address": f"{i} Lê Lợi, Quận 1, TP.HCM",
+                "collected_at": "2026-11-01T07:30:00+07:00",
+                "collection_site": "Trạm y tế phường Bến Nghé",
+            },
+            test={"assay": "taqpath", "kit": "TaqPath COVID-19", "method": "RT-PCR", "pooled": False,
+                  "pool_id": None, "design": "individual", "decoder": "individual"},
+            evidence={"run_id": run_id, "source": source, "instrument": "QuantStudio 5", "rule": "≥2 targets ≤ 37",
+                      "pools": [], "ct": {"ORF1ab": ct, "N": ct, "S": ct}},
+        )
+        canonical, jws, hc1 = sign_payload(payload, world.signer, hc1_validity_days=365)
+        results.append(SignedResult(rid, 1, specimen_id, outcome, run_id, canonical, jws, hc1))
+    return PlateCommit(run_id=run_id, source=source, metadata={"format": "test"}, wells=n, results=results)
+
+
+def commit(world: World, plate: PlateCommit, ledger: Ledger | None = None) -> list[int]:
+    """Receive the plate's file and commit its results in one transaction, as the pipeline does."""
+    own = ledger is None
+    ledger = ledger or Ledger.open(world.ledger_path)
+    try:
+        ledger.receive_file(plate.run_id, plate.source, 1000, "analyzer")
+        return ledger.commit_plate(plate)
+    finally:
+        if own:
+            ledger.close()
+
+
+def token(world: World, *scopes: str, name: str = "test") -> str:
+    """A fresh bearer token with the given scopes."""
+    return add_token(world.ledger_path, name, list(scopes or ("read:results",)))[0]
+
+
+class ServerThread:
+    """The real API server on a loopback port, in its own thread and event loop (uvloop)."""
+
+    def __init__(self, world: World, settings: ApiSettings | None = None, ssl_context: Any = None) -> None:
+        self.world = world
+        self.settings = settings or ApiSettings(rate_per_s=10_000, burst=10_000, token_refresh_s=0.0)
+        self.ssl_context = ssl_context
+        self.port = 0
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self.error: BaseException | None = None
+
+    def _main(self) -> None:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            app = create_app(self.world.data, self.world.ledger_path, settings=self.settings)
+            self.runner = loop.run_until_complete(serve(app, "127.0.0.1", 0, ssl_context=self.ssl_context))
+            self.port = self.runner.addresses[0][1]
+        except BaseException as exc:  # surfaced by start()
+            self.error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        loop.run_forever()
+        loop.run_until_complete(self.runner.cleanup())
+        loop.close()
+
+    def start(self) -> "ServerThread":
+        self._thread.start()
+        self._ready.wait(30)
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def request(
+        self, path: str, token: str | None = None, *, method: str = "GET", accept: str | None = None,
+        headers: dict[str, str] | None = None, body: bytes | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One plain HTTP request (http.client, no aiohttp on the client side)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = f"Bearer {token}"
+        if accept:
+            h["Accept"] = accept
+        try:
+            conn.request(method, path, body=body, headers=h)
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+    def get_json(self, path: str, token: str | None = None) -> tuple[int, Any]:
+        status, _, body = self.request(path, token)
+        return status, json.loads(body) if body else None
