@@ -448,6 +448,14 @@ def _fmt_range(t: Timing | None) -> str:
     return f"{_fmt_seconds(min(t.wall))}–{_fmt_seconds(max(t.wall))}"
 
 
+def _fmt_extra(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_fmt_extra(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
 def table(results: Sequence[StageResult]) -> str:
     """The terminal table: one row per figure, the baseline's row under it."""
     head = ("stage / figure", "median", "min–max", "×base", "throughput/core", "aim")
@@ -486,10 +494,8 @@ def table(results: Sequence[StageResult]) -> str:
                         "",
                     )
                 )
-            for key, value in fig.extra.items():
-                if isinstance(value, float):
-                    value = f"{value:.4g}"
-                rows.append((f"    {key}", str(value), "", "", "", ""))
+            if fig.extra:
+                rows.append(("    " + ", ".join(f"{k}: {_fmt_extra(v)}" for k, v in fig.extra.items()), "", "", "", "", ""))
     measured = [r for r in [head, *rows] if any(r[1:])]
     widths = [max(len(r[i]) for r in measured) for i in range(len(head))]
     widths[0] = min(widths[0], 72)
