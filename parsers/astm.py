@@ -321,9 +321,12 @@ class AstmParser:
     @staticmethod
     def sniff(head: bytes, name: str) -> float:
         """An ASTM file starts with an H record (possibly after ENQ and STX+frame number)."""
-        text = head_text(head[:4096]).lstrip("\x05\x04\x06\r\n \t\ufeff")
-        if text.startswith("\x02") and len(text) > 2 and text[1] in "01234567":
-            text = text[2:]
+        head = head[:8192]
+        if STX in head:
+            # Frames may be tiny (a record split over many ETB frames): join what the head holds.
+            texts = re.findall(rb"\x02[0-7]([^\x02\x03\x17]*)(?:[\x03\x17]|$)", head)
+            head = b"".join(texts)
+        text = head_text(head).lstrip("\x05\x04\x06\r\n \t\ufeff")
         m = re.match(r"H([^A-Za-z0-9\s])([^A-Za-z0-9\s])([^A-Za-z0-9\s])([^A-Za-z0-9\s])", text)
         if not m or len(set(m.groups())) != 4:
             return 0.0
