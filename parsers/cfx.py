@@ -1,0 +1,170 @@
+"""Bio-Rad CFX Manager / CFX Maestro "Quantification Cq Results" exports.
+
+One row per well × fluor, under a header whose first cell is empty (the
+software writes the row index column without a title):
+
+    ,Well,Fluor,Target,Content,Sample,Biological Set Name,Cq,Cq Mean,...
+    ,A01,FAM,,Unkn,M3905 R Ctx,PBS Baseline,21.1877528266099,...
+
+Variants seen on lab PCs:
+- CFX Maestro writes ``NaN`` for no Cq, the older CFX Manager ``N/A``;
+- a Windows PC set to a Vietnamese or French locale writes ``;`` separators and
+  decimal commas (``;A01;FAM;N;Unkn;P-1;;21,19;…``);
+- "Unicode text" exports are UTF-16 LE with a BOM (comma or tab separated);
+- some exports put ``key,value`` run lines (File Name, Run Started, Base Serial
+  Number…) above the table; they become run metadata.
+- ``Content`` numbers replicates/standards (``Unkn-01``, ``Std-03``); the base
+  word gives the role. An empty ``Target`` (no plate setup) falls back to the
+  fluor name so that the run's channels stay distinguishable.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.errors import ParseError
+from engine.model import Role
+from parsers.registry import register
+from parsers.text import (
+    canonical_table,
+    clean_metadata,
+    ct_array,
+    decode,
+    head_text,
+    normalise_roles,
+    normalise_wells,
+    occupied_wells,
+    read_block,
+    require_rows,
+    roles_from_names,
+    split_fields,
+    split_lines,
+)
+
+_HEADER = re.compile(r"^\s*\"?\"?\s*([,;\t])\s*\"?Well\"?\s*\1\s*\"?Fluor\"?\s*\1", re.IGNORECASE)
+CQ_COLUMNS = ("Cq", "C(t)", "Ct", "Cт")
+
+#: Run lines CFX writes above a table in "custom export" mode, and where they go.
+_META_KEYS = {
+    "file name": "plate",
+    "run started": "run_start",
+    "run ended": "run_end",
+    "created by user": "operator",
+    "user": "operator",
+    "base serial number": "serial",
+    "instrument serial number": "serial",
+    "cfx maestro version": "software",
+    "cfx manager version": "software",
+    "software version": "software",
+    "base model": "instrument",
+    "instrument": "instrument",
+    "protocol file name": "assay",
+    "plate setup file name": "assay",
+}
+
+
+def _find_header(lines: list[str]) -> int | None:
+    for i, line in enumerate(lines[:200]):
+        if _HEADER.match(line):
+            return i
+    return None
+
+
+def _run_metadata(lines: list[str], header: int, sep: str, encoding: str) -> dict[str, str]:
+    pairs: list[tuple[str, str | None]] = [("encoding", encoding)]
+    for line in lines[:header]:
+        fields = [f for f in split_fields(line, sep) if f]
+        if len(fields) >= 2:
+            key = fields[0].rstrip(":").lower()
+            if key in _META_KEYS:
+                value = fields[1]
+                if key.endswith(" version") and not key.startswith("software"):
+                    value = f"{fields[0][: -len(' version')]} {value}"  # "CFX Maestro 2.3"
+                pairs.append((_META_KEYS[key], value))
+    meta = clean_metadata(pairs)
+    meta.setdefault("instrument", "Bio-Rad CFX")
+    return meta
+
+
+@register(
+    "cfx",
+    description="Bio-Rad CFX Manager / CFX Maestro Quantification Cq Results (CSV)",
+    instruments=("CFX96", "CFX384", "CFX Opus", "CFX Connect"),
+)
+class CfxCqResults:
+    """Bio-Rad CFX "Quantification Cq Results" CSV, any locale, UTF-8 or UTF-16."""
+
+    @staticmethod
+    def sniff(head: bytes, name: str) -> float:
+        """The ``,Well,Fluor,`` header (any separator) is unique to Bio-Rad CFX software."""
+        lines = split_lines(head_text(head))
+        i = _find_header(lines)
+        if i is None:
+            return 0.0
+        return 0.97 if re.search(r"\bC(q|\(t\))\b", lines[i]) else 0.7
+
+    @staticmethod
+    def parse(data: bytes, source: str, run_id: str) -> pa.Table:
+        """Canonical rows, one per well × fluor; NaN/N/A Cq → NaN; empty wells dropped."""
+        text, encoding = decode(data, source)
+        lines = split_lines(text)
+        header = _find_header(lines)
+        if header is None:
+            raise ParseError(
+                "no Cq Results table header found",
+                source=source,
+                line=1,
+                expected="a header row like ',Well,Fluor,Target,Content,Sample,…,Cq'",
+            )
+        sep = _HEADER.match(lines[header]).group(1)  # type: ignore[union-attr]
+        # Vietnamese/French-locale Windows writes ';' lists and decimal commas.
+        decimal = "," if sep == ";" else "."
+        block = read_block(lines, header, None, sep, source=source)
+        require_rows(block, "Cq Results", source=source)
+        cq_idx = block.find(*CQ_COLUMNS)
+        if cq_idx is None:
+            raise ParseError(
+                "no Cq column in the table header",
+                source=source,
+                line=block.header_line,
+                field="Cq",
+                expected="a column named Cq",
+            )
+        ct = ct_array(block.columns[cq_idx], lines=block.lines, source=source, field=block.header[cq_idx], decimal=decimal)
+        sample = block.get("Sample")
+        if sample is None:
+            sample = pa.nulls(block.num_rows, pa.string())
+        content = block.get("Content")
+        role = normalise_roles(
+            content if content is not None else pa.nulls(block.num_rows, pa.string()),
+            default=Role.UNKNOWN,
+            empty=Role.SAMPLE,
+        )
+        role = roles_from_names(role, sample)
+        keep = occupied_wells(sample, role, ct, block.lines, source=source, field="Sample")
+        if not keep.all():
+            mask = pa.array(keep)
+            block, ct, sample, role = block.filter(keep), ct[keep], sample.filter(mask), role.filter(mask)
+        require_rows(block, "Cq Results", source=source)
+        wells = normalise_wells(block.require("Well"), plate=384, source=source, lines=block.lines)
+        fluor = block.get("Fluor")
+        target = block.get("Target")
+        if target is None:
+            target = fluor
+        elif fluor is not None:
+            target = pc.coalesce(target, fluor)
+        return canonical_table(
+            run_id=run_id,
+            source=source,
+            line=block.lines,
+            metadata={**_run_metadata(lines, header, sep, encoding), "format": "cfx"},
+            well=wells,
+            sample_id=sample,
+            role=role,
+            target=target,
+            dye=fluor,
+            ct=ct,
+        )
