@@ -1,0 +1,136 @@
+"""HC1 QR payloads: an EU DCC in a CWT, in COSE_Sign1, zlib-compressed, Base45, ``HC1:`` prefix.
+
+Layers (EU eHealth Network, "Electronic Health Certificates" technical spec v1.3):
+
+    "HC1:" + Base45( zlib( COSE_Sign1( CWT{1: iss, 4: exp, 6: iat, -260: {1: DCC}} ) ) )
+
+Decoding is split into the same steps so a failure names the layer that is
+wrong (prefix, Base45, compression, CBOR), which is what a verifier must print.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zlib
+from dataclasses import dataclass
+from collections.abc import Mapping
+from typing import Any
+
+import cbor2
+
+from engine.errors import VerificationError
+from signing.base45 import b45decode, b45encode
+from signing.cose import CoseSign1, decode_sign1, sign1
+from signing.keys import Signer
+
+PREFIX = "HC1:"
+CLAIM_ISS, CLAIM_EXP, CLAIM_IAT, CLAIM_HCERT = 1, 4, 6, -260
+HCERT_DCC = 1
+
+
+def _seconds(when: dt.datetime | int | float) -> int:
+    if isinstance(when, dt.datetime):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.timezone.utc)
+        return int(when.timestamp())
+    return int(when)
+
+
+def sign_hc1(
+    dcc: dict[str, Any],
+    signer: Signer,
+    *,
+    issued_at: dt.datetime | int,
+    expires_at: dt.datetime | int,
+    issuer: str = "VN",
+) -> str:
+    """The ``HC1:`` string of ``dcc`` signed by ``signer`` (times UTC; CWT seconds since the epoch)."""
+    claims = {
+        CLAIM_ISS: issuer,
+        CLAIM_EXP: _seconds(expires_at),
+        CLAIM_IAT: _seconds(issued_at),
+        CLAIM_HCERT: {HCERT_DCC: dcc},
+    }
+    cose = sign1(cbor2.dumps(claims), signer)
+    return PREFIX + b45encode(zlib.compress(cose, 9))
+
+
+@dataclass(frozen=True)
+class Hc1Content:
+    """The decoded layers of an HC1 string (nothing verified yet but the structure)."""
+
+    cose: CoseSign1
+    claims: dict[Any, Any]
+
+    @property
+    def dcc(self) -> dict[str, Any]:
+        return self.claims[CLAIM_HCERT][HCERT_DCC]
+
+    @property
+    def issuer(self) -> str | None:
+        value = self.claims.get(CLAIM_ISS)
+        return value if isinstance(value, str) else None
+
+    @property
+    def issued_at(self) -> dt.datetime | None:
+        return _instant(self.claims.get(CLAIM_IAT))
+
+    @property
+    def expires_at(self) -> dt.datetime | None:
+        return _instant(self.claims.get(CLAIM_EXP))
+
+
+def _instant(value: Any) -> dt.datetime | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return dt.datetime.fromtimestamp(value, dt.timezone.utc)
+    return None
+
+
+def thaw(value: Any) -> Any:
+    """Plain dicts and lists from cbor2's immutable containers (cbor2 ≥ 6 returns frozendict/tuple)."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [thaw(v) for v in value]
+    return value
+
+
+def unprefix(text: str) -> str:
+    """The Base45 part of an HC1 string; VerificationError(reason='bad-prefix') for another context."""
+    text = text.strip()
+    if not text.startswith(PREFIX):
+        seen = text.split(":", 1)[0][:8] + ":" if ":" in text[:9] else repr(text[:8])
+        raise VerificationError(
+            f"QR content does not start with {PREFIX!r} (found {seen}); only HC1 health certificates are accepted",
+            reason="bad-prefix",
+        )
+    return text[len(PREFIX):]
+
+
+def decode_hc1(text: str) -> Hc1Content:
+    """Undo prefix, Base45, zlib and CBOR; check the CWT and DCC structure. No signature check here."""
+    raw = b45decode(unprefix(text))
+    if raw[:1] != b"\x78":
+        raise VerificationError(
+            "the HC1 payload is not zlib-compressed (first byte is not 0x78)", reason="bad-compression"
+        )
+    try:
+        cose_bytes = zlib.decompress(raw)
+    except zlib.error as exc:
+        raise VerificationError(f"the HC1 payload does not inflate ({exc})", reason="bad-compression") from exc
+    cose = decode_sign1(cose_bytes)
+    try:
+        claims = cbor2.loads(cose.payload)
+    except (cbor2.CBORDecodeError, ValueError, TypeError, EOFError) as exc:
+        raise VerificationError(f"the CWT claims are not valid CBOR ({exc})", reason="bad-cbor") from exc
+    if not isinstance(claims, Mapping):
+        raise VerificationError("the CWT payload is not a CBOR map", reason="bad-cbor")
+    claims = thaw(claims)
+    hcert = claims.get(CLAIM_HCERT)
+    if not isinstance(hcert, dict) or not isinstance(hcert.get(HCERT_DCC), dict):
+        raise VerificationError("the CWT has no health certificate (claim -260 {1: DCC})", reason="bad-cbor")
+    for claim, name in ((CLAIM_IAT, "iat"), (CLAIM_EXP, "exp")):
+        value = claims.get(claim)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise VerificationError(f"CWT claim {name} is not a number of seconds", reason="bad-cbor")
+    return Hc1Content(cose, claims)
