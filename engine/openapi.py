@@ -1,0 +1,331 @@
+"""The OpenAPI 3.1 document of the pull API (served at ``/v1/openapi.json``).
+
+Written by hand next to the handlers in :mod:`engine.api` and :mod:`engine.export`;
+the contract tests (``tests/engine/test_api_contract.py``) check that the
+server's routes, status codes, content types and bodies match it, so the two
+cannot drift apart silently.
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from typing import Any
+
+from engine import __version__
+
+_PROBLEM = {"$ref": "#/components/schemas/Problem"}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/problem+json": {"schema": _PROBLEM}}}
+
+
+_AUTH_ERRORS = {
+    "401": _problem("No token, an unknown or revoked token (header WWW-Authenticate: Bearer error=\"invalid_token\")"),
+    "403": _problem("The token lacks the scope this endpoint needs"),
+    "429": {
+        "description": "Rate limit of the token exceeded",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}},
+        "content": {"application/problem+json": {"schema": _PROBLEM}},
+    },
+}
+
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 128}, "description": "result id (kq…)"}
+_VERSION = {
+    "name": "version",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 1},
+    "description": "a version of the result; default the latest",
+}
+_JOB = {"name": "job", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+
+_SCHEMAS: dict[str, Any] = {
+    "Problem": {
+        "type": "object",
+        "description": "RFC 9457 problem details",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+        },
+    },
+    "Item": {
+        "type": "object",
+        "description": "One signed result version. `payload` is the canonical JSON (RFC 8785) that `jws` signs.",
+        "required": ["seq", "id", "version", "status", "supersedes", "superseded_by", "created_at", "payload", "jws", "hc1", "links"],
+        "properties": {
+            "seq": {"type": "integer", "minimum": 1, "description": "ledger sequence number (feed order)"},
+            "id": {"type": "string"},
+            "version": {"type": "integer", "minimum": 1},
+            "status": {"type": "string", "enum": ["POSITIVE", "NEGATIVE", "INCONCLUSIVE"]},
+            "supersedes": {
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "required": ["id", "version"],
+                        "properties": {"id": {"type": "string"}, "version": {"type": "integer", "minimum": 1}},
+                    },
+                ]
+            },
+            "superseded_by": {"type": ["integer", "null"], "description": "the newer version, when this one is superseded"},
+            "created_at": {"type": "string", "description": "UTC time the ledger committed this version"},
+            "payload": {"type": "object", "description": "the result object (schema ketqua/result/1)"},
+            "jws": {"type": "string", "pattern": "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$", "description": "compact JWS (ES256/PS256)"},
+            "hc1": {"type": "string", "pattern": "^HC1:", "description": "EU-DCC compatible QR payload"},
+            "links": {
+                "type": "object",
+                "required": ["self", "fhir"],
+                "properties": {
+                    "self": {"type": "string"},
+                    "fhir": {"type": "string"},
+                    "certificate": {"type": "string"},
+                },
+            },
+        },
+    },
+    "Page": {
+        "type": "object",
+        "required": ["items", "next", "more"],
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},
+            "next": {"type": "string", "description": "cursor for the following page (pass as `after`)"},
+            "more": {"type": "boolean", "description": "true when more results were committed beyond this page"},
+        },
+    },
+    "Jwks": {
+        "type": "object",
+        "required": ["keys"],
+        "properties": {
+            "keys": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["kid", "kty", "x5c"],
+                    "properties": {
+                        "kid": {"type": "string"},
+                        "kty": {"type": "string"},
+                        "alg": {"type": "string"},
+                        "x5c": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                    },
+                },
+            }
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ok", "unavailable"]},
+            "last_seq": {"type": "integer"},
+            "uptime_s": {"type": "number"},
+        },
+    },
+    "ExportKickoff": {
+        "type": "object",
+        "required": ["job", "status"],
+        "properties": {"job": {"type": "string"}, "status": {"type": "string"}},
+    },
+    "ExportProgress": {
+        "type": "object",
+        "required": ["status", "progress"],
+        "properties": {"status": {"const": "in-progress"}, "progress": {"type": "number", "minimum": 0, "maximum": 1}},
+    },
+    "ExportManifest": {
+        "type": "object",
+        "required": ["transactionTime", "request", "requiresAccessToken", "output", "error", "next"],
+        "properties": {
+            "transactionTime": {"type": "string"},
+            "request": {"type": "string"},
+            "requiresAccessToken": {"type": "boolean"},
+            "output": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["type", "url", "count"],
+                    "properties": {
+                        "type": {"type": "string", "enum": ["Result", "Bundle"]},
+                        "url": {"type": "string"},
+                        "count": {"type": "integer", "minimum": 0},
+                    },
+                },
+            },
+            "error": {"type": "array", "items": {"type": "object"}},
+            "next": {"type": "string", "description": "feed cursor right after the last exported result"},
+        },
+    },
+}
+
+
+def _op(summary: str, responses: dict[str, Any], *, params: list[dict[str, Any]] | None = None,
+        scope: str | None = "read:results", op_id: str, description: str | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {"operationId": op_id, "summary": summary, "responses": dict(responses)}
+    if description:
+        op["description"] = description
+    if params:
+        op["parameters"] = params
+    if scope is None:
+        op["security"] = []
+    else:
+        op["security"] = [{"bearer": [scope] if scope else []}]
+        op["responses"].update(_AUTH_ERRORS)
+    return op
+
+
+def _json(description: str, schema: dict[str, Any], media: str = "application/json", **extra: Any) -> dict[str, Any]:
+    return {"description": description, "content": {media: {"schema": schema}}, **extra}
+
+
+_PATHS: dict[str, Any] = {
+    "/v1/results": {
+        "get": _op(
+            "The signed result feed, in ledger order",
+            {
+                "200": {
+                    "description": "A page. JSON (`items`, `next`, `more`), or with `Accept: application/x-ndjson` "
+                    "one item per line and the next cursor in the `X-Next-Cursor` header.",
+                    "headers": {
+                        "X-Next-Cursor": {"schema": {"type": "string"}, "description": "cursor for the next page"},
+                        "X-More": {"schema": {"type": "string", "enum": ["true", "false"]}},
+                    },
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Page"}},
+                        "application/x-ndjson": {
+                            "schema": {"type": "string", "description": "newline-delimited Item objects"}
+                        },
+                    },
+                },
+                "400": _problem("Malformed cursor, limit or wait"),
+            },
+            params=[
+                {"name": "after", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 64},
+                 "description": "opaque cursor from a previous page (`next`); absent: from the beginning"},
+                {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1},
+                 "description": "items per page (default 100); capped at 1000 for JSON and 100000 for NDJSON"},
+                {"name": "wait", "in": "query", "required": False, "schema": {"type": "number", "minimum": 0},
+                 "description": "long poll: seconds (≤ 30) to wait for new results when none are available"},
+            ],
+            op_id="listResults",
+            description="Keyset pagination over the ledger's monotonic sequence: no gaps and no duplicates "
+            "while results are being committed. Superseded versions stay in the feed.",
+        )
+    },
+    "/v1/results/{id}": {
+        "get": _op(
+            "One result (latest version unless `version` is given)",
+            {"200": _json("The result", {"$ref": "#/components/schemas/Item"}), "400": _problem("Bad version"),
+             "404": _problem("No such result or version")},
+            params=[_ID, _VERSION],
+            op_id="getResult",
+        )
+    },
+    "/v1/results/{id}/certificate.pdf": {
+        "get": _op(
+            "The PAdES-signed certificate PDF (Vietnamese and English, with the QR)",
+            {"200": {"description": "The PDF", "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}},
+             "400": _problem("Bad version"),
+             "404": _problem("No such result, or its certificate is not rendered yet")},
+            params=[_ID, _VERSION],
+            op_id="getCertificate",
+        )
+    },
+    "/v1/results/{id}/fhir": {
+        "get": _op(
+            "The result as a FHIR R4 Bundle",
+            {"200": _json("FHIR Bundle", {"type": "object", "required": ["resourceType"]}, "application/fhir+json"),
+             "400": _problem("Bad version"), "404": _problem("No such result or version"),
+             "503": _problem("FHIR output not available in this build")},
+            params=[_ID, _VERSION],
+            op_id="getResultFhir",
+        )
+    },
+    "/v1/keys": {
+        "get": _op("JWKS of the result signer, with its X.509 chain in x5c",
+                   {"200": _json("JWK Set", {"$ref": "#/components/schemas/Jwks"})}, op_id="getKeys")
+    },
+    "/v1/health": {
+        "get": _op("Liveness and ledger position (no token needed)",
+                   {"200": _json("Healthy", {"$ref": "#/components/schemas/Health"}),
+                    "503": _json("Ledger unavailable", {"$ref": "#/components/schemas/Health"})},
+                   scope=None, op_id="getHealth")
+    },
+    "/v1/metrics": {
+        "get": _op("Prometheus metrics (text exposition format 0.0.4)",
+                   {"200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                   scope="read:metrics", op_id="getMetrics")
+    },
+    "/v1/openapi.json": {
+        "get": _op("This document", {"200": _json("OpenAPI 3.1", {"type": "object"})}, scope="", op_id="getOpenApi")
+    },
+    "/v1/$export": {
+        "get": _op(
+            "Kick off a bulk export (FHIR Bulk Data style)",
+            {"202": _json("Accepted; poll Content-Location", {"$ref": "#/components/schemas/ExportKickoff"},
+                          headers={"Content-Location": {"schema": {"type": "string"}}}),
+             "400": _problem("Bad _type, _outputFormat or cursor")},
+            params=[
+                {"name": "_type", "in": "query", "required": False, "schema": {"type": "string"},
+                 "description": "comma-separated: Result (feed items, default), Bundle (FHIR R4)"},
+                {"name": "_outputFormat", "in": "query", "required": False, "schema": {"type": "string"}},
+                {"name": "after", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 64},
+                 "description": "export only results after this feed cursor"},
+            ],
+            op_id="kickOffExport",
+        )
+    },
+    "/v1/exports/{job}": {
+        "get": _op(
+            "Status of an export: 202 while running, 200 with the manifest when done",
+            {"200": _json("Manifest", {"$ref": "#/components/schemas/ExportManifest"}),
+             "202": _json("In progress", {"$ref": "#/components/schemas/ExportProgress"},
+                          headers={"X-Progress": {"schema": {"type": "string"}}}),
+             "404": _problem("No such job")},
+            params=[_JOB],
+            op_id="getExportStatus",
+        ),
+        "delete": _op(
+            "Cancel an export and delete its files",
+            {"202": _json("Cancelled", {"type": "object"}), "404": _problem("No such job")},
+            params=[_JOB],
+            op_id="cancelExport",
+        ),
+    },
+    "/v1/exports/{job}/{name}": {
+        "get": _op(
+            "One NDJSON file of a finished export",
+            {"200": {"description": "NDJSON", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+             "404": _problem("No such file")},
+            params=[_JOB, {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            op_id="getExportFile",
+        )
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    """A fresh copy of the OpenAPI document (callers may modify it)."""
+    return deepcopy(
+        {
+            "openapi": "3.1.0",
+            "info": {
+                "title": "ketqua pull API",
+                "version": __version__,
+                "description": "Signed SARS-CoV-2 RT-PCR results for the national platform. Every endpoint but "
+                "/v1/health needs `Authorization: Bearer <token>` (`ketqua tokens add`). The server may also "
+                "require a TLS client certificate (mutual TLS).",
+            },
+            "servers": [{"url": "/"}],
+            "paths": _PATHS,
+            "components": {
+                "schemas": _SCHEMAS,
+                "securitySchemes": {
+                    "bearer": {"type": "http", "scheme": "bearer", "description": "token from `ketqua tokens add`; "
+                               "scopes read:results, read:metrics"},
+                    "mutualTLS": {"type": "mutualTLS", "description": "optional, when the lab configures a client CA"},
+                },
+            },
+        }
+    )
