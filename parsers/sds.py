@@ -1,0 +1,154 @@
+"""Applied Biosystems SDS 2.x (7900HT / 7300 / 7500 v1) results and RQ exports.
+
+SDS 2.x writes CR-only line ends (it was ported from the Mac) and tab-separated
+fields, a ``key<TAB>value`` header, then the table:
+
+    SDS 2.3 RQ Results	1.2
+    Filename	Testscreen analys all.sdm
+    Run DateTime	Fri May 15 17:10:28 BST 2009
+    ...
+    #	Plate	Pos	Flag	Sample	Detector	Task	Ct	Delta Ct	...
+    1	Control	A1	Passed	Sample01	Gene1	Endogenous Control	11.463166	...
+    <blank line>
+    PlateID	NAP	LPL ...        <- plate trailer, ignored
+
+``Detector`` is the target name; ``Ct`` is ``Undetermined`` when nothing
+amplified; rows are ragged (SDS drops trailing empty fields). ``Flag`` =
+``Flagged`` means the software's QC flagged the well (outlier replicate, bad
+baseline…): such rows carry call ``invalid`` so nothing is signed from them
+without a person looking. Older "SDS 2.x Results" (absolute quantification)
+exports name the well column ``Well`` instead of ``Pos`` and the sample column
+``Sample Name``; both are read.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.errors import ParseError
+from engine.model import Role
+from parsers.registry import register
+from parsers.text import (
+    canonical_table,
+    clean_metadata,
+    ct_array,
+    decode,
+    head_text,
+    normalise_roles,
+    normalise_wells,
+    occupied_wells,
+    read_block,
+    require_rows,
+    roles_from_names,
+    split_fields,
+    split_lines,
+)
+
+_TITLE = re.compile(r"^\s*SDS\s+(?P<version>\d+(?:\.\d+)*)\s+(?P<kind>[^\t]*)", re.IGNORECASE)
+
+
+def _is_header(line: str) -> bool:
+    fields = {f.lower() for f in split_fields(line, "\t")}
+    return "detector" in fields and "ct" in fields and bool(fields & {"pos", "well"})
+
+
+def _find_header(lines: list[str]) -> int | None:
+    for i, line in enumerate(lines[:500]):
+        if "\t" in line and _is_header(line):
+            return i
+    return None
+
+
+def _run_metadata(lines: list[str], header: int, encoding: str) -> dict[str, str]:
+    pairs: list[tuple[str, str | None]] = [("encoding", encoding)]
+    title = _TITLE.match(lines[0]) if lines else None
+    if title:
+        pairs.append(("software", f"SDS {title['version']}"))
+        pairs.append(("instrument", "Applied Biosystems 7900HT (SDS " + title["version"] + ")"))
+    keys = {"run datetime": "run_start", "operator": "operator", "filename": "plate", "assay type": "assay",
+            "instrument serial number": "serial", "instrument": "instrument"}
+    for line in lines[1:header]:
+        fields = split_fields(line, "\t")
+        if len(fields) >= 2 and fields[0].lower() in keys:
+            pairs.append((keys[fields[0].lower()], fields[1]))
+    meta = clean_metadata(pairs)
+    meta.setdefault("instrument", "Applied Biosystems SDS 2.x")
+    return meta
+
+
+@register(
+    "sds",
+    description="Applied Biosystems SDS 2.x (7900HT) results / RQ results text export",
+    instruments=("7900HT", "7300", "7500 (SDS v1.x)"),
+)
+class SdsResults:
+    """SDS 2.x text export: CR-only lines, ``Detector`` targets, ``Flag`` QC column."""
+
+    @staticmethod
+    def sniff(head: bytes, name: str) -> float:
+        """The ``SDS 2.x … Results`` title line, or a tab header with Detector and Ct."""
+        text = head_text(head)
+        lines = split_lines(text)
+        if lines and _TITLE.match(lines[0]) and "result" in lines[0].lower():
+            return 0.96
+        if _find_header(lines[:200]) is not None:
+            return 0.8
+        return 0.0
+
+    @staticmethod
+    def parse(data: bytes, source: str, run_id: str) -> pa.Table:
+        """Canonical rows of the results table; ``Undetermined`` → NaN; Flagged → call invalid."""
+        text, encoding = decode(data, source)
+        lines = split_lines(text)
+        header = _find_header(lines)
+        if header is None:
+            raise ParseError(
+                "no results table header found",
+                source=source,
+                line=1,
+                expected="a tab-separated header with Pos (or Well), Sample, Detector, Task and Ct",
+            )
+        stop = header + 1
+        while stop < len(lines) and lines[stop].strip():
+            stop += 1
+        block = read_block(lines, header, stop, "\t", source=source)
+        require_rows(block, "results", source=source)
+        ct = ct_array(block.require("Ct"), lines=block.lines, source=source, field="Ct")
+        sample = block.require("Sample", "Sample Name")
+        task = block.get("Task")
+        role = normalise_roles(
+            task if task is not None else pa.nulls(block.num_rows, pa.string()), default=Role.UNKNOWN, empty=Role.SAMPLE
+        )
+        role = roles_from_names(role, sample)
+        keep = occupied_wells(sample, role, ct, block.lines, source=source, field="Sample")
+        if not keep.all():
+            mask = pa.array(keep)
+            block, ct, sample, role = block.filter(keep), ct[keep], sample.filter(mask), role.filter(mask)
+        require_rows(block, "results", source=source)
+        wells = normalise_wells(block.require("Pos", "Well"), plate=384, source=source, lines=block.lines,
+                                field=block.header[block.find("Pos", "Well")])  # type: ignore[index]
+        flag = block.get("Flag")
+        call = None
+        if flag is not None:
+            flagged = pc.equal(pc.utf8_lower(pc.fill_null(flag, "")), "flagged")
+            call = pc.if_else(flagged, pa.scalar("invalid"), pa.scalar(None, pa.string()))
+        omit = block.get("Omit")
+        if omit is not None:
+            omitted = pc.equal(pc.utf8_lower(pc.fill_null(omit, "")), "true")
+            call = pc.if_else(omitted, pa.scalar("invalid"), call if call is not None else pa.scalar(None, pa.string()))
+        return canonical_table(
+            run_id=run_id,
+            source=source,
+            line=block.lines,
+            metadata={**_run_metadata(lines, header, encoding), "format": "sds"},
+            well=wells,
+            sample_id=sample,
+            role=role,
+            target=block.require("Detector", "Detector Name"),
+            dye=block.get("Reporter"),
+            ct=ct,
+            call=call,
+        )

@@ -1,0 +1,101 @@
+"""Applied Biosystems SDS 2.x (7900HT) RQ/results exports: real fixture, errors, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main
+from engine.errors import ParseError
+from engine.model import WELL_COLUMNS, run_metadata
+from parsers import detect, parse_bytes, parse_file
+
+REPO = Path(__file__).resolve().parents[2]
+SDS = REPO / ".." / "shared" / "fixtures" / "real" / "abi_sds_txt" / "SDS_sample.txt"
+
+
+def _row(table, well: str) -> dict:  # type: ignore[no-untyped-def]
+    rows = [r for r in table.to_pylist() if r["well"] == well]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def test_cr_only_rq_export_values() -> None:
+    """The CR-only SDS 2.3 RQ export gives 384 rows with Detector as target and true line numbers."""
+    table = parse_file(SDS)
+    assert table.num_rows == 384
+    a1 = _row(table, "A1")
+    assert (a1["sample_id"], a1["target"], a1["role"], a1["line"]) == ("Sample01", "Gene1", "sample", 18)
+    assert a1["ct"] == pytest.approx(11.463166)
+    p24 = _row(table, "P24")
+    assert p24["target"] == "Gene191" and p24["ct"] == pytest.approx(29.962372) and p24["line"] == 401
+
+
+def test_flagged_and_undetermined() -> None:
+    """Undetermined Ct is NaN; a Flagged well carries call 'invalid', a Passed one no call."""
+    table = parse_file(SDS)
+    a9 = _row(table, "A9")
+    assert math.isnan(a9["ct"]) and a9["call"] == "invalid"
+    assert _row(table, "A6")["call"] == "invalid"
+    assert _row(table, "A7")["call"] is None
+    assert table.column("call").to_pylist().count("invalid") == 65
+
+
+def test_run_metadata() -> None:
+    """Software version, run start, file name and assay type come from the header lines."""
+    meta = run_metadata(parse_file(SDS))
+    assert meta["software"] == "SDS 2.3"
+    assert meta["run_start"] == "Fri May 15 17:10:28 BST 2009"
+    assert meta["plate"] == "Testscreen analys all.sdm"
+    assert meta["assay"] == "RQ Study"
+    assert meta["format"] == "sds" and meta["encoding"] == "utf-8"
+
+
+def test_sniffer_picks_sds() -> None:
+    """Content sniffing picks sds for the SDS 2.3 export, even renamed."""
+    assert detect(SDS.read_bytes(), "export.dat").name == "sds"
+
+
+def test_absolute_quant_results_variant() -> None:
+    """An SDS 2.x Results export with Well/Sample Name columns and LF line ends is read too."""
+    data = (
+        "SDS 2.2.2 Results\t1.0\nFilename\tcovid.sds\n\n"
+        "Well\tSample Name\tDetector\tTask\tCt\tStdDev Ct\n"
+        "1\tP-1\tN1\tUnknown\t24.5\t\nB03\tNTC\tN1\tNTC\tUndetermined\t\n"
+    ).replace("1\tP-1", "A1\tP-1")
+    table = parse_bytes(data.encode(), "old.txt")
+    assert table.column("well").to_pylist() == ["A1", "B3"]
+    assert table.column("role").to_pylist() == ["sample", "ntc"]
+
+
+def test_damaged_ct_names_line() -> None:
+    """A damaged Ct in the CR-only file is reported at its line (CR counted as a line break)."""
+    data = SDS.read_bytes().replace(b"\t27.956657\t", b"\t27,95,6657\t")
+    with pytest.raises(ParseError, match=r"line 20, field 'Ct'"):
+        parse_bytes(data, "sds.txt")
+
+
+def test_truncated_in_header() -> None:
+    """A file cut before the table header is refused on line 1 with what was expected."""
+    data = SDS.read_bytes()[:200]
+    with pytest.raises(ParseError, match=r"line 1: no results table header.*Detector"):
+        parse_bytes(data, "sds.txt", format="sds")
+
+
+def test_cli_parse_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """`ketqua parse` prints canonical JSON rows for the SDS fixture."""
+    assert main(["parse", str(SDS), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 384 and tuple(rows[0]) == WELL_COLUMNS
+
+
+def test_cli_parse_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A broken SDS file exits non-zero naming file and line."""
+    broken = tmp_path / "broken_sds.txt"
+    broken.write_bytes(SDS.read_bytes().replace(b"\tA2\t", b"\tZ2\t"))
+    assert main(["parse", str(broken), "--json"]) != 0
+    err = capsys.readouterr().err
+    assert "broken_sds.txt" in err and "line 19" in err
