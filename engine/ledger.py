@@ -37,6 +37,12 @@ SPECIMEN_FIELDS = PERSON_FIELDS + ("collected_at", "collection_site")
 MIGRATIONS: list[str] = [
     # 1: the initial schema.
     """
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    INSERT INTO meta(key, value) VALUES ('manifest_generation', '0');
+
     CREATE TABLE files (
         sha256       TEXT PRIMARY KEY,
         name         TEXT NOT NULL,
@@ -205,6 +211,8 @@ class PlateCommit:
     pool_decisions: list[dict[str, Any]] = field(default_factory=list)  # pool_id, well, outcome, evidence
     specimen_decisions: list[dict[str, Any]] = field(default_factory=list)  # specimen_id, outcome, retest, evidence, pool_id
     results: list[SignedResult] = field(default_factory=list)
+    #: manifest generation the worker read its person records at; a newer manifest => recompute.
+    manifest_generation: int | None = None
 
 
 class Ledger:
@@ -367,52 +375,78 @@ class Ledger:
         return state, retry_at
 
     # ------------------------------------------------------------------ manifests
-    def commit_manifest(self, sha256: str, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Store a manifest's rows and update the specimens' person records, in one transaction.
+    def manifest_generation(self) -> int:
+        """Bumped by every manifest commit; plates signed against an older one are recomputed."""
+        return self._generation()
 
-        Returns the corrections: specimens that already have a signed result and
-        whose person fields changed (``specimen_id``, ``changed`` field names).
-        Signing their new versions is the caller's job (it needs a signer).
+    def _generation(self) -> int:
+        return int(self.conn.execute("SELECT value FROM meta WHERE key='manifest_generation'").fetchone()[0])
+
+    def corrections_for(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Specimens in ``rows`` that already have a signed result and whose person details differ.
+
+        Each item: ``specimen_id``, ``changed`` (field names), ``record`` (the new row).
+        """
+        ids = sorted({r["specimen_id"] for r in rows})
+        before = {row["specimen_id"]: dict(row) for row in self._select_in("SELECT * FROM specimens WHERE specimen_id IN ({})", ids)}
+        signed = {row[0] for row in self._select_in("SELECT DISTINCT specimen_id FROM results WHERE specimen_id IN ({})", ids)}
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for r in rows:
+            sid = r["specimen_id"]
+            if sid in seen or sid not in signed or sid not in before:
+                continue
+            seen.add(sid)
+            old = before[sid]
+            changed = [f for f in SPECIMEN_FIELDS if (old.get(f) or None) != (r.get(f) or None)]
+            if changed:
+                out.append({"specimen_id": sid, "changed": changed, "record": dict(r)})
+        return out
+
+    def commit_manifest(self, sha256: str, rows: Sequence[Mapping[str, Any]], corrections: Sequence[SignedResult] = ()) -> list[int]:
+        """Store a manifest's rows, update the specimens' person records and commit the
+        correction versions it caused, all in ONE transaction (a crash cannot separate them).
+
+        Returns the seqs of the correction results.
         """
         now = utc_now()
-        corrections: list[dict[str, Any]] = []
-        with self.transaction():
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO manifest_rows(manifest, line, pool_id, specimen_id, full_name, date_of_birth, sex,"
-                " national_id, phone, address, collected_at, collection_site, aliquot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (sha256, r["line"], r["pool_id"], r["specimen_id"], *(r.get(f) for f in SPECIMEN_FIELDS), int(bool(r.get("aliquot"))))
-                    for r in rows
-                ],
-            )
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO pool_members(pool_id, specimen_id, manifest) VALUES (?,?,?)",
-                [(r["pool_id"], r["specimen_id"], sha256) for r in rows],
-            )
-            ids = sorted({r["specimen_id"] for r in rows})
-            before = {row["specimen_id"]: dict(row) for row in self._select_in("SELECT * FROM specimens WHERE specimen_id IN ({})", ids)}
-            signed = {row[0] for row in self._select_in("SELECT DISTINCT specimen_id FROM results WHERE specimen_id IN ({})", ids)}
-            seen: set[str] = set()
-            upserts = []
-            for r in rows:
-                sid = r["specimen_id"]
-                if sid in seen:  # one row per pool in combinatorial designs: same person
-                    continue
-                seen.add(sid)
-                old = before.get(sid)
-                if old is not None and sid in signed:
-                    changed = [f for f in PERSON_FIELDS + ("collected_at", "collection_site") if (old.get(f) or None) != (r.get(f) or None)]
-                    if changed:
-                        corrections.append({"specimen_id": sid, "changed": changed})
-                upserts.append((sid, *(r.get(f) for f in SPECIMEN_FIELDS), int(bool(r.get("aliquot"))), sha256, now))
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO specimens(specimen_id, full_name, date_of_birth, sex, national_id, phone, address,"
-                " collected_at, collection_site, aliquot, manifest, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                upserts,
-            )
-            self.conn.execute("UPDATE files SET state='done', error=NULL, updated_at=? WHERE sha256=?", (now, sha256))
-            self._event("manifest", sha256, rows=len(rows), specimens=len(seen), corrections=len(corrections))
-        return corrections
+        try:
+            with self.transaction():
+                for r in corrections:
+                    latest = self.conn.execute("SELECT max(version) FROM results WHERE id=?", (r.id,)).fetchone()[0]
+                    if latest != r.supersedes:
+                        raise ConflictError(f"result {r.id} moved to version {latest} while its correction was signed")
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO manifest_rows(manifest, line, pool_id, specimen_id, full_name, date_of_birth, sex,"
+                    " national_id, phone, address, collected_at, collection_site, aliquot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [
+                        (sha256, r["line"], r["pool_id"], r["specimen_id"], *(r.get(f) for f in SPECIMEN_FIELDS), int(bool(r.get("aliquot"))))
+                        for r in rows
+                    ],
+                )
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO pool_members(pool_id, specimen_id, manifest) VALUES (?,?,?)",
+                    [(r["pool_id"], r["specimen_id"], sha256) for r in rows],
+                )
+                upserts = {}
+                for r in rows:  # one row per pool in combinatorial designs: same person, first row kept
+                    upserts.setdefault(
+                        r["specimen_id"], (r["specimen_id"], *(r.get(f) for f in SPECIMEN_FIELDS), int(bool(r.get("aliquot"))), sha256, now)
+                    )
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO specimens(specimen_id, full_name, date_of_birth, sex, national_id, phone, address,"
+                    " collected_at, collection_site, aliquot, manifest, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    list(upserts.values()),
+                )
+                seqs = self._insert_results(corrections, now)
+                for r in corrections:
+                    self._event("correction", sha256, id=r.id, version=r.version, reason=r.reason)
+                self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='manifest_generation'")
+                self.conn.execute("UPDATE files SET state='done', error=NULL, updated_at=? WHERE sha256=?", (now, sha256))
+                self._event("manifest", sha256, rows=len(rows), specimens=len(upserts), corrections=len(corrections))
+        except sqlite3.IntegrityError as exc:
+            raise ConflictError(f"manifest {sha256[:12]}: {exc}") from exc
+        return seqs
 
     def _select_in(self, sql: str, values: Sequence[Any], chunk: int = 900) -> Iterator[sqlite3.Row]:
         """Run ``sql`` with an ``IN ({})`` list, chunked under SQLite's parameter limit."""
@@ -450,6 +484,8 @@ class Ledger:
                     raise LedgerError(f"plate {plate.source}: its file {plate.run_id[:12]}… was never received")
                 if row["state"] == "done":
                     return []  # already committed (a replay): nothing twice
+                if plate.manifest_generation is not None and plate.manifest_generation != self._generation():
+                    raise ConflictError(f"plate {plate.source}: a manifest arrived while it was being signed")
                 latest = {
                     r["id"]: r["v"]
                     for r in self._select_in(
@@ -533,19 +569,6 @@ class Ledger:
                 self.conn.execute(
                     "UPDATE results SET superseded_by=? WHERE id=? AND version=?", (r.version, r.id, r.supersedes)
                 )
-        return seqs
-
-    def commit_corrections(self, manifest: str, results: Sequence[SignedResult]) -> list[int]:
-        """Commit correction versions (new person details) in one transaction; same optimistic check."""
-        now = utc_now()
-        with self.transaction():
-            for r in results:
-                latest = self.conn.execute("SELECT max(version) FROM results WHERE id=?", (r.id,)).fetchone()[0]
-                if latest != r.supersedes:
-                    raise ConflictError(f"result {r.id} moved to version {latest} while its correction was signed")
-            seqs = self._insert_results(results, now)
-            for r in results:
-                self._event("correction", manifest, id=r.id, version=r.version, reason=r.reason)
         return seqs
 
     def set_certificates(self, paths: Iterable[tuple[str, int, str]]) -> None:

@@ -60,6 +60,7 @@ class PlateOutcome:
     missing_pools: list[str] = field(default_factory=list)
     error: str | None = None
     error_kind: str | None = None  # parse | assay | controls | design | decode
+    manifest_generation: int | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -153,6 +154,7 @@ def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: A
     tube_pool = samples.column("sample_id").to_pylist()
     pool_ids = list(dict.fromkeys(tube_pool))
     ledger = _reader(job.ledger_path)
+    generation = ledger.manifest_generation()  # read first: a manifest committed after this forces a recompute
     rows = ledger.pool_rows(pool_ids)
     found = {r["pool_id"] for r in rows}
     missing = [p for p in pool_ids if p not in found]
@@ -164,7 +166,7 @@ def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: A
         found = {r["pool_id"] for r in rows}
         missing = [p for p in pool_ids if p not in found]
     if missing:
-        return PlateOutcome(job.run_id, job.source, "waiting", missing_pools=missing)
+        return PlateOutcome(job.run_id, job.source, "waiting", missing_pools=missing, manifest_generation=generation)
 
     design = design_from_manifest(manifest_table(rows))
     pool_index = {p: i for i, p in enumerate(design.pool_ids)}
@@ -266,7 +268,6 @@ def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: A
                 "pools": pool_ev,
                 "ct": dict(deciding["ct"]) if deciding else {},
             },
-            correction=None if prev is None else None,
         )
         canonical, jws, hc1 = sign_payload(payload, signer, hc1_validity_days=job.hc1_validity_days)
         results.append(SignedResult(rid, version, sid, outcome.value, job.run_id, canonical, jws, hc1, supersedes,
@@ -280,6 +281,7 @@ def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: A
         pool_decisions=pool_decisions,
         specimen_decisions=decisions,
         results=results,
+        manifest_generation=generation,
     )
     return PlateOutcome(job.run_id, job.source, "commit", commit=commit)
 
