@@ -1,0 +1,210 @@
+"""PKCS#11 signer: the private key stays on a token (HSM, USB token, SoftHSM2 in tests).
+
+The token signs the SHA-256 digest (``CKM_ECDSA`` over a digest we compute)
+rather than using ``CKM_ECDSA_SHA256``: every token that supports ECDSA
+supports the raw mechanism, while hash-and-sign variants are optional. For RSA
+keys ``CKM_SHA256_RSA_PKCS_PSS`` with MGF1-SHA256 and a 32-byte salt gives
+PS256.
+
+A session belongs to one process; :class:`signing.keys.SignerSpec` is what
+crosses process boundaries, and each worker opens its own session. Signing
+calls on one session are serialised with a lock (PKCS#11 forbids concurrent
+operations on a session).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from engine.errors import ConfigError, SigningError
+from signing.keys import Algorithm, algorithm_for, certificate_kid, load_certificates, order_chain
+from signing.pki import is_development
+
+if TYPE_CHECKING:
+    from signing.keys import SignerSpec
+
+# python-pkcs11 initialises a module once per process; loading it again fails.
+_LIBRARIES: dict[str, Any] = {}
+_LIBRARY_LOCK = threading.Lock()
+# (module, token) → keyed hash of the PIN that logged in (never the PIN itself).
+_LOGINS: dict[tuple[str, str], bytes] = {}
+_PIN_KEY = os.urandom(32)
+
+
+def _pin_tag(pin: bytes | None) -> bytes:
+    return hmac.new(_PIN_KEY, pin or b"", hashlib.sha256).digest()
+
+
+def _library(module: str) -> Any:
+    try:
+        import pkcs11
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise ConfigError("PKCS#11 signing needs python-pkcs11 (pip install python-pkcs11)") from exc
+    with _LIBRARY_LOCK:
+        lib = _LIBRARIES.get(module)
+        if lib is None:
+            try:
+                lib = pkcs11.lib(module)
+            except (RuntimeError, OSError, pkcs11.PKCS11Error) as exc:
+                raise ConfigError(f"PKCS#11 module {module} cannot be loaded ({exc})") from exc
+            _LIBRARIES[module] = lib
+        return lib
+
+
+class Pkcs11Signer:
+    """A :class:`signing.keys.Signer` whose private key never leaves the token."""
+
+    def __init__(self, session: Any, private_key: Any, certificate: x509.Certificate, chain: tuple[x509.Certificate, ...], *, source: str) -> None:
+        import pkcs11
+
+        self._session = session
+        self._key = private_key
+        self._cert = certificate
+        self._chain = chain
+        self._algorithm: Algorithm = algorithm_for(certificate.public_key(), source)
+        self._kid = certificate_kid(certificate)
+        self._development = is_development(certificate)
+        self._lock = threading.Lock()
+        self._source = source
+        if self._algorithm == "ES256":
+            self._mechanism = pkcs11.Mechanism.ECDSA
+            self._param = None
+        else:
+            self._mechanism = pkcs11.Mechanism.SHA256_RSA_PKCS_PSS
+            self._param = (pkcs11.Mechanism.SHA256, pkcs11.MGF.SHA256, 32)
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return self._cert
+
+    @property
+    def chain(self) -> tuple[x509.Certificate, ...]:
+        return self._chain
+
+    @property
+    def algorithm(self) -> Algorithm:
+        return self._algorithm
+
+    @property
+    def kid(self) -> bytes:
+        return self._kid
+
+    @property
+    def development(self) -> bool:
+        return self._development
+
+    def sign(self, data: bytes) -> bytes:
+        """Signature over SHA-256 of ``data`` made on the token (DER for ECDSA, as the protocol says)."""
+        import pkcs11
+
+        try:
+            with self._lock:
+                if self._algorithm == "ES256":
+                    raw = self._key.sign(hashlib.sha256(data).digest(), mechanism=self._mechanism)
+                else:
+                    return bytes(self._key.sign(data, mechanism=self._mechanism, mechanism_param=self._param))
+        except pkcs11.PKCS11Error as exc:
+            raise SigningError(f"{self._source}: the token refused to sign ({type(exc).__name__})") from exc
+        half = len(raw) // 2
+        return encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
+
+    def close(self) -> None:
+        """Log out and close the session."""
+        self._session.close()
+
+    def __repr__(self) -> str:
+        return f"Pkcs11Signer({self._source!r}, {self._cert.subject.rfc4514_string()!r}, {self._algorithm})"
+
+
+def open_pkcs11_signer(spec: "SignerSpec") -> Pkcs11Signer:
+    """Log in to the token named by ``spec`` and find the private key (and certificate) by label."""
+    import pkcs11
+    from pkcs11 import Attribute, ObjectClass
+
+    if not (spec.module and spec.token and spec.key_label):
+        raise ConfigError("[signing] kind = 'pkcs11' needs module, token and key_label")
+    source = f"PKCS#11 token '{spec.token}' key '{spec.key_label}'"
+    pin = spec.secret(spec.pin_env, spec.pin_file, "token PIN")
+    lib = _library(spec.module)
+    try:
+        token = lib.get_token(token_label=spec.token)
+    except pkcs11.NoSuchToken as exc:
+        raise ConfigError(f"no PKCS#11 token labelled '{spec.token}' in {spec.module}") from exc
+    except pkcs11.MultipleTokensReturned as exc:
+        raise ConfigError(f"several PKCS#11 tokens are labelled '{spec.token}'; labels must be unique") from exc
+    try:
+        session = token.open(user_pin=pin.decode("utf-8") if pin is not None else None)
+    except pkcs11.UserAlreadyLoggedIn:
+        # PKCS#11 login is per application and token: another signer in this
+        # process is logged in already and this session shares that login. The
+        # token cannot re-check the PIN now, so compare with the one that
+        # succeeded (kept only as a keyed hash) lest a wrong PIN ride along.
+        if _LOGINS.get((spec.module, spec.token)) != _pin_tag(pin):
+            raise SigningError(f"{source}: the PIN was refused") from None
+        session = token.open()
+    except pkcs11.PinIncorrect as exc:
+        raise SigningError(f"{source}: the PIN was refused") from exc
+    except pkcs11.PKCS11Error as exc:
+        raise SigningError(f"{source}: cannot log in ({type(exc).__name__})") from exc
+    _LOGINS[(spec.module, spec.token)] = _pin_tag(pin)
+    try:
+        try:
+            key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=spec.key_label)
+        except pkcs11.NoSuchKey as exc:
+            raise ConfigError(f"{source}: no private key with that label on the token") from exc
+        except pkcs11.MultipleObjectsReturned as exc:
+            raise ConfigError(f"{source}: several private keys carry that label") from exc
+        if spec.certificate:
+            cert = load_certificates(spec.certificate)[0]
+        else:
+            found = list(session.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.LABEL: spec.key_label}))
+            if not found:
+                raise ConfigError(
+                    f"{source}: no certificate; store one on the token under the same label or set certificate = '<PEM>'"
+                )
+            cert = x509.load_der_x509_certificate(bytes(found[0][Attribute.VALUE]))
+        chain: list[x509.Certificate] = []
+        for path in spec.chain:
+            chain.extend(load_certificates(path))
+        _check_pair(key, cert, source)
+        return Pkcs11Signer(session, key, cert, order_chain(cert, chain), source=source)
+    except BaseException:
+        session.close()
+        raise
+
+
+def _check_pair(private_key: Any, cert: x509.Certificate, source: str) -> None:
+    """The certificate must certify the token's key: compare with the public key object of the same label/id."""
+    import pkcs11
+    from pkcs11 import ObjectClass
+    from pkcs11.util.ec import encode_ec_public_key
+    from pkcs11.util.rsa import encode_rsa_public_key
+
+    try:
+        public = private_key.session.get_key(object_class=ObjectClass.PUBLIC_KEY, label=private_key.label)
+    except (pkcs11.NoSuchKey, pkcs11.MultipleObjectsReturned):
+        return  # no public object to compare with; the first signature check will tell
+    try:
+        if public.key_type == pkcs11.KeyType.EC:
+            der = encode_ec_public_key(public)
+        elif public.key_type == pkcs11.KeyType.RSA:
+            der = encode_rsa_public_key(public)
+        else:
+            return
+        token_key = serialization.load_der_public_key(der)
+    except (ValueError, KeyError, pkcs11.PKCS11Error):
+        return
+    cert_spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    token_spki = token_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if cert_spki != token_spki:
+        raise SigningError(
+            f"{source}: the certificate '{cert.subject.rfc4514_string()}' does not certify the key on the token"
+        )
