@@ -13,6 +13,7 @@ import http.client
 import json
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from engine.results import build_payload, result_id, sign_payload
 from engine.tokens import add_token
 from signing.keys import Signer, load_signer_spec
 
+_ISSUED = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 LAB = Lab(id="VN-79-TEST", name="Phòng xét nghiệm thử (DEVELOPMENT)", licence="TEST-79")
 _SURNAMES = ("Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Vũ", "Đặng", "Bùi")
 _GIVEN = ("Văn An", "Thị Bình", "Minh Châu", "Quốc Dũng", "Thu Hà", "Đức Huy", "Ngọc Lan", "Thành Long")
@@ -63,7 +65,7 @@ def signed_plate(world: World, plate_no: int, n: int, *, certificates: bool = Fa
             id=rid,
             version=1,
             supersedes=None,
-            issued_at=f"2026-11-{1 + plate_no % 28:02d}T08:{i % 60:02d}:00Z",
+            issued_at=_ISSUED,  # after the development certificates' notBefore, as in real operation
             outcome=outcome,
             lab=LAB,
             specimen={

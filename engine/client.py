@@ -1,0 +1,375 @@
+"""The reference pull client: what the national platform runs against a lab's API.
+
+``ketqua pull --url … --token … --out DIR [--follow]`` pulls the NDJSON feed from
+its saved cursor, verifies every result, and appends it to ``DIR/results.ndjson``
+exactly once, in ``seq`` order, even across crashes and restarts.
+
+Trust. With ``--trust PEM`` (the lab's CA certificate, ``<data>/keys/ca.pem`` of
+the lab), every key in the server's JWKS must chain to that CA through its
+``x5c`` chain; keys that do not are refused, and so is every result they
+signed. Without ``--trust`` the client trusts the keys the server publishes
+(trust on first use over TLS): it still proves each result was signed by the
+published key and not altered, but not *whose* key that is. Each item's JWS
+is verified against the trusted keys and its payload must equal the item's
+``payload``; each HC1 is verified (COSE signature, kid, certificate validity at
+issuance) with ``signing.verify.verify_hc1`` against the trusted signer certificates.
+
+Exactly once. ``DIR/state.json`` holds the cursor of the current page start,
+the last ``seq`` written and the byte size of ``results.ndjson`` at that
+moment. Items are appended, fsynced, then the state is replaced atomically.
+After a crash, bytes past the recorded size are cut off and the page is
+fetched again from its cursor; items with ``seq`` ≤ the recorded one are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import json
+import os
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from cryptography import x509
+
+from engine.errors import ApiError, VerificationError
+
+NDJSON = "application/x-ndjson"
+RESULTS_FILE = "results.ndjson"
+STATE_FILE = "state.json"
+
+
+@dataclass
+class PullState:
+    """Where a pull stands (persisted as ``state.json`` next to the results)."""
+
+    url: str
+    cursor: str | None = None  # page start: re-requested after a crash
+    last_seq: int = 0  # last seq written to results.ndjson
+    size: int = 0  # bytes of results.ndjson that are committed
+    count: int = 0  # items written
+
+
+@dataclass
+class PullStats:
+    """What one :meth:`PullClient.pull` call did."""
+
+    items: int = 0
+    pages: int = 0
+    skipped: int = 0  # duplicates from a re-fetched page
+    seconds: float = 0.0
+    last_seq: int = 0
+
+
+@dataclass(frozen=True)
+class TrustedKeys:
+    """The JWKS keys that passed the trust check, and their signer certificates (for HC1)."""
+
+    jwks: dict[str, Any]
+    signers: tuple[x509.Certificate, ...]
+
+
+def trusted_keys(jwks: dict[str, Any], roots: Sequence[x509.Certificate] | None, *, at: dt.datetime | None = None) -> TrustedKeys:
+    """Check every JWKS key against its ``x5c`` certificate and (with ``roots``) the chain to a root.
+
+    A key whose public key differs from its certificate, or whose chain does not
+    reach a root, is dropped; if none is left, :class:`VerificationError`.
+    """
+    from signing.jws import _jwk_public_key, b64url
+    from signing.keys import certificate_kid
+    from signing.trust import validate_chain
+
+    when = at or dt.datetime.now(dt.timezone.utc)
+    kept: list[dict[str, Any]] = []
+    signers: list[x509.Certificate] = []
+    problems: list[str] = []
+    for jwk in jwks.get("keys", []) if isinstance(jwks, dict) else []:
+        try:
+            chain = [x509.load_der_x509_certificate(base64.b64decode(c)) for c in jwk.get("x5c") or []]
+        except (ValueError, TypeError):
+            problems.append(f"key {jwk.get('kid')!r}: x5c is not base64 DER certificates")
+            continue
+        if not chain:
+            problems.append(f"key {jwk.get('kid')!r} has no x5c certificate chain")
+            continue
+        leaf = chain[0]
+        key = _jwk_public_key(jwk)
+        if key is None or key.public_numbers() != leaf.public_key().public_numbers():  # type: ignore[attr-defined]
+            problems.append(f"key {jwk.get('kid')!r}: the public key is not the one in its certificate")
+            continue
+        if jwk.get("kid") != b64url(certificate_kid(leaf)).decode("ascii"):
+            problems.append(f"key {jwk.get('kid')!r}: kid does not match its certificate")
+            continue
+        if roots is not None:
+            try:
+                validate_chain(leaf, chain[1:], list(roots), when)
+            except VerificationError as exc:
+                problems.append(f"key {jwk.get('kid')!r}: {exc}")
+                continue
+        kept.append(jwk)
+        signers.append(leaf)
+    if not kept:
+        raise VerificationError(
+            "the server publishes no trusted signing key: " + ("; ".join(problems) or "the JWKS is empty"),
+            reason="untrusted-chain",
+        )
+    return TrustedKeys({"keys": kept}, tuple(signers))
+
+
+def verify_item(item: dict[str, Any], keys: TrustedKeys) -> None:
+    """Verify one feed item: JWS signature and payload, HC1 signature and certificate; raise otherwise."""
+    from signing.jws import verify_compact
+    from signing.verify import verify_hc1
+
+    seq, rid = item.get("seq"), item.get("id")
+    where = f"result {rid} (seq {seq})"
+    try:
+        body = verify_compact(item["jws"], keys.jwks)
+        payload = json.loads(body)
+        if payload != item["payload"]:
+            raise VerificationError(f"{where}: the payload differs from the signed one", reason="payload-mismatch")
+        if payload.get("id") != rid or payload.get("version") != item.get("version"):
+            raise VerificationError(f"{where}: id/version differ from the signed payload", reason="payload-mismatch")
+        issued = dt.datetime.fromisoformat(str(payload.get("issued_at")).replace("Z", "+00:00"))
+        # The QR is checked as of its issuance: an old result whose QR has expired is still authentic.
+        verify_hc1(item["hc1"], list(keys.signers), at=issued)
+    except VerificationError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise VerificationError(f"{where}: {exc}", reason=exc.reason) from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise VerificationError(f"{where}: malformed item ({exc})", reason="malformed") from exc
+
+
+def client_ssl_context(cacert: str | None = None, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
+    """TLS for the client: ``cacert`` to trust the server's certificate, ``cert``/``key`` for mutual TLS."""
+    try:
+        ctx = ssl.create_default_context(cafile=cacert)
+        if cert:
+            ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ApiError(f"cannot set up TLS for the client ({exc})") from exc
+    return ctx
+
+
+class PullClient:
+    """Pulls the feed of one server into one output folder; use ``async with``."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        out: str | os.PathLike[str],
+        *,
+        trust: Sequence[x509.Certificate] | None = None,
+        limit: int = 1000,
+        verify: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+        checkpoint_items: int = 10_000,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.out = Path(out)
+        self.trust = list(trust) if trust is not None else None
+        self.limit = limit
+        self.verify = verify
+        self.ssl_context = ssl_context
+        self.checkpoint_items = checkpoint_items
+        self.keys: TrustedKeys | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.state = PullState(self.url)
+        self._results: Any = None
+        self.skipped_total = 0
+
+    # ----------------------------------------------------------- lifecycle
+    async def __aenter__(self) -> "PullClient":
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.state = self._load_state()
+        self._results = open(self.out / RESULTS_FILE, "ab")
+        connector = aiohttp.TCPConnector(limit=4, ssl=self.ssl_context if self.ssl_context is not None else True)
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.session is not None:
+            await self.session.close()
+        if self._results is not None:
+            self._results.close()
+
+    def _load_state(self) -> PullState:
+        path = self.out / STATE_FILE
+        results = self.out / RESULTS_FILE
+        if path.exists():
+            try:
+                raw = json.loads(path.read_text(encoding="utf-8"))
+                state = PullState(**raw)
+            except (ValueError, TypeError) as exc:
+                raise ApiError(f"{path} is damaged ({exc}); move the folder aside and pull again") from exc
+            if state.url != self.url:
+                raise ApiError(f"{self.out} holds results pulled from {state.url}, not {self.url}; use another --out")
+        else:
+            state = PullState(self.url)
+        size = results.stat().st_size if results.exists() else 0
+        if size < state.size:
+            raise ApiError(
+                f"{results} is shorter ({size} bytes) than recorded ({state.size}); it was edited or truncated. "
+                "Move the folder aside and pull again"
+            )
+        if size > state.size:
+            # Items appended after the last checkpoint (a crash between append and state save): drop them,
+            # they are fetched again from the saved cursor.
+            with open(results, "r+b") as fh:
+                fh.truncate(state.size)
+        return state
+
+    def _checkpoint(self) -> None:
+        self._results.flush()
+        os.fsync(self._results.fileno())
+        self.state.size = self._results.tell()
+        tmp = self.out / (STATE_FILE + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(asdict(self.state), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.out / STATE_FILE)
+
+    # ----------------------------------------------------------- HTTP
+    async def _get(self, path: str, **kw: Any) -> aiohttp.ClientResponse:
+        assert self.session is not None, "use `async with PullClient(...)`"
+        try:
+            resp = await self.session.get(self.url + path, **kw)
+        except aiohttp.ClientError as exc:
+            raise ApiError(f"cannot reach {self.url} ({exc})") from exc
+        if resp.status >= 400:
+            try:
+                detail = (await resp.json(content_type=None)).get("detail", "")
+            except (ValueError, aiohttp.ClientError, AttributeError):
+                detail = ""
+            resp.release()
+            raise ApiError(f"{self.url}{path.split('?')[0]}: HTTP {resp.status} {resp.reason}. {detail}".strip())
+        return resp
+
+    async def load_keys(self) -> TrustedKeys:
+        """Fetch the JWKS and keep the keys that pass the trust check."""
+        resp = await self._get("/v1/keys")
+        async with resp:
+            jwks = await resp.json(content_type=None)
+        self.keys = trusted_keys(jwks, self.trust)
+        return self.keys
+
+    async def pull_page(self, *, wait: float = 0.0) -> tuple[int, bool]:
+        """Fetch one page after the saved cursor, verify, append; returns ``(items written, more)``."""
+        if self.verify and self.keys is None:
+            await self.load_keys()
+        params = {"limit": str(self.limit)}
+        if self.state.cursor:
+            params["after"] = self.state.cursor
+        if wait:
+            params["wait"] = f"{wait:g}"
+        resp = await self._get("/v1/results", params=params, headers={"Accept": NDJSON})
+        written = 0
+        skipped = 0
+        async with resp:
+            next_cursor = resp.headers.get("X-Next-Cursor")
+            more = resp.headers.get("X-More") == "true"
+            if not next_cursor:
+                raise ApiError(f"{self.url}: the feed answered without X-Next-Cursor; is this a ketqua server?")
+            buffer = b""
+            try:
+                async for chunk in resp.content.iter_chunked(1 << 20):
+                    buffer += chunk
+                    lines = buffer.split(b"\n")
+                    buffer = lines.pop()
+                    w, s = self._take(lines)
+                    written += w
+                    skipped += s
+            except aiohttp.ClientPayloadError as exc:
+                self._checkpoint()  # keep what was verified; the page is fetched again from its start
+                raise ApiError(f"{self.url}: the feed stream broke off ({exc}); run again to resume") from exc
+            if buffer.strip():
+                w, s = self._take([buffer])
+                written += w
+                skipped += s
+        self.state.cursor = next_cursor
+        self._checkpoint()
+        self.skipped_total += skipped
+        return written, more
+
+    def _take(self, lines: list[bytes]) -> tuple[int, int]:
+        """Verify and append complete lines; returns (written, skipped as already held)."""
+        written = skipped = 0
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                seq = int(item["seq"])
+            except (ValueError, KeyError, TypeError) as exc:
+                self._checkpoint()
+                raise ApiError(f"{self.url}: a feed line is not a result item ({exc})") from exc
+            if seq <= self.state.last_seq:
+                skipped += 1
+                continue
+            if self.verify:
+                try:
+                    verify_item(item, self.keys)  # type: ignore[arg-type]
+                except VerificationError:
+                    self._checkpoint()  # everything before the bad item stays; nothing after it is written
+                    raise
+            self._results.write(line.rstrip(b"\r") + b"\n")
+            self.state.last_seq = seq
+            self.state.count += 1
+            written += 1
+            if written % self.checkpoint_items == 0:
+                self._checkpoint()
+        return written, skipped
+
+    async def pull(
+        self, *, follow: bool = False, wait: float = 10.0, max_pages: int | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> PullStats:
+        """Pull pages until caught up (or forever with ``follow``, long-polling ``wait`` seconds)."""
+        stats = PullStats()
+        t0 = time.perf_counter()
+        before = self.skipped_total
+        backoff = 1.0
+        more = True
+        while stop is None or not stop.is_set():
+            if max_pages is not None and stats.pages >= max_pages:
+                break
+            try:
+                n, more = await self.pull_page(wait=0.0 if more or not follow else wait)
+                backoff = 1.0
+            except ApiError:
+                if not follow:
+                    raise
+                await asyncio.sleep(backoff)  # server restarting or network gone: try again, same cursor
+                backoff = min(backoff * 2, 60.0)
+                continue
+            stats.pages += 1
+            stats.items += n
+            if not more and not follow:
+                break
+        stats.seconds = time.perf_counter() - t0
+        stats.last_seq = self.state.last_seq
+        stats.skipped = self.skipped_total - before
+        return stats
+
+
+def read_results(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The items a pull wrote (for tests and small checks; big files are better streamed)."""
+    path = Path(out) / RESULTS_FILE
+    if not path.exists():
+        return []
+    with open(path, "rb") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
