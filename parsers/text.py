@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -97,7 +98,7 @@ def decode(data: bytes, source: str | None = None) -> tuple[str, str]:
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ParseError("expected file contents as bytes", source=source)
-    data = bytes(data)
+    data = _gunzip(bytes(data), source)
     if not data.strip():
         raise ParseError("the file is empty", source=source, line=1, expected="an analyzer export")
     encoding: str | None = None
@@ -163,8 +164,41 @@ def _line_of_offset(prefix: str) -> int:
     return len(_LINE_BREAK.findall(prefix)) + 1
 
 
+#: Largest decompressed size accepted from a gzipped export (a 1536-well run is a few MiB).
+GUNZIP_LIMIT = 256 * 1024 * 1024
+
+
+def _gunzip(data: bytes, source: str | None) -> bytes:
+    """Exports are sometimes archived gzipped (LightCycler files in R packages, LIS archives)."""
+    if not data.startswith(b"\x1f\x8b"):
+        return data
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, GUNZIP_LIMIT)
+    except zlib.error as exc:
+        raise ParseError(f"the gzip-compressed file is damaged ({exc})", source=source, line=1,
+                         expected="a complete .gz file") from None
+    if inflater.unconsumed_tail:
+        raise ParseError("the gzip-compressed file is too large", source=source, line=1,
+                         expected=f"at most {GUNZIP_LIMIT // (1024 * 1024)} MiB of text")
+    if not inflater.eof:
+        raise ParseError("the gzip-compressed file is truncated", source=source,
+                         line=out.count(b"\n") + 1, expected="a complete .gz file")
+    return out
+
+
+def _gunzip_head(head: bytes) -> bytes:
+    if not head.startswith(b"\x1f\x8b"):
+        return head
+    try:
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 65536)
+    except zlib.error:
+        return b""
+
+
 def head_text(head: bytes) -> str:
     """Lenient decoding of the first bytes of a file, for sniffers (never raises)."""
+    head = _gunzip_head(head)
     for bom, name in _BOMS:
         if head.startswith(bom):
             return head[len(bom) :].decode(name.replace("-sig", ""), "replace")

@@ -1,0 +1,147 @@
+"""Roche LightCycler 480 / 96 "export in text format" of Abs Quant (Cp) results.
+
+    Experiment: Demo Abs Quant with SYBR Green I_training Selected Filter: SYBR Green (483-533)
+    Include	Color	Pos	Name	Cp	Concentration	Standard	Status
+    True	255	A1	Sample 1	16.13	1.01E+05	0
+    True	65280	A2	Sample 2			0
+
+One block per detection channel: the software exports the selected filter
+only, so a multiplex run arrives either as one file per channel or as one file
+with several ``Experiment: … Selected Filter: …`` blocks; both are read. There
+is no target column: the filter (``FAM (465-510)``) is the target as the
+instrument names it and its first dye name is the dye. An empty ``Cp`` means
+no amplification. Old LightCycler PCs write CR-only line ends and trailing
+tabs. ``Include`` = False marks a well the operator excluded (call
+``invalid``); a non-zero ``Standard`` concentration marks a standard. There is
+no role column, so controls are recognised by name (``no template control``).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.errors import ParseError
+from engine.model import Role
+from parsers.registry import register
+from parsers.text import (
+    canonical_table,
+    clean_metadata,
+    ct_array,
+    decode,
+    head_text,
+    normalise_wells,
+    number_array,
+    read_block,
+    require_rows,
+    roles_from_names,
+    split_lines,
+)
+
+_EXPERIMENT = re.compile(r"^\s*Experiment:\s*(?P<name>.*?)\s*Selected Filter:\s*(?P<filter>.*?)\s*$", re.IGNORECASE)
+_HEADER = re.compile(r"^\s*(Include\t)?(Color\t)?Pos\tName\tC[pq]\b", re.IGNORECASE)
+
+
+def _dye_of(filter_name: str) -> str:
+    """``"VIC / HEX / Yellow555 (533-580)"`` → ``"VIC"``: the first dye the channel is named for."""
+    bare = re.sub(r"\s*\(\d+\s*-\s*\d+\)\s*$", "", filter_name)
+    return bare.split("/")[0].strip() or filter_name
+
+
+def _blocks(lines: list[str], source: str) -> list[tuple[int, int, str | None, str | None]]:
+    """(header index, stop, experiment, filter) for each channel block."""
+    starts = [i for i, line in enumerate(lines) if _EXPERIMENT.match(line)]
+    blocks = []
+    if not starts:
+        header = next((i for i, line in enumerate(lines[:50]) if _HEADER.match(line)), None)
+        if header is None:
+            raise ParseError("no 'Experiment: … Selected Filter: …' line or Pos/Name/Cp header found", source=source,
+                             line=1, expected="a LightCycler 480 text export of Abs Quant results")
+        return [(header, len(lines), None, None)]
+    for n, start in enumerate(starts):
+        m = _EXPERIMENT.match(lines[start])
+        assert m is not None
+        stop = starts[n + 1] if n + 1 < len(starts) else len(lines)
+        header = start + 1
+        while header < stop and not lines[header].strip():
+            header += 1
+        if header >= stop or not _HEADER.match(lines[header]):
+            raise ParseError(
+                f"the block for filter '{m['filter']}' has no results table",
+                source=source,
+                line=min(header, len(lines) - 1) + 1,
+                expected="a header 'Include, Color, Pos, Name, Cp, …' after the Experiment line",
+            )
+        blocks.append((header, stop, m["name"] or None, m["filter"] or None))
+    return blocks
+
+
+@register(
+    "lightcycler",
+    description="Roche LightCycler 480 / 96 Abs Quant text export",
+    instruments=("LightCycler 480", "LightCycler 480 II", "LightCycler 96"),
+)
+class LightCyclerText:
+    """LightCycler text export: ``Experiment: … Selected Filter: …`` then ``Pos Name Cp``."""
+
+    @staticmethod
+    def sniff(head: bytes, name: str) -> float:
+        """The Experiment/Selected Filter line is the LightCycler's signature."""
+        lines = split_lines(head_text(head))[:20]
+        if lines and _EXPERIMENT.match(lines[0]):
+            return 0.96
+        if any(_HEADER.match(line) for line in lines):
+            return 0.8
+        return 0.0
+
+    @staticmethod
+    def parse(data: bytes, source: str, run_id: str) -> pa.Table:
+        """Canonical rows, one per position × channel block; empty Cp → NaN."""
+        text, encoding = decode(data, source)
+        lines = split_lines(text)
+        blocks = _blocks(lines, source)
+        meta = clean_metadata(
+            [
+                ("format", "lightcycler"),
+                ("encoding", encoding),
+                ("instrument", "Roche LightCycler 480"),
+                ("plate", next((b[2] for b in blocks if b[2]), None)),
+            ]
+        )
+        tables = []
+        for header, stop, _experiment, filter_name in blocks:
+            block = read_block(lines, header, stop, "\t", source=source)
+            require_rows(block, f"'{filter_name or 'Cp'}'", source=source)
+            cp_field = block.header[block.find("Cp", "Cq", "Ct") or 0]
+            ct = ct_array(block.require("Cp", "Cq", "Ct"), lines=block.lines, source=source, field=cp_field)
+            name = block.require("Name", "Sample Name")
+            role = pa.repeat(pa.scalar(Role.SAMPLE.value), block.num_rows)
+            standard = block.get("Standard")
+            if standard is not None:
+                concentration = number_array(standard)
+                role = pc.if_else(pa.array(np.nan_to_num(concentration) > 0), pa.scalar(Role.STD.value), role)
+            role = roles_from_names(role, name)
+            include = block.get("Include")
+            call = None
+            if include is not None:
+                excluded = pc.equal(pc.utf8_lower(pc.fill_null(include, "true")), "false")
+                call = pc.if_else(excluded, pa.scalar("invalid"), pa.scalar(None, pa.string()))
+            tables.append(
+                canonical_table(
+                    run_id=run_id,
+                    source=source,
+                    line=block.lines,
+                    metadata=meta,
+                    well=normalise_wells(block.require("Pos"), plate=384, source=source, lines=block.lines, field="Pos"),
+                    sample_id=name,
+                    role=role,
+                    target=filter_name or "Cp",
+                    dye=_dye_of(filter_name) if filter_name else None,
+                    ct=ct,
+                    call=call,
+                )
+            )
+        return pa.concat_tables(tables)
