@@ -1,0 +1,417 @@
+"""HL7 v2 result messages: ``OUL^R22`` (Roche cobas 6800/8800/5800) and ``ORU^R01``.
+
+Wire form: segments end with CR (LF and CRLF are tolerated, as files saved on
+Windows or Linux have them), several messages may follow each other, each
+optionally wrapped in MLLP (``VT`` … ``FS CR``). Delimiters are read from each
+message's MSH: MSH-1 is the field separator, MSH-2 the component, repetition,
+escape and sub-component characters.
+
+Also accepted: the *JavaScript-escaped* form that LIS middleware logs write
+(the real cobas fixture comes from one): the whole message on one line,
+segments separated by the two characters ``\\n`` and a backslash written
+``\\\\`` (``MSH|^~\\\\&``). It is recognised by its escaped segment breaks and
+turned back into the wire form before parsing.
+
+Where the specimen id is: SPM-2 (OUL^R22 and ORU^R01 v2.5.1, where SPM may
+follow the OBX it describes), else OBR-3/OBR-2 (filler/placer order number),
+else ORC-3/ORC-2, else an OBX whose observation is named "Sample ID", else
+PID-3. cobas writes ``ValueNotSet`` in OBX-5 of a qualitative target and its
+call (``POS``/``NEG``) in OBX-8 (abnormal flags). A numeric OBX whose
+observation or units name a Ct (``TGT1-CT``, ``{Ct}``, LOINC "[Cycle
+Threshold #]") is that target's Ct. One row per specimen x target; ``line`` is
+the 1-based segment number.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from engine.errors import ParseError
+from engine.model import Role, well_table
+from parsers.registry import register
+from parsers.text import ct_array, decode, head_text, normalise_call, normalise_role, split_lines
+
+_MLLP_END = re.compile(r"(?:\r\n|\r|\n)?\x1c(?:\r\n|\r|\n)?")
+_SEGMENT_ID = re.compile(r"^[A-Z][A-Z0-9]{2}$")
+# A segment break written as the two characters backslash + n, followed by a segment id and a field separator.
+_ESCAPED_BREAK = re.compile(r"\\[nr]+(?=[A-Z][A-Z0-9]{2}[|^~&!#])")
+_JS_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.S)
+_JS_CHARS = {"n": "\r", "r": "\r", "t": "\t", "\\": "\\", '"': '"', "'": "'", "/": "/", "0": "\x00"}
+_CT_NAME = re.compile(r"(?:[\s_\-]*(?:\[\s*)?(?:cycle threshold|ct value|ct|cq|cp)\b.*)$", re.I)
+_LOINC_TAIL = re.compile(r"\s*\[[^\]]*\].*$")
+_CT_UNITS = frozenset({"ct", "{ct}", "cycles", "cycle", "{cycles}", "cq", "{cq}"})
+_NO_VALUE = frozenset({"", "valuenotset", '"', '""', "na", "n/a"})
+_SAMPLE_ID_OBS = frozenset({"sample id", "sampleid", "specimen id", "specimenid", "sample", "barcode", "sample barcode"})
+_STANDARD_CODES = frozenset({"LN", "LOINC", "SCT", "SNM", "SNOMED", "SNOMEDCT"})
+
+
+def is_js_escaped(text: str) -> bool:
+    """True when segment breaks are written as backslash-n (a JavaScript string), not as line ends."""
+    escaped = len(_ESCAPED_BREAK.findall(text[:65536]))
+    real = len(split_lines(text[:65536]))
+    return escaped > 0 and escaped >= real
+
+
+def js_unescape(text: str) -> str:
+    """Undo JavaScript string escaping (``\\n`` → CR segment break, ``\\\\`` → ``\\``, ``\\"`` → ``"``).
+
+    Unknown escapes keep their backslash: they are HL7 escape sequences (``\\F\\``).
+    """
+
+    def one(m: re.Match[str]) -> str:
+        code = m.group(1)
+        if code in _JS_CHARS:
+            return _JS_CHARS[code]
+        if len(code) == 5 and code[0] == "u":
+            return chr(int(code[1:], 16))
+        return "\\" + code
+
+    return _JS_ESCAPE.sub(one, text)
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """Delimiters declared by MSH-1 and MSH-2."""
+
+    field: str = "|"
+    component: str = "^"
+    repetition: str = "~"
+    escape: str = "\\"
+    subcomponent: str = "&"
+
+    def unescape(self, value: str) -> str:
+        """Undo HL7 escapes (``\\F\\``, ``\\S\\``, ``\\T\\``, ``\\R\\``, ``\\E\\``, ``\\Xhh\\``, ``\\.br\\``)."""
+        e = self.escape
+        if not e or e not in value:
+            return value
+        table = {"F": self.field, "S": self.component, "T": self.subcomponent, "R": self.repetition, "E": e,
+                 ".br": "\n"}
+
+        def one(m: re.Match[str]) -> str:
+            code = m.group(1)
+            if code in table:
+                return table[code]
+            if code[:1] == "X" and re.fullmatch(r"X(?:[0-9A-Fa-f]{2})+", code):
+                return bytes.fromhex(code[1:]).decode("latin-1")
+            return m.group(0)
+
+        return re.sub(re.escape(e) + r"([^" + re.escape(e) + r"]{1,32})" + re.escape(e), one, value)
+
+    def components(self, value: str) -> list[str]:
+        """Components of the first repetition, sub-components dropped, unescaped and stripped."""
+        first = value.split(self.repetition, 1)[0] if self.repetition else value
+        return [self.unescape(c.split(self.subcomponent, 1)[0] if self.subcomponent else c).strip()
+                for c in first.split(self.component)]
+
+    def first(self, value: str) -> str:
+        """First non-empty component of the first repetition."""
+        return next((c for c in self.components(value) if c), "")
+
+
+def _encoding(segment: str, source: str, line: int) -> Encoding:
+    if len(segment) < 8:
+        raise ParseError("the MSH segment is too short to declare its delimiters", source=source, line=line,
+                         field="MSH-2", expected="MSH|^~\\& (field separator and encoding characters)")
+    fs = segment[3]
+    chars = segment[4:].split(fs, 1)[0]
+    if fs.isalnum() or fs.isspace() or len(chars) < 3 or len(chars) > 5 or fs in chars or len(set(chars)) != len(chars) \
+            or any(c.isalnum() or c.isspace() for c in chars):
+        raise ParseError(
+            f"the MSH segment declares unusable delimiters {segment[3:8]!r}",
+            source=source,
+            line=line,
+            field="MSH-2",
+            expected="a field separator and 4 distinct encoding characters, e.g. MSH|^~\\&",
+        )
+    return Encoding(fs, chars[0], chars[1], chars[2], chars[3] if len(chars) > 3 else "")
+
+
+@dataclass
+class _Group:
+    """Observations of one specimen: what identifies it, as met in the message."""
+
+    spm: str = ""
+    obr: str = ""
+    orc: str = ""
+    pid: str = ""
+    obx_id: str = ""
+    role_code: str = ""
+    started_by: str = ""
+    rows: dict[str, dict] = field(default_factory=dict)
+
+    def sample_id(self) -> str:
+        return self.spm or self.obr or self.orc or self.obx_id or self.pid
+
+
+def _field(fields: list[str], n: int) -> str:
+    return fields[n] if n < len(fields) else ""
+
+
+def _iso(stamp: str) -> str:
+    """HL7 DTM (YYYYMMDD[HHMM[SS[.S]]][+ZZZZ]) as ISO 8601; kept as written when it is something else."""
+    m = re.fullmatch(r"(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(\d{2})?(?:\.\d+)?)?([+-]\d{4})?", stamp.strip())
+    if not m:
+        return stamp.strip()
+    y, mo, d, h, mi, s, tz = m.groups()
+    out = f"{y}-{mo}-{d}" if h is None else f"{y}-{mo}-{d}T{h}:{mi}:{s or '00'}"
+    if tz and h is not None:
+        out += f"{tz[:3]}:{tz[3:]}"
+    return out
+
+
+def _target(comps: list[str]) -> str:
+    comps = comps + ["", "", ""]
+    code, text, system = comps[0], comps[1], comps[2].upper()
+    # LOINC/SNOMED codes are opaque numbers: the text says which gene it is.
+    if system in _STANDARD_CODES and text:
+        return _LOINC_TAIL.sub("", text).strip() or text
+    return code or text
+
+
+def _is_number(value: str) -> bool:
+    return re.fullmatch(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)", value.strip()) is not None
+
+
+@register(
+    "hl7v2",
+    description="HL7 v2 result message (OUL^R22 / ORU^R01, MLLP tolerated)",
+    instruments=("Roche cobas 6800/8800", "Roche cobas 5800", "HL7 v2 LIS middleware"),
+)
+class Hl7v2Parser:
+    """Registered parser for HL7 v2 OUL^R22 / ORU^R01 files."""
+
+    @staticmethod
+    def sniff(head: bytes, name: str) -> float:
+        """HL7 starts with MSH (or a FHS/BHS batch header) and a field separator."""
+        text = head_text(head[:8192]).lstrip("\x0b\x1c\r\n \t\ufeff")
+        m = re.match(r"(MSH|FHS|BHS)([^A-Za-z0-9\s])([^A-Za-z0-9\s]{3,5})", text)
+        if not m:
+            return 0.0
+        fs = re.escape(m.group(2))
+        if re.search(rf"(?:[\r\n]|\\n)(?:OBX|SPM|OBR|PID|ORC){fs}", text):
+            return 0.97
+        return 0.85
+
+    @staticmethod
+    def parse(data: bytes, source: str, run_id: str) -> pa.Table:
+        """Canonical rows (one per specimen x target) of every message in the file."""
+        text, encoding = decode(data, source)
+        escaped = is_js_escaped(text)
+        if escaped:
+            text = js_unescape(text)
+        # MLLP: VT starts a block, FS CR ends it; the block end is a segment end, not an empty segment.
+        text = _MLLP_END.sub("\r", text).replace("\x0b", "")
+        segments = split_lines(text)
+        meta: dict[str, str] = {"encoding": encoding}
+        groups: list[_Group] = []
+        enc: Encoding | None = None
+        group: _Group | None = None
+        message_type = ""
+        pid = ""
+        pending_orc = ""
+        messages = 0
+        for line, raw in enumerate(segments, start=1):
+            segment = raw.strip("\x00").lstrip()
+            if not segment.strip():
+                continue
+            seg_id = segment[:3]
+            if seg_id == "MSH":
+                enc = _encoding(segment, source, line)
+                fields = segment.split(enc.field)
+                # MSH-1 is the separator itself, so MSH-n is fields[n - 1].
+                message_type = "^".join(enc.components(_field(fields, 8))[:2])
+                _msh_metadata(meta, enc, fields)
+                group, pid, pending_orc = None, "", ""
+                messages += 1
+                continue
+            if seg_id in ("FHS", "BHS", "FTS", "BTS"):
+                continue
+            if enc is None:
+                raise ParseError(
+                    f"segment '{seg_id}' comes before any MSH segment",
+                    source=source,
+                    line=line,
+                    expected="an HL7 v2 message starting with MSH|^~\\&",
+                )
+            if not _SEGMENT_ID.match(seg_id) or (len(segment) > 3 and segment[3] != enc.field):
+                raise ParseError(
+                    f"line is not an HL7 segment: {segment[:20]!r}",
+                    source=source,
+                    line=line,
+                    expected=f"a three-letter segment id followed by '{enc.field}'",
+                )
+            fields = segment.split(enc.field)
+            if seg_id == "SFT" and "software" not in meta:
+                product = " ".join(x for x in (enc.first(_field(fields, 3)), enc.first(_field(fields, 2))) if x)
+                if product:
+                    meta["software"] = product
+            elif seg_id == "PID":
+                pid = enc.first(_field(fields, 3))
+                group = None
+            elif seg_id == "ORC":
+                pending_orc = enc.first(_field(fields, 3)) or enc.first(_field(fields, 2))
+            elif seg_id == "SPM":
+                spm = enc.first(_field(fields, 2))
+                role_code = enc.first(_field(fields, 11)).upper()
+                if group is not None and group.started_by == "OBR" and not group.spm:
+                    group.spm, group.role_code = spm, role_code  # ORU v2.5.1: SPM after its OBX
+                else:
+                    group = _Group(spm=spm, pid=pid, role_code=role_code, started_by="SPM")
+                    groups.append(group)
+            elif seg_id == "OBR":
+                obr = enc.first(_field(fields, 3)) or enc.first(_field(fields, 2))
+                assay = enc.components(_field(fields, 4))
+                if "assay" not in meta and any(assay):
+                    meta["assay"] = (assay + ["", ""])[1] or assay[0]
+                if group is not None and group.started_by == "SPM" and not group.obr and not group.rows:
+                    group.obr = obr
+                else:
+                    inherited = group.spm if group is not None and group.started_by == "SPM" else ""
+                    role = group.role_code if inherited and group is not None else ""
+                    group = _Group(spm=inherited, obr=obr, orc=pending_orc, pid=pid, role_code=role,
+                                   started_by="OBR")
+                    groups.append(group)
+                pending_orc = ""
+            elif seg_id == "OBX":
+                if group is None:
+                    group = _Group(pid=pid, orc=pending_orc, started_by="OBX")
+                    groups.append(group)
+                _observation(group, enc, fields, line, meta, source)
+        if enc is None:
+            raise ParseError("no MSH segment found", source=source, line=1,
+                             expected="an HL7 v2 message starting with MSH|^~\\&")
+        meta.setdefault("message_type", message_type)
+        return _table(groups, meta, source, run_id)
+
+
+def _msh_metadata(meta: dict[str, str], enc: Encoding, fields: list[str]) -> None:
+    app = enc.components(_field(fields, 2))
+    if "instrument" not in meta and (app[0] if app else ""):
+        meta["instrument"] = app[0]
+    stamp = _field(fields, 6)
+    if "run_end" not in meta and stamp.strip():
+        meta["message_time"] = _iso(enc.components(stamp)[0])
+
+
+def _observation(group: _Group, enc: Encoding, fields: list[str], line: int, meta: dict[str, str],
+                 source: str) -> None:
+    ident = enc.components(_field(fields, 3))
+    value_type = _field(fields, 2).strip().upper()
+    value = enc.first(_field(fields, 5))
+    units = enc.first(_field(fields, 6)).lower()
+    flags = enc.first(_field(fields, 8))
+    status = _field(fields, 11).strip().upper()
+    name = _target(ident)
+    words = " ".join(ident).lower()
+    if name.lower() in _SAMPLE_ID_OBS or words.strip() in _SAMPLE_ID_OBS:
+        group.obx_id = value
+        return
+    if not name:
+        raise ParseError("the observation has no identifier", source=source, line=line, field="OBX-3",
+                         expected="the target or test code, e.g. TGT1^TGT1^99ROC")
+    ct_named = bool(_CT_NAME.search(" ".join(c for c in ident if c))) and not re.search(r"\bpresence\b", words)
+    is_ct = _is_number(value) and (ct_named or units in _CT_UNITS) and value_type in ("NM", "ST", "SN", "")
+    if is_ct:
+        target = _CT_NAME.sub("", name).strip() or name
+        if target == name and ct_named and len(ident) > 1 and ident[1]:
+            target = _CT_NAME.sub("", _LOINC_TAIL.sub("", ident[1])).strip() or name
+    else:
+        target = name
+    row = group.rows.get(target)
+    if row is None:
+        row = group.rows[target] = {"line": line, "ct": None, "ct_line": line, "call": None}
+    if is_ct:
+        if row["ct"] is None:
+            row["ct"], row["ct_line"] = value.replace(",", "."), line
+    else:
+        call = None
+        if value.lower() not in _NO_VALUE and not _is_number(value):
+            call = normalise_call(value)
+        if call is None:
+            call = normalise_call(flags)
+        if status == "X":  # result status X: the observation could not be obtained
+            call = "invalid"
+        if row["call"] is None:
+            row["call"] = call
+    operator = enc.components(_field(fields, 16))
+    if "operator" not in meta:
+        who = operator[0] if operator and operator[0] and not operator[0].isdigit() else " ".join(
+            c for c in operator[1:3][::-1] if c)
+        if who:
+            meta["operator"] = who
+    analysed = enc.first(_field(fields, 19)) or enc.first(_field(fields, 14))
+    if analysed and "run_end" not in meta:
+        meta["run_end"] = _iso(analysed)
+
+
+def _role(group: _Group) -> str:
+    sample_id = group.sample_id()
+    role = normalise_role(sample_id, default=Role.SAMPLE)
+    code = group.role_code
+    # SPM-11 (HL7 table 0369): Q control specimen, C calibrator; P patient.
+    if code == "C":
+        return Role.STD.value
+    if code in ("Q", "E", "F", "O", "V") and role == Role.SAMPLE:
+        # cobas names its control lots "4169_pos" / "4170_neg".
+        words = set(re.split(r"[^a-z]+", sample_id.lower()))
+        if words & {"pos", "positive", "pc"}:
+            return Role.PC.value
+        if words & {"neg", "negative", "nc"}:
+            return Role.NC.value
+        if "ntc" in words:
+            return Role.NTC.value
+        return Role.UNKNOWN.value
+    return role.value
+
+
+def _table(groups: list[_Group], meta: dict[str, str], source: str, run_id: str) -> pa.Table:
+    lines: list[int] = []
+    ct_lines: list[int] = []
+    samples: list[str | None] = []
+    roles: list[str] = []
+    targets: list[str] = []
+    cts: list[str | None] = []
+    calls: list[str | None] = []
+    for group in groups:
+        if not group.rows:
+            continue
+        sample_id = group.sample_id()
+        if not sample_id:
+            first = min(r["line"] for r in group.rows.values())
+            raise ParseError("the observations name no specimen", source=source, line=first, field="SPM-2",
+                             expected="the specimen id in SPM-2, OBR-3/OBR-2 or ORC-3")
+        role = _role(group)
+        for target, row in group.rows.items():
+            lines.append(row["line"])
+            ct_lines.append(row["ct_line"])
+            samples.append(sample_id)
+            roles.append(role)
+            targets.append(target)
+            cts.append(row["ct"])
+            calls.append(row["call"])
+    if not lines:
+        raise ParseError("the message holds no observations (OBX segments)", source=source,
+                         expected="at least one OBX segment with a result")
+    ct = ct_array(pa.array(cts, type=pa.string()), lines=np.asarray(ct_lines), source=source, field="OBX-5 Ct value")
+    metadata = {k: v for k, v in meta.items() if k not in ("message_type", "message_time")}
+    if "run_end" not in metadata and meta.get("message_time"):
+        metadata["run_end"] = meta["message_time"]
+    n = len(lines)
+    return well_table(
+        {
+            "run_id": [run_id] * n,
+            "instrument": [meta.get("instrument")] * n,
+            "source": [source] * n,
+            "line": np.asarray(lines, dtype=np.int32),
+            "sample_id": samples,
+            "role": roles,
+            "target": targets,
+            "ct": ct,
+            "call": calls,
+        },
+        metadata,
+    )
