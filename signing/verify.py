@@ -128,6 +128,7 @@ def verify_jws(
         except ValueError:
             signed_at = None
     assert cert is not None  # trust given as certificates, so the signer certificate is known
+    notes = ["signed with a DEVELOPMENT key: not a clinical result"] if is_development(cert) else []
     return VerificationReport(
         kind="jws",
         signer=cert.subject.rfc4514_string(),
@@ -136,6 +137,7 @@ def verify_jws(
         algorithm=str(header.get("alg")),
         signed_at=signed_at,
         content=content,
+        notes=notes,
     )
 
 

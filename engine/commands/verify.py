@@ -1,0 +1,193 @@
+"""``ketqua verify [--trust PEM]… [--at ISO8601] INPUT``: check a signed result offline.
+
+INPUT is an ``HC1:`` string, a JWS (compact, or a ``results show --json``
+object with ``jws`` and ``payload``), a PDF (PAdES signatures, plus the QR on
+page 1), or an image holding the QR; a file path, ``-`` for standard input, or
+the text itself. Exit status: 0 valid, 1 invalid (the reason is printed),
+2 the input or trust roots cannot be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_VALID, EXIT_INVALID, EXIT_UNUSABLE = 0, 1, 2
+
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
+_QR_CONTEXT = re.compile(r"^[A-Z][A-Z0-9]{1,3}:")
+
+
+def _instant(text: str) -> dt.datetime:
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time (e.g. 2026-11-29T15:04:05Z)") from exc
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser(
+        "verify",
+        parents=[common],
+        help="verify a signed result (HC1 string, JWS, PDF, or QR image) against trust roots",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("input", metavar="INPUT", help="file path, '-' for stdin, or the HC1:/JWS text itself")
+    p.add_argument("--trust", action="append", default=[], metavar="PEM",
+                   help="trust root certificate(s): a CA, or the signer certificate itself; "
+                        "default <data>/keys/ca.pem")
+    p.add_argument("--cert", action="append", default=[], metavar="PEM",
+                   help="candidate signer certificates for HC1 (a DSC list); they must chain to --trust. "
+                        "<data>/keys/signer.pem is added when present")
+    p.add_argument("--at", type=_instant, metavar="ISO8601",
+                   help="verification time (default now): HC1 expiry and certificate validity are checked then")
+    p.add_argument("--payload", metavar="FILE", help="payload file of a detached JWS (header..signature)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per checked signature")
+    p.set_defaults(func=run)
+
+
+def _unusable(message: str) -> int:
+    print(f"ketqua verify: {message}", file=sys.stderr)
+    return EXIT_UNUSABLE
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.datadir import DataDir
+    from engine.errors import VerificationError
+    from signing.trust import as_certificates
+
+    data = DataDir.at(args.data)
+    trust_paths = list(args.trust)
+    if not trust_paths and (data.keys / "ca.pem").exists():
+        trust_paths = [str(data.keys / "ca.pem")]
+    if not trust_paths:
+        return _unusable(f"no trust roots: pass --trust PEM (none found at {data.keys / 'ca.pem'})")
+    cert_paths = list(args.cert)
+    if (data.keys / "signer.pem").exists():
+        cert_paths.append(str(data.keys / "signer.pem"))
+    try:
+        trust = as_certificates(trust_paths)
+        candidates = as_certificates(cert_paths)
+    except (VerificationError, OSError) as exc:
+        return _unusable(f"cannot load certificates: {exc}")
+
+    try:
+        raw, label = _read_input(args.input)
+    except OSError as exc:
+        return _unusable(f"{args.input}: cannot be read ({exc.strerror})")
+    detached: bytes | None = None
+    if args.payload:
+        try:
+            detached = Path(args.payload).read_bytes()
+        except OSError as exc:
+            return _unusable(f"{args.payload}: cannot be read ({exc.strerror})")
+
+    try:
+        checks = _plan(raw, label, detached)
+    except _Unusable as exc:
+        return _unusable(str(exc))
+
+    status = EXIT_VALID
+    for kind, item, extra in checks:
+        try:
+            reports = _check(kind, item, extra, trust, candidates, args.at)
+        except VerificationError as exc:
+            status = EXIT_INVALID
+            if args.json:
+                print(json.dumps({"kind": kind, "valid": False, "reason": exc.reason, "message": str(exc)}, ensure_ascii=False))
+            else:
+                print(f"INVALID {kind.upper()} ({exc.reason}): {exc}")
+            continue
+        for report in reports:
+            if args.json:
+                print(json.dumps(report.to_dict(), ensure_ascii=False))
+            else:
+                from signing.verify import describe
+
+                print("\n".join(describe(report)))
+    return status
+
+
+class _Unusable(Exception):
+    """The input is not something ketqua can verify."""
+
+
+def _read_input(text: str) -> tuple[bytes, str]:
+    if text == "-":
+        return sys.stdin.buffer.read(), "standard input"
+    path = Path(text)
+    if len(text) < 4096 and path.is_file():
+        return path.read_bytes(), str(path)
+    return text.encode("utf-8"), "argument"
+
+
+def _plan(raw: bytes, label: str, detached: bytes | None) -> list[tuple[str, Any, Any]]:
+    """What to verify in this input: a list of (kind, item, extra)."""
+    from engine.errors import VerificationError
+    from signing.verify import qr_texts_from_file
+
+    if raw.startswith(b"%PDF-"):
+        plan: list[tuple[str, Any, Any]] = [("pdf", raw, None)]
+        try:
+            texts = qr_texts_from_file(raw, is_pdf=True)
+        except Exception as exc:  # pdfium raises its own error types for broken files
+            raise _Unusable(f"{label}: page 1 cannot be rendered to look for the QR ({exc})") from exc
+        plan.extend(("hc1", t, None) for t in texts if _QR_CONTEXT.match(t))
+        return plan
+    if raw.startswith(_IMAGE_MAGIC):
+        try:
+            texts = qr_texts_from_file(raw, is_pdf=False)
+        except VerificationError as exc:
+            raise _Unusable(f"{label}: {exc}") from exc
+        texts = [t for t in texts if _QR_CONTEXT.match(t)]
+        if not texts:
+            raise _Unusable(f"{label}: no health-certificate QR code found in the image")
+        return [("hc1", t, None) for t in texts]
+    try:
+        text = raw.decode("utf-8-sig").strip()
+    except UnicodeDecodeError as exc:
+        raise _Unusable(f"{label}: neither a PDF, an image, nor UTF-8 text") from exc
+    if text.startswith("{"):
+        try:
+            obj = json.loads(text)
+        except ValueError as exc:
+            raise _Unusable(f"{label}: not valid JSON ({exc})") from exc
+        if not isinstance(obj, dict) or not isinstance(obj.get("jws"), str):
+            raise _Unusable(f"{label}: JSON without a 'jws' member (expected a 'ketqua results show --json' object)")
+        payload = obj.get("payload")
+        expected: bytes | None
+        if isinstance(payload, str):
+            expected = payload.encode("utf-8")
+        elif isinstance(payload, dict):
+            from signing.canonical import canonical_json
+
+            expected = canonical_json(payload)
+        else:
+            expected = detached
+        plan = [("jws", obj["jws"], expected)]
+        if isinstance(obj.get("hc1"), str):
+            plan.append(("hc1", obj["hc1"], None))
+        return plan
+    if _QR_CONTEXT.match(text):
+        return [("hc1", text, None)]
+    if text.count(".") == 2 and " " not in text:
+        return [("jws", text, detached)]
+    shown = label if label != "argument" else repr(text[:40])
+    raise _Unusable(f"{shown}: not an HC1 string, a JWS, a JSON result, a PDF or an image (or no such file)")
+
+
+def _check(kind: str, item: Any, extra: Any, trust: list, candidates: list, at: dt.datetime | None) -> list:
+    from signing.verify import verify_hc1, verify_jws, verify_pdf
+
+    if kind == "pdf":
+        return verify_pdf(item, trust, at=at)
+    if kind == "hc1":
+        return [verify_hc1(item, trust, certificates=candidates, at=at)]
+    return [verify_jws(item, trust, payload=extra, at=at)]
