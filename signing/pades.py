@@ -250,11 +250,13 @@ class PadesSigner:
         start = base + contents_at
         return SignatureSlot(base + byte_range_at, start, start + 2 * self.reserved_size + 2)
 
-    def fill(self, pdf: bytearray, slot: SignatureSlot) -> None:
+    def fill(self, pdf: bytearray, slot: SignatureSlot, *, prefix: tuple[Any, int] | None = None) -> None:
         """Write ``/ByteRange``, hash the two ranges and splice the CMS into ``/Contents``, in place.
 
         ``pdf`` must be complete (nothing may be appended afterwards: the second
-        range runs to the end of the file).
+        range runs to the end of the file). ``prefix`` is an optional
+        ``(sha256 object, length)`` already fed with ``pdf[:length]`` (a
+        template every document starts with); it is copied, not consumed.
         """
         total = len(pdf)
         after = total - slot.contents_end
@@ -264,7 +266,11 @@ class PadesSigner:
         pdf[slot.byte_range_at:slot.byte_range_at + _BYTE_RANGE_WIDTH] = byte_range.ljust(_BYTE_RANGE_WIDTH)
         view = memoryview(pdf)
         try:
-            digest = hashlib.sha256(view[:slot.contents_at])
+            if prefix is not None and prefix[1] <= slot.contents_at:
+                digest = prefix[0].copy()
+                digest.update(view[prefix[1]:slot.contents_at])
+            else:
+                digest = hashlib.sha256(view[:slot.contents_at])
             digest.update(view[slot.contents_end:])
         finally:
             view.release()
