@@ -307,7 +307,7 @@ def _observation(group: _Group, enc: Encoding, fields: list[str], line: int, met
     status = _field(fields, 11).strip().upper()
     name = _target(ident)
     words = " ".join(ident).lower()
-    if name.lower() in _SAMPLE_ID_OBS or words.strip() in _SAMPLE_ID_OBS:
+    if any(c.lower() in _SAMPLE_ID_OBS for c in ident[:2]):
         group.obx_id = value
         return
     if not name:
@@ -329,8 +329,12 @@ def _observation(group: _Group, enc: Encoding, fields: list[str], line: int, met
             row["ct"], row["ct_line"] = value.replace(",", "."), line
     else:
         call = None
-        if value.lower() not in _NO_VALUE and not _is_number(value):
-            call = normalise_call(value)
+        # A coded value (CWE: 260373001^Detected^SCT) carries the word in its text component.
+        for part in enc.components(_field(fields, 5)):
+            if part.lower() not in _NO_VALUE and not _is_number(part):
+                call = normalise_call(part)
+                if call is not None:
+                    break
         if call is None:
             call = normalise_call(flags)
         if status == "X":  # result status X: the observation could not be obtained
