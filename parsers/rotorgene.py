@@ -1,0 +1,175 @@
+"""Qiagen Rotor-Gene Q "Excel Analysed Data Export" (CSV).
+
+    Excel Analysed Data Export;;;;;
+    Copyright (c) 2013 QIAGEN GmbH. All Rights Reserved.;;;;;
+    File;Brilliant III Ultra Fast SYBR Green 2021-03-16 (1).rex;;;;
+    Date;3/16/2021;;;;
+    Time;10:34:20 AM;;;;
+    ;;;;;
+    Quantitative analysis of Cycling A.Green (28S);;;;;
+    ;;;;;
+    No.;Color;Name;Type;Ct;Ct Comment;Given Conc (Copies);...
+    25;5775359;NK1;Unknown;7.49;;;;;
+
+Quirks: UTF-8 with a BOM; ``;`` separators (the software follows the Windows
+list separator, so an English PC writes ``,``) and every line padded with
+separators to the widest section; one ``Quantitative analysis of <channel>
+(<assay>)`` section per channel/page. The Rotor-Gene is a rotor of tubes, not a
+plate: ``well`` is null and ``No.`` (the tube position) only orders rows. The
+assay name in parentheses is the target; without one the channel name is.
+The dye is the channel colour as the instrument names it (``Green``, ``Yellow``,
+``Orange``, ``Red``, ``Crimson``). Decimals may be points or commas whatever
+the separator, so both are accepted.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+
+from engine.errors import ParseError
+from engine.model import Role
+from parsers.registry import register
+from parsers.text import (
+    canonical_table,
+    clean_metadata,
+    ct_array,
+    decode,
+    head_text,
+    normalise_roles,
+    occupied_wells,
+    read_block,
+    require_rows,
+    roles_from_names,
+    split_fields,
+    split_lines,
+)
+
+_SECTION = re.compile(
+    r"^\s*\"?Quantitative analysis of\s+(?P<channel>[^;,\t(\"]+?)\s*(?:\((?P<assay>[^)]*)\))?\s*\"?[;,\t]*\s*$",
+    re.IGNORECASE,
+)
+_HEADER = re.compile(r"^\s*\"?No\.\"?\s*(?P<sep>[;,\t])\s*\"?Colou?r\"?\s*(?P=sep)\s*\"?Name", re.IGNORECASE)
+
+def _is_blank(line: str) -> bool:
+    return not line.strip(" \t;,\"")
+
+def _dye(channel: str) -> str:
+    """``Cycling A.Green`` → ``Green``: the Rotor-Gene names channels by colour."""
+    name = re.sub(r"^(cycling|melt)\s+", "", channel.strip(), flags=re.IGNORECASE)
+    return re.sub(r"^[A-Z]\.", "", name).strip() or channel
+
+def _sections(lines: list[str], source: str) -> list[tuple[int, int, str, str | None]]:
+    """(header index, stop, channel, assay) for each analysis section."""
+    found = []
+    titles = [i for i, line in enumerate(lines) if _SECTION.match(line)]
+    if not titles:
+        raise ParseError(
+            "no 'Quantitative analysis of …' section found",
+            source=source,
+            line=1,
+            expected="a Rotor-Gene Q Excel Analysed Data Export with quantitation results",
+        )
+    for n, title in enumerate(titles):
+        m = _SECTION.match(lines[title])
+        assert m is not None
+        end = titles[n + 1] if n + 1 < len(titles) else len(lines)
+        header = title + 1
+        while header < end and _is_blank(lines[header]):
+            header += 1
+        if header >= end or not _HEADER.match(lines[header]):
+            raise ParseError(
+                f"the section '{lines[title].strip(' ;,')}' has no results table",
+                source=source,
+                line=title + 1,
+                expected="a header 'No.;Color;Name;Type;Ct;…' below the section title",
+            )
+        stop = header + 1
+        while stop < end and not _is_blank(lines[stop]):
+            stop += 1
+        found.append((header, stop, m["channel"].strip(), (m["assay"] or "").strip() or None))
+    return found
+
+def _run_metadata(lines: list[str], first_section: int, encoding: str) -> dict[str, str]:
+    keys = {"file": "plate", "operator": "operator", "machine serial no.": "serial", "machine serial no": "serial",
+            "run start": "run_start", "run finish": "run_end", "software version": "software"}
+    found: dict[str, str] = {}
+    pairs: list[tuple[str, str | None]] = [("encoding", encoding)]
+    for line in lines[:first_section]:
+        sep = ";" if line.count(";") >= line.count(",") else ","
+        fields = [f for f in split_fields(line, sep) if f]
+        if len(fields) >= 2:
+            key = fields[0].rstrip(":").lower()
+            found[key] = fields[1]
+            if key in keys:
+                pairs.append((keys[key], fields[1]))
+    if "date" in found:
+        pairs.append(("run_start", f"{found['date']} {found.get('time', '')}".strip()))
+    pairs.append(("instrument", "Qiagen Rotor-Gene Q"))
+    return clean_metadata(pairs)
+
+@register(
+    "rotorgene",
+    description="Qiagen Rotor-Gene Q Excel Analysed Data Export (CSV)",
+    instruments=("Rotor-Gene Q", "Rotor-Gene 6000"),
+)
+class RotorGeneExport:
+    """Rotor-Gene Q analysed-data CSV: one ``Quantitative analysis of …`` section per channel."""
+
+    @staticmethod
+    def sniff(head: bytes, name: str) -> float:
+        """The export title or a quantitative-analysis section with the No./Color/Name header."""
+        text = head_text(head)
+        first = text.lstrip()[:200].lower()
+        if first.startswith("excel analysed data export") or first.startswith("\"excel analysed data export"):
+            return 0.96
+        if re.search(r"(?im)^\"?Quantitative analysis of ", text) and re.search(r"(?im)^\"?No\.\"?[;,\t]\"?Colou?r", text):
+            return 0.9
+        return 0.0
+
+    @staticmethod
+    def parse(data: bytes, source: str, run_id: str) -> pa.Table:
+        """Canonical rows, one per tube × section; empty Ct → NaN; well is null (rotor)."""
+        text, encoding = decode(data, source)
+        lines = split_lines(text)
+        sections = _sections(lines, source)
+        meta = {**_run_metadata(lines, sections[0][0], encoding), "format": "rotorgene"}
+        tables = []
+        for header, stop, channel, assay in sections:
+            sep = _HEADER.match(lines[header])["sep"]  # type: ignore[index]
+            block = read_block(lines, header, stop, sep, source=source)
+            require_rows(block, f"'{channel}' section", source=source)
+            ct = ct_array(block.require("Ct"), lines=block.lines, source=source, field="Ct", decimal=",")
+            name = block.get("Name")
+            if name is None:
+                name = pa.nulls(block.num_rows, pa.string())
+            kind = block.get("Type")
+            role = normalise_roles(
+                kind if kind is not None else pa.nulls(block.num_rows, pa.string()), default=Role.UNKNOWN, empty=Role.SAMPLE
+            )
+            role = roles_from_names(role, name)
+            keep = occupied_wells(name, role, ct, block.lines, source=source, field="Name")
+            if not keep.all():
+                mask = pa.array(keep)
+                block, ct, name, role = block.filter(keep), ct[keep], name.filter(mask), role.filter(mask)
+            if block.num_rows == 0:
+                continue
+            tables.append(
+                canonical_table(
+                    run_id=run_id,
+                    source=source,
+                    line=block.lines,
+                    metadata=meta,
+                    sample_id=name,
+                    role=role,
+                    target=assay or channel,
+                    dye=_dye(channel),
+                    ct=ct,
+                )
+            )
+        if not tables:
+            raise ParseError("no tube in the export has a sample name or a Ct", source=source,
+                             line=sections[0][0] + 1, expected="at least one named tube")
+        return pa.concat_tables(tables)
+

@@ -1,0 +1,103 @@
+"""Qiagen Rotor-Gene Q Excel Analysed Data Export: real fixture, variants, errors, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main
+from engine.errors import ParseError
+from engine.model import WELL_COLUMNS, run_metadata
+from parsers import detect, parse_bytes, parse_file
+
+REPO = Path(__file__).resolve().parents[2]
+RGQ = REPO / ".." / "shared" / "fixtures" / "real" / "rotorgene_q_csv" / "irregular_multi_assay.csv"
+
+SARS = (
+    "\ufeffExcel Analysed Data Export;;;;;\r\n"
+    "File;SARS-CoV-2 2021-07-30.rex;;;;\r\nOperator;Lê Minh;;;;\r\nMachine Serial No.;R0912188;;;;\r\n;;;;;\r\n"
+    "Quantitative analysis of Cycling A.Green (E gene);;;;;\r\n;;;;;\r\n"
+    "No.;Colour;Name;Type;Ct;Ct Comment\r\n"
+    "1;255;BN-0001;Unknown;31,42;\r\n2;255;;Unknown;;\r\n3;255;NTC;NTC;;NEG (NTC)\r\n4;255;PTC;Positive Control;28,1;\r\n"
+    ";;;;;\r\n"
+    "Quantitative analysis of Cycling A.Yellow;;;;;\r\n;;;;;\r\n"
+    "No.;Colour;Name;Type;Ct;Ct Comment\r\n"
+    "1;255;BN-0001;Unknown;33,05;\r\n3;255;NTC;NTC;;\r\n4;255;PTC;Positive Control;29,9;\r\n"
+)
+
+
+def test_real_export_values() -> None:
+    """Three assay sections of 24 tubes each; assay names are targets, well is null."""
+    table = parse_file(RGQ)
+    assert table.num_rows == 72
+    rows = table.to_pylist()
+    first = rows[0]
+    assert (first["sample_id"], first["target"], first["dye"], first["line"]) == ("NK1", "28S", "Green", 10)
+    assert first["ct"] == pytest.approx(7.49) and first["well"] is None
+    hnrnpl = [r for r in rows if r["target"] == "HNRNPL protein"]
+    assert len(hnrnpl) == 24 and hnrnpl[2]["sample_id"] == "NK2" and hnrnpl[2]["ct"] == pytest.approx(18.0)
+    assert rows[-1]["target"] == "HNRNPL NMD" and rows[-1]["ct"] == pytest.approx(22.39) and rows[-1]["line"] == 91
+    meta = run_metadata(table)
+    assert meta["encoding"] == "utf-8-sig"
+    assert meta["plate"] == "Brilliant III Ultra Fast SYBR Green 2021-03-16 (1).rex"
+    assert meta["run_start"] == "3/16/2021 10:34:20 AM"
+
+
+def test_decimal_comma_controls_and_channel_without_assay() -> None:
+    """Decimal commas, NTC/positive-control types, an empty tube, and a section named by channel only."""
+    table = parse_bytes(SARS.encode("utf-8"), "sars.csv")
+    rows = table.to_pylist()
+    assert len(rows) == 6  # the unnamed tube without Ct is an empty position
+    assert rows[0]["ct"] == pytest.approx(31.42) and rows[0]["target"] == "E gene"
+    assert [r["role"] for r in rows[:3]] == ["sample", "ntc", "pc"]
+    assert math.isnan(rows[1]["ct"])
+    assert rows[3]["target"] == "Cycling A.Yellow" and rows[3]["dye"] == "Yellow"
+    meta = run_metadata(table)
+    assert meta["operator"] == "Lê Minh" and meta["serial"] == "R0912188"
+
+
+@pytest.mark.parametrize("name", ["irregular_multi_assay.csv", "results.txt"])
+def test_sniffer_picks_rotorgene(name: str) -> None:
+    """Content sniffing picks rotorgene whatever the file is called."""
+    assert detect(RGQ.read_bytes(), name).name == "rotorgene"
+    assert detect(SARS.encode(), name).name == "rotorgene"
+
+
+def test_section_without_table() -> None:
+    """A file cut after a section title names that section's line."""
+    data = SARS.split("No.;Colour")[0].encode()
+    with pytest.raises(ParseError, match=r"line 6: the section 'Quantitative analysis of Cycling A.Green \(E gene\)'"):
+        parse_bytes(data, "sars.csv")
+
+
+def test_damaged_ct_names_line() -> None:
+    """A non-numeric Ct names its line and the Ct field."""
+    data = RGQ.read_bytes().replace(b";18.37;", b";18.3?;")
+    with pytest.raises(ParseError, match=r"line 56, field 'Ct'"):
+        parse_bytes(data, "rgq.csv")
+
+
+def test_ct_without_name_is_refused() -> None:
+    """A tube with a Ct but no name cannot be attributed and is refused at its line."""
+    data = RGQ.read_bytes().replace(b"26;5775359;NK1;", b"26;5775359;;", 1)
+    with pytest.raises(ParseError, match=r"line 11, field 'Name'"):
+        parse_bytes(data, "rgq.csv")
+
+
+def test_cli_parse_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """`ketqua parse` prints canonical JSON rows for the Rotor-Gene fixture."""
+    assert main(["parse", str(RGQ), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 72 and tuple(rows[0]) == WELL_COLUMNS and rows[0]["well"] is None
+
+
+def test_cli_parse_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A Rotor-Gene export with an impossible Ct exits non-zero naming file and line."""
+    broken = tmp_path / "broken_rgq.csv"
+    broken.write_bytes(RGQ.read_bytes().replace(b";7.49;", b";74.9;"))
+    assert main(["parse", str(broken), "--json"]) != 0
+    err = capsys.readouterr().err
+    assert "broken_rgq.csv" in err and "line 10" in err
