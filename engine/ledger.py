@@ -645,6 +645,7 @@ class Ledger:
             "results": self.conn.execute("SELECT count(*) FROM results").fetchone()[0],
             "current": outcomes,
             "open_retests": self.conn.execute("SELECT count(*) FROM retests WHERE state='open'").fetchone()[0],
+            "specimen_decisions": self.conn.execute("SELECT count(*) FROM specimen_decisions").fetchone()[0],
             "last_seq": self.last_seq(),
         }
 

@@ -114,6 +114,9 @@ class Engine:
         return self._executor
 
     def close(self) -> None:
+        if self._cert_writer is not None:
+            self._cert_writer.close()
+            self._cert_writer = None
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
@@ -271,7 +274,7 @@ class Engine:
             pending = self.ledger.pending_certificates(limit)
             if not pending:
                 return total
-            items = [{**r, "result": json.loads(r["payload"])} for r in pending]
+            items = [(json.loads(r["payload"]), r["hc1"]) for r in pending]
             paths = self.certificate_writer().write(items)
             if len(paths) != len(pending):
                 raise KetquaError(f"certificate writer returned {len(paths)} paths for {len(pending)} results")
@@ -297,6 +300,7 @@ class Engine:
             summary.certificates = self.render_certificates()
         after = self.ledger.counts()
         summary.signed = after["results"] - before["results"]
+        summary.specimens = after["specimen_decisions"] - before["specimen_decisions"]
         summary.outcomes = after["current"]
         summary.retests = after["open_retests"]
         summary.waiting = after["files"].get("waiting_manifest", 0)
@@ -476,7 +480,7 @@ class Service:
             pending = eng.ledger.pending_certificates(limit)
             if not pending:
                 return
-            items = [{**r, "result": json.loads(r["payload"])} for r in pending]
+            items = [(json.loads(r["payload"]), r["hc1"]) for r in pending]
             paths = await asyncio.to_thread(eng.certificate_writer().write, items)
             eng.ledger.set_certificates([(r["id"], r["version"], str(p)) for r, p in zip(pending, paths)])
             CERTIFICATES.inc(len(paths))

@@ -146,7 +146,12 @@ def manifest_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: Any, seconds: dict[str, float]) -> PlateOutcome:
     from engine.model import run_metadata
-    from engine.pooling import decode, design_from_manifest
+
+    try:
+        from engine.pooling import decode, design_from_manifest
+    except ImportError:  # the package's re-exports landed after its modules
+        from engine.pooling.decoders import decode
+        from engine.pooling.designs import design_from_manifest
 
     t0 = time.perf_counter()
     meta = run_metadata(wells)
