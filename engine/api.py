@@ -183,6 +183,8 @@ def item_json(row: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------- app state
 _STATE = web.AppKey("ketqua_api_state", object)
+# aiohttp ≥ 3.12 wants typed request keys; older versions take a plain string.
+PRINCIPAL: Any = web.RequestKey("ketqua_principal", Principal) if hasattr(web, "RequestKey") else "ketqua_principal"
 
 
 class ApiState:
@@ -302,7 +304,7 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
                         **{"Retry-After": str(max(1, math.ceil(wait)))},
                     )
                 else:
-                    request["principal"] = principal
+                    request[PRINCIPAL] = principal
                     response = await handler(request)
     except web.HTTPException as exc:
         if exc.status >= 400:
