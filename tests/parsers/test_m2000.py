@@ -1,0 +1,98 @@
+"""Abbott m2000rt results log: real fixture, CN vs Ct, calls, errors, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main
+from engine.errors import ParseError
+from engine.model import WELL_COLUMNS, run_metadata
+from parsers import detect, parse_bytes, parse_file
+
+REPO = Path(__file__).resolve().parents[2]
+LOG = REPO / ".." / "shared" / "fixtures" / "real" / "abbott_m2000_log" / "Results.log.321"
+
+
+def _row(table, well: str, target: str) -> dict:  # type: ignore[no-untyped-def]
+    rows = [r for r in table.to_pylist() if r["well"] == well and r["target"] == target]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def test_real_log_values() -> None:
+    """24 wells x (target FAM + control VIC) with sample ids joined from Result Information."""
+    table = parse_file(LOG)
+    assert table.num_rows == 48
+    a2 = _row(table, "A2", "Target")
+    assert (a2["sample_id"], a2["dye"], a2["role"], a2["line"], a2["call"]) == ("HIV_LOPOS", "FAM", "pc", 87, "detected")
+    assert a2["ct"] == pytest.approx(22.82)
+    a1 = _row(table, "A1", "Target")
+    assert a1["role"] == "nc" and math.isnan(a1["ct"]) and a1["call"] == "not_detected"
+    ic = _row(table, "B12", "Control")
+    assert (ic["sample_id"], ic["dye"], ic["line"]) == ("UUUUUUUU", "VIC", 174)
+    assert ic["ct"] == pytest.approx(20.97) and ic["call"] is None
+    assert _row(table, "A12", "Target")["call"] == "detected"  # "< 40 Copies / mL", Interpretation Detected
+
+
+def test_cn_not_raw_ct() -> None:
+    """A9 has a raw Ct 29.39 but CN -1.00 (rejected curve): the reported value is no Ct."""
+    a9 = _row(parse_file(LOG), "A9", "Target")
+    assert math.isnan(a9["ct"]) and a9["call"] == "not_detected"
+
+
+def test_run_metadata() -> None:
+    """Plate name, detection timestamps, serial, assay and BOM encoding are reported."""
+    meta = run_metadata(parse_file(LOG))
+    assert meta["encoding"] == "utf-8-sig"
+    assert meta["plate"] == "123456789"
+    assert meta["run_start"] == "2012/11/23 12:47:09 PM"
+    assert meta["assay"] == "0.6ml HIV-1 RNA"
+    assert meta["format"] == "m2000"
+
+
+def test_sniffer_picks_m2000() -> None:
+    """Content sniffing picks m2000 for the results log."""
+    assert detect(LOG.read_bytes(), LOG.name).name == "m2000"
+
+
+def test_invalid_well_status() -> None:
+    """A well whose Status is not Valid gets call 'invalid' on both dye rows."""
+    data = LOG.read_bytes().replace(b"B3\t15\tValid\t", b"B3\t15\tInvalid\t")
+    table = parse_bytes(data, "Results.log")
+    assert _row(table, "B3", "Target")["call"] == "invalid"
+    assert _row(table, "B3", "Control")["call"] == "invalid"
+
+
+def test_truncated_before_results() -> None:
+    """A log cut before the Result Information block says it may be truncated."""
+    data = LOG.read_bytes()
+    cut = data[: data.index(b"Assay Calibration Information")]
+    with pytest.raises(ParseError, match=r"Result Information.*truncated"):
+        parse_bytes(cut, "Results.log", format="m2000")
+
+
+def test_non_numeric_cn_names_line() -> None:
+    """A damaged CN value is reported with its line and the CN field."""
+    data = LOG.read_bytes().replace(b"A3\t3\t15.84\t", b"A3\t3\t15.8.4\t")
+    with pytest.raises(ParseError, match=r"line 88, field 'CN'"):
+        parse_bytes(data, "Results.log")
+
+
+def test_cli_parse_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """`ketqua parse` prints canonical JSON rows for the m2000 log."""
+    assert main(["parse", str(LOG), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 48 and tuple(rows[0]) == WELL_COLUMNS
+
+
+def test_cli_parse_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An m2000 log with a well outside the 96-well plate exits non-zero naming file and line."""
+    broken = tmp_path / "broken.log"
+    broken.write_bytes(LOG.read_bytes().replace(b"A4\t4\t24.67", b"K4\t4\t24.67"))
+    assert main(["parse", str(broken), "--json"]) != 0
+    err = capsys.readouterr().err
+    assert "broken.log" in err and "line 89" in err
