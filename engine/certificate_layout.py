@@ -342,6 +342,9 @@ class CertificateTemplate:
         text = unicodedata.normalize("NFC", text)
         codes = self._faces[BOLD]
         width = self.width(text, BOLD, size)
+        if width > 600:  # keep the diagonal inside the A4 page
+            size *= 600 / width
+            width = 600.0
         # 35 degrees, centred on the page.
         cos, sin = 0.8192, 0.5736
         cx, cy = PAGE_WIDTH / 2, PAGE_HEIGHT / 2

@@ -47,7 +47,7 @@ from engine.errors import SigningError
 if TYPE_CHECKING:
     from signing.keys import Signer
 
-__all__ = ["PadesSigner", "SignatureSlot", "TimeStamperLike", "pdf_date"]
+__all__ = ["PadesSigner", "SignatureSlot", "TimeStamperLike", "pdf_date", "development_timestamper"]
 
 #: Width of the ``/ByteRange`` array text, written over in place once offsets are known.
 _BYTE_RANGE_WIDTH = 40
@@ -406,3 +406,69 @@ def _run_timestamp(timestamper: TimeStamperLike, digest: bytes) -> bytes:
         raise
     except Exception as exc:
         raise SigningError(f"the time-stamp authority did not return a token ({type(exc).__name__}: {exc})") from exc
+
+
+def development_timestamper(tsa_cert_pem: bytes, tsa_key_pem: bytes, chain_pem: bytes = b"") -> TimeStamperLike:
+    """An in-process RFC 3161 TSA over the development PKI's TSA key (EC or RSA), for B-T without a network.
+
+    pyHanko's ``DummyTimeStamper`` answers requests locally but signs with RSA
+    only; the development TSA key is EC P-256, so the token's SignerInfo is
+    signed here with ECDSA-SHA256. Tokens are as a real TSA returns them
+    (TSTInfo, ESS signing-certificate, TSA certificate embedded), so pyHanko
+    validates them against the development root. Not for production: a real
+    TSA is an independent party.
+    """
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives import hashes
+    from cryptography import x509 as pyca_x509
+    from asn1crypto import keys as asn1_keys
+    from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
+
+    cert = asn1_x509.Certificate.load(
+        pyca_x509.load_pem_x509_certificate(tsa_cert_pem).public_bytes(serialization.Encoding.DER)
+    )
+    key = serialization.load_pem_private_key(tsa_key_pem, password=None)
+    key_info = asn1_keys.PrivateKeyInfo.load(
+        key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    chain = [
+        asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER))
+        for c in (pyca_x509.load_pem_x509_certificates(chain_pem) if chain_pem else [])
+    ]
+
+    class _EcCapableTimeStamper(DummyTimeStamper):
+        def _sign_tst_info(self, tst_info_data: bytes, md_algorithm: str, dt: datetime) -> tuple[bytes, Any]:
+            if not isinstance(key, ec.EllipticCurvePrivateKey):
+                return super()._sign_tst_info(tst_info_data, md_algorithm, dt)
+            attrs = cms.CMSAttributes(
+                [
+                    cms.CMSAttribute({"type": "content_type", "values": ["tst_info"]}),
+                    cms.CMSAttribute(
+                        {"type": "signing_time", "values": [cms.Time({"utc_time": core.UTCTime(dt)})]}
+                    ),
+                    cms.CMSAttribute(
+                        {
+                            "type": "signing_certificate_v2",
+                            "values": [
+                                tsp.SigningCertificateV2(
+                                    {"certs": [{"cert_hash": hashlib.sha256(cert.dump()).digest()}]}
+                                )
+                            ],
+                        }
+                    ),
+                    cms.CMSAttribute(
+                        {"type": "message_digest", "values": [hashlib.sha256(tst_info_data).digest()]}
+                    ),
+                ]
+            )
+            return key.sign(attrs.dump(), ec.ECDSA(hashes.SHA256())), attrs
+
+        def _build_signed_data(self, *args: Any, **kwargs: Any) -> dict:
+            signed = super()._build_signed_data(*args, **kwargs)
+            if isinstance(key, ec.EllipticCurvePrivateKey):
+                signed["signer_infos"][0]["signature_algorithm"] = algos.SignedDigestAlgorithm(
+                    {"algorithm": "sha256_ecdsa"}
+                )
+            return signed
+
+    return _EcCapableTimeStamper(tsa_cert=cert, tsa_key=key_info, certs_to_embed=chain)
