@@ -11,8 +11,8 @@ Rules implemented (RFC 8785 §3.2):
   lower-case), everything else literal UTF-8; lone surrogates are refused;
 - numbers as IEEE-754 doubles in ECMAScript ``Number.prototype.toString`` form
   (shortest round-trip digits; exponent form below 1e-6 and from 1e21; ``-0`` →
-  ``0``); NaN and infinities are refused, and so are integers beyond 2**53 that
-  a double could not carry exactly.
+  ``0``); NaN and infinities are refused, and so are integers that a double
+  could not carry exactly.
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ def _emit(obj: Any, parts: list[str]) -> None:
     elif isinstance(obj, int):
         if -_MAX_EXACT_INT <= obj <= _MAX_EXACT_INT:
             parts.append(str(int(obj)))
+        elif abs(obj) < 2**1024 and number_form(float(obj)) == str(obj):
+            # Already in canonical form of a double (e.g. canonical JSON parsed back by Python).
+            parts.append(str(obj))
         else:
             raise SigningError(
                 f"integer {obj} is beyond 2**53 and would change value as a JSON number; send it as a string"

@@ -1,0 +1,126 @@
+"""RFC 8785 JSON canonicalisation: the RFC's own examples plus properties."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.errors import SigningError
+from signing.canonical import canonical_json, number_form
+
+# RFC 8785 Appendix B: IEEE-754 bit patterns and their ECMAScript serialisation.
+RFC8785_NUMBERS = [
+    ("0000000000000000", "0"),
+    ("8000000000000000", "0"),
+    ("0000000000000001", "5e-324"),
+    ("8000000000000001", "-5e-324"),
+    ("7fefffffffffffff", "1.7976931348623157e+308"),
+    ("ffefffffffffffff", "-1.7976931348623157e+308"),
+    ("4340000000000000", "9007199254740992"),
+    ("c340000000000000", "-9007199254740992"),
+    ("4430000000000000", "295147905179352830000"),
+    ("44b52d02c7e14af5", "9.999999999999997e+22"),
+    ("44b52d02c7e14af6", "1e+23"),
+    ("44b52d02c7e14af7", "1.0000000000000001e+23"),
+    ("444b1ae4d6e2ef4e", "999999999999999700000"),
+    ("444b1ae4d6e2ef4f", "999999999999999900000"),
+    ("444b1ae4d6e2ef50", "1e+21"),
+    ("3eb0c6f7a0b5ed8c", "9.999999999999997e-7"),
+    ("3eb0c6f7a0b5ed8d", "0.000001"),
+    ("41b3de4355555553", "333333333.3333332"),
+    ("41b3de4355555554", "333333333.33333325"),
+    ("41b3de4355555555", "333333333.3333333"),
+    ("41b3de4355555556", "333333333.3333334"),
+    ("41b3de4355555557", "333333333.33333343"),
+    ("becbf647612f3696", "-0.0000033333333333333333"),
+    ("43143ff3c1cb0959", "1424953923781206.2"),
+]
+
+
+@pytest.mark.parametrize(("bits", "expected"), RFC8785_NUMBERS)
+def test_rfc8785_appendix_b_number_forms(bits: str, expected: str) -> None:
+    """Every IEEE-754 sample of RFC 8785 Appendix B serialises exactly as the RFC lists."""
+    value = struct.unpack(">d", bytes.fromhex(bits))[0]
+    assert number_form(value) == expected
+
+
+def test_rfc8785_section_3_2_2_example() -> None:
+    """The RFC's §3.2.2 example (numbers, escapes, literals) canonicalises to the RFC's output."""
+    source = (
+        '{"numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],'
+        ' "string": "\\u20ac$\\u000F\\u000aA\'\\u0042\\u0022\\u005c\\\\\\"\\/",'
+        ' "literals": [null, true, false]}'
+    )
+    expected = (
+        '{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],'
+        '"string":"€$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}'
+    )
+    assert canonical_json(json.loads(source)) == expected.encode("utf-8")
+
+
+def test_rfc8785_section_3_2_3_sorting_example() -> None:
+    """Property names sort by UTF-16 code units, as in the RFC's §3.2.3 example (emoji before U+FB33)."""
+    source = {
+        "€": "Euro Sign", "\r": "Carriage Return", "\ufb33": "Hebrew Letter Dalet With Dagesh",
+        "1": "One", "😀": "Emoji: Grinning Face", "\u0080": "Control", "ö": "Latin Small Letter O With Diaeresis",
+    }
+    keys = list(json.loads(canonical_json(source)))
+    assert keys == ["\r", "1", "\u0080", "ö", "€", "😀", "\ufb33"]
+
+
+def test_nan_infinity_and_huge_integers_are_refused() -> None:
+    """Values JSON cannot carry exactly (NaN, ±inf, integers beyond 2**53) raise SigningError."""
+    for bad in (math.nan, math.inf, -math.inf, 2**53 + 1):
+        with pytest.raises(SigningError):
+            canonical_json({"ct": bad})
+
+
+def test_lone_surrogate_is_refused() -> None:
+    """A string with a lone UTF-16 surrogate cannot be canonicalised and says so."""
+    with pytest.raises(SigningError, match="surrogate"):
+        canonical_json({"name": "\ud800"})
+
+
+json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(json_values)
+def test_canonical_json_is_idempotent(value: object) -> None:
+    """Parsing canonical JSON and canonicalising again gives the same bytes."""
+    once = canonical_json(value)
+    assert canonical_json(json.loads(once)) == once
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), json_scalars, min_size=1, max_size=12), st.randoms(use_true_random=False))
+def test_canonical_json_ignores_key_order(mapping: dict, rnd: random.Random) -> None:
+    """The same members inserted in any order give identical bytes."""
+    items = list(mapping.items())
+    rnd.shuffle(items)
+    assert canonical_json(dict(items)) == canonical_json(mapping)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_number_form_round_trips_and_has_no_python_artefacts(value: float) -> None:
+    """Every finite double serialises to text that parses back to the same double, without '.0' or 'e+0' forms."""
+    text = number_form(value)
+    assert float(text) == value
+    assert not text.endswith(".0") and "e+0" not in text and "e-0" not in text and "E" not in text
+
+
+def test_integral_floats_and_ints_serialise_alike() -> None:
+    """1.0 and 1 are the same JSON number, so both serialise as 1 (Ct values stay stable)."""
+    assert canonical_json([1.0, 1, -0.0, 37.5]) == b"[1,1,0,37.5]"
