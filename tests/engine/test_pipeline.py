@@ -1,0 +1,224 @@
+"""The pipeline's lab workflow: either arrival order, retests, corrections, bad files, the async service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.datadir import DataDir
+from engine.demo import SimulatedPlate, manifest_csv, quantstudio_text, retest_plate, simulate_plate, write_atomically
+from engine.ledger import Ledger
+from engine.pipeline import Engine, serve
+
+
+def _plate(seed: int) -> SimulatedPlate:
+    # Small pools keep signing fast; prevalence high enough that every plate has detected pools.
+    return simulate_plate(seed, pool_size=2, prevalence=0.1)
+
+
+def _drop(data: DataDir, name: str, payload: bytes) -> None:
+    write_atomically(data.inbox / name, payload)
+
+
+def _decisions(data: DataDir) -> dict[str, str]:
+    with Ledger.open(data.ledger, readonly=True) as ledger:
+        rows = ledger.conn.execute(
+            "SELECT d.specimen_id, d.outcome FROM specimen_decisions d JOIN runs r USING (run_id) ORDER BY r.committed_at"
+        ).fetchall()
+    return {sid: outcome for sid, outcome in rows}
+
+
+def test_plate_before_manifest_waits_then_completes(data_dir: DataDir) -> None:
+    """A plate whose pools have no manifest waits visibly, then completes when the manifest arrives."""
+    plate = _plate(11)
+    _drop(data_dir, "plate.txt", quantstudio_text(plate))
+    with Engine(data_dir, workers=0, certificates=False) as engine:
+        first = engine.run_once()
+        assert (first.waiting, first.signed) == (1, 0)
+        assert engine.ledger.files(["waiting_manifest"])[0]["name"] == "plate.txt"
+        assert engine.ledger.events(kind="waiting_manifest")[0]["detail"]["missing"] == len(plate.wells) - 2
+        _drop(data_dir, "manifest.csv", manifest_csv(plate.manifest))
+        second = engine.run_once()
+    assert second.waiting == 0 and second.plates == 1
+    assert _decisions(data_dir) == plate.expected
+
+
+def test_retest_plate_completes_dorfman_pools(data_dir: DataDir) -> None:
+    """Specimens of detected pools, run alone on a later plate, get signed results and leave the retest list."""
+    plate = _plate(12)
+    stage2 = retest_plate(plate, seed=5)
+    assert stage2.expected, "the simulated plate must have detected pools"
+    _drop(data_dir, "manifest.csv", manifest_csv(plate.manifest))
+    _drop(data_dir, "plate.txt", quantstudio_text(plate))
+    with Engine(data_dir, workers=0, certificates=False) as engine:
+        engine.run_once()
+        assert {r["specimen_id"] for r in engine.ledger.open_retests()} == set(stage2.expected)
+        _drop(data_dir, "retest.txt", quantstudio_text(stage2))
+        summary = engine.run_once()
+        assert summary.signed == len(stage2.expected)
+        assert engine.ledger.open_retests() == []
+        for sid, outcome in stage2.expected.items():
+            (row,) = [r for r in engine.ledger.results() if r["specimen_id"] == sid]
+            payload = json.loads(row["payload"])
+            assert row["status"] == outcome == payload["outcome"]
+            assert payload["test"]["pooled"] is False and payload["test"]["pool_id"] is None
+            assert payload["person"]["full_name"] == next(m["full_name"] for m in plate.manifest if m["specimen_id"] == sid)
+    positives = {s for s, o in stage2.expected.items() if o == "POSITIVE"}
+    assert positives == {s for s in stage2.expected if plate.infected[s]}
+
+
+def test_corrected_manifest_supersedes_signed_result(data_dir: DataDir) -> None:
+    """A corrected name for a signed specimen issues version 2 superseding version 1, reason recorded, both kept."""
+    plate = _plate(13)
+    _drop(data_dir, "manifest.csv", manifest_csv(plate.manifest))
+    _drop(data_dir, "plate.txt", quantstudio_text(plate))
+    with Engine(data_dir, workers=0, certificates=False) as engine:
+        engine.run_once()
+        signed = {r["specimen_id"]: r for r in engine.ledger.results()}
+        sid = next(iter(signed))
+        rows = [dict(m) for m in plate.manifest if m["specimen_id"] == sid]
+        rows[0]["full_name"] = rows[0]["full_name"] + " Bảo"
+        rows[0]["national_id"] = "079000000000"
+        _drop(data_dir, "manifest-correction.csv", manifest_csv(rows))
+        summary = engine.run_once()
+        assert summary.corrections == 1 and summary.signed == 1
+        versions = engine.ledger.result_versions(signed[sid]["id"])
+        again = engine.run_once()
+        assert again.signed == 0
+    assert [v["version"] for v in versions] == [1, 2]
+    v1, v2 = versions
+    assert v1["superseded_by"] == 2 and v2["supersedes"] == {"id": v1["id"], "version": 1}
+    p1, p2 = json.loads(v1["payload"]), json.loads(v2["payload"])
+    assert p2["person"]["full_name"] == rows[0]["full_name"] and p2["person"]["national_id"] == "079000000000"
+    assert "full_name" in p2["correction"]["reason"] and "national_id" in p2["correction"]["reason"]
+    assert p2["outcome"] == p1["outcome"] and p2["evidence"] == p1["evidence"]
+    assert v2["seq"] > v1["seq"]
+
+
+def test_bad_files_are_quarantined_with_a_readable_reason(data_dir: DataDir) -> None:
+    """Unparseable files, failed controls and bad manifests go to quarantine with an .error.txt; good files still sign."""
+    good = _plate(14)
+    contaminated = _plate(15)
+    ntc = next(w for w in contaminated.wells if w.sample_name == "NTC")
+    ntc.ct["N"] = 33.1
+    ntc.ct["ORF1ab"] = 34.0
+    _drop(data_dir, "manifest.csv", manifest_csv(good.manifest + contaminated.manifest))
+    _drop(data_dir, "good.txt", quantstudio_text(good))
+    _drop(data_dir, "contaminated.txt", quantstudio_text(contaminated))
+    _drop(data_dir, "garbage.txt", b"this is not an analyzer export\n" * 5)
+    bad_manifest = manifest_csv(good.manifest[:3]).replace(b"+07:00", b"", 1)
+    _drop(data_dir, "bad-manifest.csv", bad_manifest)
+    with Engine(data_dir, workers=0, certificates=False) as engine:
+        summary = engine.run_once()
+        states = {f["name"]: f["state"] for f in engine.ledger.files()}
+        quarantined = {e["detail"]["copy"]: e["detail"]["reason"] for e in engine.ledger.events(kind="quarantined")}
+    assert states == {"manifest.csv": "done", "good.txt": "done", "contaminated.txt": "quarantined", "garbage.txt": "quarantined", "bad-manifest.csv": "quarantined"}
+    assert quarantined == {"contaminated.txt": "controls", "garbage.txt": "parse", "bad-manifest.csv": "manifest"}
+    assert _decisions(data_dir) == good.expected
+    report = (data_dir.quarantine / "contaminated.txt.error.txt").read_text(encoding="utf-8")
+    assert "no-template control" in report and "What to do" in report and "Nothing from this file was signed" in report
+    manifest_report = (data_dir.quarantine / "bad-manifest.csv.error.txt").read_text(encoding="utf-8")
+    assert "line 2" in manifest_report and "collected_at" in manifest_report
+    assert (data_dir.quarantine / "garbage.txt").read_bytes().startswith(b"this is not")
+    assert summary.quarantined == 2  # plates; the manifest is counted with manifests
+
+
+def test_resubmitted_corrected_file_is_processed(data_dir: DataDir) -> None:
+    """After a quarantine, the technician's corrected file (new bytes) is processed normally."""
+    plate = _plate(16)
+    _drop(data_dir, "manifest.csv", manifest_csv(plate.manifest))
+    text = quantstudio_text(plate)
+    _drop(data_dir, "plate.txt", text.replace(b"[Results]", b"[Resultz]"))
+    with Engine(data_dir, workers=0, certificates=False) as engine:
+        assert engine.run_once().quarantined == 1
+        _drop(data_dir, "plate.txt", text)
+        assert engine.run_once().plates == 1
+    assert _decisions(data_dir) == plate.expected
+
+
+def _fuzz(data: bytes, rng: random.Random) -> bytes:
+    kind = rng.randrange(5)
+    if kind == 0:
+        return data[: rng.randrange(1, len(data))]  # truncated copy
+    if kind == 1:
+        out = bytearray(data)
+        for _ in range(rng.randrange(1, 40)):
+            out[rng.randrange(len(out))] = rng.randrange(256)
+        return bytes(out)
+    if kind == 2:
+        return bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000)))
+    if kind == 3:
+        lines = data.split(b"\r\n")
+        rng.shuffle(lines)
+        return b"\r\n".join(lines)
+    return data.replace(b"\t", b",", rng.randrange(1, 200))
+
+
+def test_mixed_inbox_of_good_and_fuzzed_files_never_stops_the_engine(data_dir: DataDir) -> None:
+    """In an inbox of good plates and fuzzed copies, every good plate is signed and every other file ends done or quarantined."""
+    rng = random.Random(2026)
+    goods = [_plate(20 + i) for i in range(3)]
+    manifest_rows = [row for p in goods for row in p.manifest]
+    _drop(data_dir, "manifest.csv", manifest_csv(manifest_rows))
+    for i, plate in enumerate(goods):
+        _drop(data_dir, f"good-{i}.txt", quantstudio_text(plate))
+    originals = [quantstudio_text(p) for p in goods] + [manifest_csv(manifest_rows)]
+    for i in range(24):
+        _drop(data_dir, f"fuzz-{i}.txt", _fuzz(rng.choice(originals), rng))
+    with Engine(data_dir, workers=0, certificates=False) as engine:
+        engine.run_once()
+        files = engine.ledger.files()
+        quarantined = {e["file"] for e in engine.ledger.events(kind="quarantined")}
+    by_name = {f["name"]: f for f in files}
+    for i in range(3):
+        assert by_name[f"good-{i}.txt"]["state"] == "done"
+    for f in files:
+        assert f["state"] in ("done", "quarantined", "waiting_manifest"), f
+        if f["state"] == "quarantined":
+            assert f["error"] and f["sha256"] in quarantined
+            assert any(p.name.endswith(".error.txt") for p in data_dir.quarantine.iterdir())
+    with Ledger.open(data_dir.ledger, readonly=True) as ledger:
+        for i, plate in enumerate(goods):
+            run = by_name[f"good-{i}.txt"]["sha256"]
+            rows = ledger.conn.execute("SELECT specimen_id, outcome FROM specimen_decisions WHERE run_id=?", (run,)).fetchall()
+            assert dict(rows) == plate.expected
+
+
+def test_service_streams_files_and_stops_cleanly(data_dir: DataDir) -> None:
+    """The asyncio service picks up files dropped while it runs, commits them, renders nothing twice, and stops on request."""
+    plate = _plate(30)
+    other = _plate(31)
+    engine = Engine(data_dir, workers=1, certificates=False)
+    engine.config = type(engine.config)(intake=type(engine.config.intake)(stable_seconds=0.2, poll_seconds=0.05, rescan_seconds=0.5))
+    engine.intake.settings = engine.config.intake
+    stop = asyncio.Event()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(serve(engine, port=None, until=stop)))
+    thread.start()
+    try:
+        _drop(data_dir, "plate.txt", quantstudio_text(plate))  # before its manifest
+        _drop(data_dir, "other.csv", manifest_csv(other.manifest))
+        _drop(data_dir, "other.txt", quantstudio_text(other))
+        time.sleep(0.5)
+        _drop(data_dir, "manifest.csv", manifest_csv(plate.manifest))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with Ledger.open(data_dir.ledger, readonly=True) as reader:
+                if reader.counts()["files"].get("done", 0) == 4:
+                    break
+            time.sleep(0.1)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)
+        engine.close()
+    assert not thread.is_alive()
+    assert _decisions(data_dir) == {**plate.expected, **other.expected}
+    with Ledger.open(data_dir.ledger, readonly=True) as reader:
+        ids = [(r["id"], r["version"]) for r in reader.results()]
+    assert len(ids) == len(set(ids))
