@@ -347,6 +347,8 @@ def _int_param(request: web.Request, name: str, default: int, lo: int) -> int:
     text = request.query.get(name)
     if text is None or text == "":
         return default
+    if text.isascii() and text.isdigit() and len(text) > 18:
+        return 10**18  # beyond any ledger: capped by the caller (int() would refuse > 4300 digits)
     try:
         value = int(text)
     except ValueError:
