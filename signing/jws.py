@@ -44,12 +44,15 @@ def b64url(data: bytes) -> bytes:
 
 
 def b64url_decode(text: str | bytes) -> bytes:
-    """Decode unpadded base64url; refuses padding and foreign characters."""
+    """Decode unpadded base64url strictly: one text per byte string (no padding, no stray bits)."""
     if isinstance(text, str):
         text = text.encode("ascii")
-    if b"=" in text or b"+" in text or b"/" in text:
-        raise ValueError("not unpadded base64url")
-    return base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
+    decoded = base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
+    # Non-zero trailing bits or foreign characters would let two texts carry one value;
+    # a verifier must not accept a token that differs from what was signed.
+    if b64url(decoded) != text:
+        raise ValueError("not canonical unpadded base64url")
+    return decoded
 
 
 def _der(cert: x509.Certificate) -> bytes:
