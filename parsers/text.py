@@ -655,7 +655,7 @@ _ROLE_VALUES = pa.array([r.value for r in _ROLE_WORDS.values()])
 
 
 def _role_key(value: str) -> str:
-    return re.sub(r"\s+", " ", value.strip().lower())
+    return re.sub(r"[\s_]+", " ", value.strip().lower())
 
 
 def normalise_role(value: str | None, default: Role = Role.UNKNOWN) -> Role:
@@ -686,7 +686,7 @@ def normalise_roles(
     if len(values) == 0:
         return pa.array([], type=pa.string())
     key = pc.utf8_lower(pc.utf8_trim_whitespace(pc.fill_null(values, "")))
-    key = pc.replace_substring_regex(key, r"\s+", " ")
+    key = pc.replace_substring_regex(key, r"[\s_]+", " ")  # Diomni writes POSITIVE_CONTROL
     idx = pc.index_in(key, value_set=_ROLE_KEYS)
     base = pc.replace_substring_regex(key, r"[\s\-_#]*\d+$", "")
     idx = pc.coalesce(idx, pc.index_in(base, value_set=_ROLE_KEYS))

@@ -1,0 +1,249 @@
+"""QuantStudio Design & Analysis / Diomni ``.xlsx`` exports (QuantStudio 1-7 Pro).
+
+Every sheet starts with ``Key | Value`` rows (File Name, Operator, Instrument
+Type, Instrument Serial Number, Run Start Date/Time, Software name/version,
+Assay name, …), a blank row, then a table. The results sheet (``Results`` in
+Design & Analysis, ``Primary_result`` in Diomni) has ``Well`` = ``A01``,
+``Sample``, ``Target``, ``Task``, ``Reporter`` and ``Cq`` (a number, or the text
+``UNDETERMINED``). Presence/absence runs add a ``Target Call`` sheet with the
+software's ``Call`` (``POSITIVE``/``NEGATIVE``) per well × target; it is joined
+onto the results as the instrument's call. ``line`` is the spreadsheet row
+number of the results sheet. Diomni misspells ``Run End Data/Time``; both
+spellings are read.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.errors import ParseError
+from engine.model import Role
+from parsers.registry import register
+from parsers.text import (
+    canonical_table,
+    clean_metadata,
+    ct_array,
+    normalise_calls,
+    normalise_roles,
+    normalise_wells,
+    occupied_wells,
+    roles_from_names,
+)
+
+_CQ = ("cq", "ct", "crt", "c\u0442")
+_RESULT_SHEETS = ("results", "primary_result", "result", "amplification results")
+#: A spreadsheet larger than this is not an instrument export (protects the worker's memory).
+MAX_ROWS = 200_000
+
+
+def _cell_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float):
+        return repr(value)
+    text = str(value).strip()
+    return text or None
+
+
+class _Sheet:
+    """Key/value rows and the table of one worksheet, as text cells."""
+
+    def __init__(self, name: str, rows: list[tuple[Any, ...]]) -> None:
+        self.name = name
+        self.meta: dict[str, str] = {}
+        self.header: list[str] = []
+        self.header_row = 0
+        self.rows: list[tuple[Any, ...]] = []
+        for i, row in enumerate(rows):
+            cells = [_cell_text(c) for c in row]
+            names = {c.lower() for c in cells if c}
+            if "well" in names and (names & set(_CQ) or "target" in names or "sample" in names):
+                self.header = [c or "" for c in cells]
+                self.header_row = i + 1
+                self.rows = rows[i + 1 :]
+                break
+            if cells and cells[0] and len(cells) > 1 and cells[1] is not None:
+                self.meta.setdefault(cells[0].lower(), cells[1])
+
+    def find(self, *names: str) -> int | None:
+        lowered = [h.strip().lower() for h in self.header]
+        for name in names:
+            if name.lower() in lowered:
+                return lowered.index(name.lower())
+        return None
+
+    def column(self, idx: int) -> pa.Array:
+        return pa.array([_cell_text(r[idx]) if idx < len(r) else None for r in self.rows], type=pa.string())
+
+
+def _load(data: bytes, source: str) -> list[_Sheet]:
+    try:
+        import openpyxl
+    except ImportError as exc:  # pragma: no cover - a runtime dependency
+        raise ParseError("reading .xlsx needs openpyxl (pip install openpyxl)", source=source) from exc
+    try:
+        book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except Exception as exc:  # noqa: BLE001 - zip/XML errors of a damaged workbook
+        raise ParseError(f"the workbook cannot be opened ({type(exc).__name__})", source=source, line=1,
+                         expected="an .xlsx file saved by QuantStudio Design & Analysis or Diomni") from None
+    sheets = []
+    try:
+        for ws in book.worksheets:
+            rows: list[tuple[Any, ...]] = []
+            for row in ws.iter_rows(values_only=True):
+                rows.append(row)
+                if len(rows) > MAX_ROWS:
+                    raise ParseError(f"sheet '{ws.title}' has more than {MAX_ROWS} rows", source=source,
+                                     expected="an instrument export of one plate")
+            while rows and all(c is None for c in rows[-1]):
+                rows.pop()
+            sheets.append(_Sheet(ws.title, rows))
+    except ParseError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - damaged sheet XML inside a valid zip
+        raise ParseError(f"a worksheet is damaged ({type(exc).__name__})", source=source,
+                         expected="an .xlsx file saved by the instrument software") from None
+    finally:
+        book.close()
+    return sheets
+
+
+def _results_sheet(sheets: list[_Sheet], source: str) -> _Sheet:
+    candidates = [s for s in sheets if s.header and s.find(*_CQ) is not None and s.find("Sample", "Sample Name") is not None]
+    for preferred in _RESULT_SHEETS:
+        for sheet in candidates:
+            if sheet.name.strip().lower() == preferred:
+                return sheet
+    for sheet in candidates:
+        if sheet.find("Task") is not None:
+            return sheet
+    if candidates:
+        return candidates[0]
+    raise ParseError(
+        "no results sheet with Well, Sample and Cq columns",
+        source=source,
+        line=1,
+        expected=f"a sheet named Results or Primary_result (found {', '.join(s.name for s in sheets) or 'no sheets'})",
+    )
+
+
+def _metadata(sheet: _Sheet) -> dict[str, str]:
+    m = sheet.meta
+    software = " ".join(v for v in (m.get("software name"), m.get("software version")) if v) or None
+    return clean_metadata(
+        [
+            ("encoding", "utf-8"),  # xlsx parts are UTF-8 XML
+            ("instrument", m.get("instrument type")),
+            ("serial", m.get("instrument serial number") or m.get("instrument name")),
+            ("operator", m.get("operator") or m.get("user name")),
+            ("software", software),
+            ("run_start", m.get("run start date/time") or m.get("run start data/time")),
+            ("run_end", m.get("run end date/time") or m.get("run end data/time")),
+            ("assay", m.get("assay name")),
+            ("plate", m.get("barcode") or m.get("experiment name")),
+        ]
+    )
+
+
+def _calls(sheets: list[_Sheet], results: _Sheet, keys: pa.Array) -> pa.Array | None:
+    """The Target Call sheet's call for each results row, matched on well + target."""
+    for sheet in sheets:
+        if sheet is results or not sheet.header:
+            continue
+        call_idx, well_idx, target_idx = sheet.find("Call"), sheet.find("Well"), sheet.find("Target", "Target Name")
+        if call_idx is None or well_idx is None or target_idx is None or not sheet.rows:
+            continue
+        their_keys = pc.binary_join_element_wise(
+            pc.fill_null(sheet.column(well_idx), ""), pc.fill_null(sheet.column(target_idx), ""), "\x1f"
+        )
+        idx = pc.index_in(keys, value_set=their_keys)
+        return normalise_calls(pc.take(sheet.column(call_idx), idx))
+    return None
+
+
+@register(
+    "quantstudio-xlsx",
+    description="QuantStudio Design & Analysis / Diomni results workbook (.xlsx)",
+    instruments=("QuantStudio 1/3/5/6/7 Pro", "QuantStudio 5 Dx"),
+)
+class QuantStudioWorkbook:
+    """``.xlsx`` export of Design & Analysis / Diomni: Key|Value rows, then the results table."""
+
+    @staticmethod
+    def sniff(head: bytes, name: str) -> float:
+        """An Office Open XML spreadsheet (zip with ``xl/`` parts); the only .xlsx family ketqua reads."""
+        if not head.startswith(b"PK\x03\x04"):
+            return 0.0
+        if b"xl/worksheets/" in head or b"xl/workbook.xml" in head:
+            return 0.8
+        if b"[Content_Types].xml" in head and name.lower().endswith(".xlsx"):
+            return 0.6
+        return 0.0
+
+    @staticmethod
+    def parse(data: bytes, source: str, run_id: str) -> pa.Table:
+        """Canonical rows from the results sheet; UNDETERMINED → NaN; Target Call joined as call."""
+        if not data.startswith(b"PK"):
+            raise ParseError("not an .xlsx workbook (no zip signature)", source=source, line=1,
+                             expected="an .xlsx file saved by QuantStudio Design & Analysis or Diomni")
+        try:
+            sheets = _load(data, source)
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+            raise ParseError(f"the workbook is damaged ({exc})", source=source, line=1) from None
+        sheet = _results_sheet(sheets, source)
+        if not sheet.rows:
+            raise ParseError(f"the sheet '{sheet.name}' has a header but no rows", source=source,
+                             line=sheet.header_row, expected="one row per well and target")
+        lines = np.arange(sheet.header_row + 1, sheet.header_row + 1 + len(sheet.rows), dtype=np.int32)
+        well_idx = sheet.find("Well", "Well Position")
+        cq_idx = sheet.find(*_CQ)
+        sample_idx = sheet.find("Sample", "Sample Name")
+        target_idx = sheet.find("Target", "Target Name")
+        if well_idx is None or target_idx is None:
+            missing = "Well" if well_idx is None else "Target"
+            raise ParseError(f"column '{missing}' is missing from sheet '{sheet.name}'", source=source,
+                             line=sheet.header_row, field=missing, expected="Well, Sample, Target and Cq columns")
+        well_raw = sheet.column(well_idx)
+        nonblank = pc.is_valid(well_raw).to_numpy(zero_copy_only=False)
+        cq_field = sheet.header[cq_idx]  # type: ignore[index]
+        ct = ct_array(sheet.column(cq_idx), lines=lines, source=source, field=cq_field)  # type: ignore[arg-type]
+        sample = sheet.column(sample_idx)  # type: ignore[arg-type]
+        task_idx = sheet.find("Task", "Sample type", "Sample Type")
+        task = sheet.column(task_idx) if task_idx is not None else pa.nulls(len(sheet.rows), pa.string())
+        role = roles_from_names(normalise_roles(task, default=Role.UNKNOWN, empty=Role.SAMPLE), sample)
+        # Rows without a well are notes under the table; rows without a sample are empty wells.
+        keep = nonblank & occupied_wells(sample, role, ct, lines, source=source, field="Sample")
+        target = sheet.column(target_idx)
+        reporter_idx = sheet.find("Reporter", "Dye")
+        dye = sheet.column(reporter_idx) if reporter_idx is not None else None
+        omit_idx = sheet.find("Omit")
+        mask = pa.array(keep)
+        well_raw, sample, role, target, ct, lines = (
+            well_raw.filter(mask), sample.filter(mask), role.filter(mask), target.filter(mask), ct[keep], lines[keep]
+        )
+        if len(lines) == 0:
+            raise ParseError(f"the sheet '{sheet.name}' holds no named wells", source=source, line=sheet.header_row,
+                             expected="one row per well and target")
+        dye = dye.filter(mask) if dye is not None else None
+        meta = {**_metadata(sheet), "format": "quantstudio-xlsx"}
+        plate = 96 if "96" in sheet.meta.get("block type", "") else 384
+        wells = normalise_wells(well_raw, plate=plate, source=source, lines=lines, field="Well")
+        keys = pc.binary_join_element_wise(well_raw, pc.fill_null(target, ""), "\x1f")
+        call = _calls(sheets, sheet, keys)
+        call_idx = sheet.find("Call")
+        if call_idx is not None:
+            call = normalise_calls(sheet.column(call_idx).filter(mask))
+        if omit_idx is not None:
+            omitted = pc.equal(pc.utf8_lower(pc.fill_null(sheet.column(omit_idx).filter(mask), "false")), "true")
+            base = call if call is not None else pa.nulls(len(lines), pa.string())
+            call = pc.if_else(omitted, pa.scalar("invalid"), base)
+        return canonical_table(
+            run_id=run_id, source=source, line=lines, metadata=meta, well=wells, sample_id=sample,
+            role=role, target=target, dye=dye, ct=ct, call=call,
+        )

@@ -1,0 +1,109 @@
+"""QuantStudio Design & Analysis / Diomni .xlsx: real fixture, calls, damaged workbooks, CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from engine.cli import main
+from engine.errors import ParseError
+from engine.model import WELL_COLUMNS, run_metadata
+from parsers import detect, parse_bytes, parse_file
+
+REPO = Path(__file__).resolve().parents[2]
+XLSX = (
+    REPO / ".." / "shared" / "fixtures" / "real" / "quantstudio_design_analysis_xlsx"
+    / "appbio_quantstudio_designandanalysis_Diomni_v4.3_Presence_Absence.xlsx"
+)
+
+
+def _edited(edit) -> bytes:  # type: ignore[no-untyped-def]
+    """The real workbook with one edit applied to its Primary_result sheet, as bytes."""
+    book = openpyxl.load_workbook(XLSX)
+    edit(book["Primary_result"])
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def _row(table, well: str, target: str) -> dict:  # type: ignore[no-untyped-def]
+    rows = [r for r in table.to_pylist() if r["well"] == well and r["target"] == target]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def test_diomni_presence_absence_values() -> None:
+    """8 well x target rows: A01 → A1, UNDETERMINED → NaN, Cq 39.54, calls from Target Call."""
+    table = parse_file(XLSX)
+    assert table.num_rows == 8
+    t4 = _row(table, "A1", "T4")
+    assert (t4["sample_id"], t4["dye"], t4["role"], t4["line"], t4["call"]) == ("Sample001", "ABY", "sample", 31, "detected")
+    assert t4["ct"] == pytest.approx(39.54)
+    globin = _row(table, "A1", "Globin")
+    assert math.isnan(globin["ct"]) and globin["call"] == "not_detected"
+    assert _row(table, "C3", "T4")["role"] == "ntc"
+    assert _row(table, "O23", "Globin")["role"] == "pc"  # Task POSITIVE_CONTROL
+
+
+def test_run_metadata() -> None:
+    """Key | Value rows become run metadata (including Diomni's 'Run End Data/Time')."""
+    meta = run_metadata(parse_file(XLSX))
+    assert meta["instrument"] == "QuantStudio™ 7 Pro System"
+    assert meta["serial"] == "000000000001"
+    assert meta["operator"] == "TestUser"
+    assert meta["software"] == "Diomni 4.3.0"
+    assert meta["run_start"] == "2026-02-13 01:14:45 PM EST"
+    assert meta["run_end"] == "2026-02-13 02:39:53 PM EST"
+    assert meta["format"] == "quantstudio-xlsx"
+
+
+def test_sniffer_picks_xlsx() -> None:
+    """Content sniffing picks quantstudio-xlsx for the workbook, even without its extension."""
+    assert detect(XLSX.read_bytes(), "export").name == "quantstudio-xlsx"
+
+
+def test_truncated_workbook() -> None:
+    """A workbook cut in the middle is refused as unreadable, not crashed on."""
+    with pytest.raises(ParseError, match=r"cut\.xlsx.*workbook"):
+        parse_bytes(XLSX.read_bytes()[:20000], "cut.xlsx", format="quantstudio-xlsx")
+
+
+def test_non_numeric_cq_names_row() -> None:
+    """A text Cq that is not UNDETERMINED is refused naming the sheet row and the Cq field."""
+    data = _edited(lambda ws: ws.cell(row=31, column=8, value="39.5x"))
+    with pytest.raises(ParseError, match=r"line 31, field 'Cq'"):
+        parse_bytes(data, "edited.xlsx")
+
+
+def test_missing_sample_with_cq() -> None:
+    """A row with a Cq but no sample is refused naming its row."""
+    data = _edited(lambda ws: setattr(ws.cell(row=31, column=3), "value", None))
+    with pytest.raises(ParseError, match=r"line 31, field 'Sample'"):
+        parse_bytes(data, "edited.xlsx")
+
+
+def test_omitted_well_is_invalid() -> None:
+    """Omit = TRUE turns the row's call into 'invalid'."""
+    table = parse_bytes(_edited(lambda ws: ws.cell(row=32, column=2, value="TRUE")), "edited.xlsx")
+    assert _row(table, "A2", "Globin")["call"] == "invalid"
+
+
+def test_cli_parse_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """`ketqua parse` prints canonical JSON rows for the workbook."""
+    assert main(["parse", str(XLSX), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 8 and tuple(rows[0]) == WELL_COLUMNS
+
+
+def test_cli_parse_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A workbook with a well outside the plate exits non-zero naming file and row."""
+    broken = tmp_path / "broken.xlsx"
+    broken.write_bytes(_edited(lambda ws: ws.cell(row=34, column=1, value="Z03")))
+    assert main(["parse", str(broken), "--json"]) != 0
+    err = capsys.readouterr().err
+    assert "broken.xlsx" in err and "line 34" in err
