@@ -66,28 +66,26 @@ def dorfman(design: NaiveDesign, codes: list[int]) -> list[int]:
 
 
 def exact(design: NaiveDesign, codes: list[int], max_positives: int) -> list[int]:
-    """DD, then every subset of the remaining candidates (smallest first, up to the bound) that
-    explains the detected pools; a candidate in all of them is POSITIVE, in none NEGATIVE."""
+    """DD, then every set of at most ``max_positives`` positives (DD positives included) that
+    explains all detected pools, by brute force over the specimens not yet ruled out; a candidate
+    in all of them is POSITIVE, in none NEGATIVE, otherwise RETEST."""
     out = comp_dd(design, codes)
     positives = {s for s, o in enumerate(out) if o == POSITIVE}
-    unexplained = [p for p, c in enumerate(codes) if c == 1 and not positives.intersection(design.members[p])]
-    candidates = sorted({s for p in unexplained for s in design.members[p] if out[s] == RETEST})
     budget = max_positives - len(positives)
-    if budget < 0 or not unexplained:
-        for s in candidates:
-            out[s] = NEGATIVE if not unexplained and budget >= 0 else RETEST
-        return out
-    need = set(unexplained)
+    if budget < 0:
+        return out  # needs more positives than the model allows: only definite calls stand
+    need = {p for p, c in enumerate(codes) if c == 1 and not positives.intersection(design.members[p])}
+    candidates = [s for s, o in enumerate(out) if o == RETEST and all(codes[p] == 1 for p in design.pools_of[s])]
     explanations: list[set[int]] = []
-    for size in range(1, min(budget, len(candidates)) + 1):
+    for size in range(0, min(budget, len(candidates)) + 1):
         for subset in combinations(candidates, size):
-            covered = set()
+            covered: set[int] = set()
             for s in subset:
                 covered.update(design.pools_of[s])
             if need <= covered:
                 explanations.append(set(subset))
     if not explanations:
-        return out  # needs more positives than the model allows: only definite calls stand
+        return out
     in_all = set.intersection(*explanations)
     in_any = set.union(*explanations)
     for s in candidates:

@@ -472,9 +472,10 @@ def table(results: Sequence[StageResult]) -> str:
             cand = fig.candidate
             tp = fig.throughput(cand)
             ratio = fig.ratio
+            rows.append((f"  {fig.name}", "", "", "", "", ""))
             rows.append(
                 (
-                    f"  {fig.name} [{cand.label if cand else ''}]",
+                    f"    ketqua: {cand.label if cand else ''}",
                     _fmt_seconds(cand.median if cand else None),
                     _fmt_range(cand),
                     f"{ratio:.2f}×" if ratio is not None else "",
@@ -498,7 +499,7 @@ def table(results: Sequence[StageResult]) -> str:
                 rows.append(("    " + ", ".join(f"{k}: {_fmt_extra(v)}" for k, v in fig.extra.items()), "", "", "", "", ""))
     measured = [r for r in [head, *rows] if any(r[1:])]
     widths = [max(len(r[i]) for r in measured) for i in range(len(head))]
-    widths[0] = min(widths[0], 72)
+    widths[0] = min(widths[0], 64)
 
     def line(r: tuple[str, ...]) -> str:
         if not any(r[1:]):

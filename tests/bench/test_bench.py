@@ -70,7 +70,7 @@ def test_quick_run_reports_every_stage(quick_run: tuple[dict, str, Path]) -> Non
                 continue
             assert fig["status"] == "ok", f"{where}: {fig['status']} {fig.get('reason')}"
             cand = fig["candidate"]["wall_s"]
-            assert cand["median"] > 0 and len(cand["all"]) == report["repeats"], where
+            assert cand["median"] > 0 and 1 <= len(cand["all"]) <= report["repeats"], where
             assert cand["min"] <= cand["median"] <= cand["max"], where
             assert fig["throughput_per_s"] > 0 and fig["throughput_per_core_per_s"] > 0, where
             assert fig["amount"] > 0 and fig["unit"], where
