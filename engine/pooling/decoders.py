@@ -152,10 +152,10 @@ def _choose(design: Design, decoder: str, max_positives: int | None, prevalence:
         if decoder not in DECODERS:
             raise DecodeError(f"unknown decoder '{decoder}'; choose one of {', '.join(DECODERS)} or auto")
         return decoder
-    if design.is_disjoint:
-        return "dorfman"
     if (sensitivity is not None and sensitivity < 1) or (specificity is not None and specificity < 1):
         return "bp"
+    if design.is_disjoint:
+        return "dorfman"
     if max_positives is not None or prevalence is not None:
         return "exact"
     return "dd"

@@ -140,7 +140,8 @@ def simulate(
     decode_kw: dict[str, Any] = {"decoder": decoder, "confidence": confidence}
     name = decoder
     if decoder == "auto":
-        name = "dorfman" if d.is_disjoint else ("exact" if model.noiseless else "bp")
+        # Under noise even Dorfman needs the posterior: a missed pool would otherwise sign a false NEGATIVE.
+        name = ("dorfman" if d.is_disjoint else "exact") if model.noiseless else "bp"
         decode_kw["decoder"] = name
     if name == "exact":
         decode_kw["max_positives"] = positives if positives is not None else bound_from_prevalence(n, prior)
