@@ -124,6 +124,7 @@ def trusted_keys(jwks: dict[str, Any], roots: Sequence[x509.Certificate] | None,
 
 def verify_item(item: dict[str, Any], keys: TrustedKeys) -> None:
     """Verify one feed item: JWS signature and payload, HC1 signature and certificate; raise otherwise."""
+    from signing.dcc import test_entry
     from signing.jws import verify_compact
     from signing.verify import verify_hc1
 
@@ -138,7 +139,13 @@ def verify_item(item: dict[str, Any], keys: TrustedKeys) -> None:
             raise VerificationError(f"{where}: id/version differ from the signed payload", reason="payload-mismatch")
         issued = dt.datetime.fromisoformat(str(payload.get("issued_at")).replace("Z", "+00:00"))
         # The QR is checked as of its issuance: an old result whose QR has expired is still authentic.
-        verify_hc1(item["hc1"], list(keys.signers), at=issued)
+        report = verify_hc1(item["hc1"], list(keys.signers), at=issued)
+        # A validly signed QR of *another* result must not pass: its DCC must be the one this payload gives.
+        expected = test_entry(payload)
+        dcc = report.content["dcc"]
+        t, e = (dcc.get("t") or [{}])[0], expected["t"][0]
+        if (t.get("ci"), t.get("tr"), dcc.get("nam"), dcc.get("dob")) != (e["ci"], e["tr"], expected["nam"], expected["dob"]):
+            raise VerificationError(f"{where}: the HC1 QR belongs to another result or outcome", reason="payload-mismatch")
     except VerificationError as exc:
         if str(exc).startswith(where):
             raise

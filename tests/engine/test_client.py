@@ -1,0 +1,239 @@
+"""Tests of the reference pull client (engine.client, `ketqua pull`) against the real server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from engine.cli import main
+from engine.client import PullClient, read_results
+from engine.errors import ApiError, VerificationError
+from signing.pki import ensure_development_pki
+from tests.engine.api_world import ServerThread, World, commit, make_world, signed_plate, superseding_plate, token
+
+
+def _ca(world: World) -> list[x509.Certificate]:
+    return [x509.load_pem_x509_certificate((world.data.keys / "ca.pem").read_bytes())]
+
+
+def _pull(url: str, tok: str, out: Path, **kw) -> tuple:
+    """Run one PullClient.pull to completion; returns (stats, state)."""
+    client_kw = {k: kw.pop(k) for k in ("trust", "limit", "checkpoint_items") if k in kw}
+
+    async def run():
+        async with PullClient(url, tok, out, **client_kw) as client:
+            stats = await client.pull(**kw)
+            return stats, client.state
+
+    return asyncio.run(run())
+
+
+@pytest.fixture()
+def served(tmp_path: Path):
+    """A world of 3 plates × 20 signed results, its server, and a results token."""
+    w = make_world(tmp_path / "lab")
+    for plate in range(3):
+        commit(w, signed_plate(w, plate, 20))
+    s = ServerThread(w).start()
+    yield w, s, token(w)
+    s.stop()
+
+
+def test_pull_verifies_and_writes_every_result_once_in_order(served, tmp_path: Path) -> None:
+    """A full pull against the lab CA writes seq 1..60 once each, in order, exactly as served."""
+    w, s, tok = served
+    stats, state = _pull(s.url, tok, tmp_path / "out", trust=_ca(w), limit=7)
+    items = read_results(tmp_path / "out")
+    assert [i["seq"] for i in items] == list(range(1, 61))
+    assert stats.items == 60 and state.last_seq == 60 and state.count == 60
+    assert stats.pages == 9  # ceil(60 / 7)
+
+
+def test_resume_after_interruption_has_no_gap_or_duplicate(served, tmp_path: Path) -> None:
+    """Stopping after two pages and starting a new client later (with new plates meanwhile) continues exactly."""
+    w, s, tok = served
+    out = tmp_path / "out"
+    first, _ = _pull(s.url, tok, out, trust=_ca(w), limit=10, max_pages=2)
+    assert first.items == 20
+    commit(w, signed_plate(w, 9, 15))
+    second, state = _pull(s.url, tok, out, trust=_ca(w), limit=10)
+    assert [i["seq"] for i in read_results(out)] == list(range(1, 76))
+    assert second.items == 55 and second.skipped == 0 and state.count == 75
+
+
+def test_crash_after_append_before_checkpoint_is_repaired(served, tmp_path: Path) -> None:
+    """Bytes appended after the last checkpoint (a crash mid-page) are cut off and the page is fetched again."""
+    w, s, tok = served
+    out = tmp_path / "out"
+    _pull(s.url, tok, out, trust=_ca(w), limit=25, max_pages=1)
+    with open(out / "results.ndjson", "ab") as fh:
+        fh.write(b'{"seq":26,"id":"half-writ')  # torn write
+    _pull(s.url, tok, out, trust=_ca(w), limit=25)
+    assert [i["seq"] for i in read_results(out)] == list(range(1, 61))
+
+
+def test_refetched_page_is_deduplicated_by_seq(served, tmp_path: Path) -> None:
+    """When the saved cursor lags the written items (checkpoint inside a page), re-served items are skipped, not duplicated."""
+    w, s, tok = served
+    out = tmp_path / "out"
+    _pull(s.url, tok, out, trust=_ca(w), limit=100)
+    state = json.loads((out / "state.json").read_text())
+    state["cursor"] = None  # as if the crash came before the page's cursor was saved
+    (out / "state.json").write_text(json.dumps(state))
+    stats, _ = _pull(s.url, tok, out, trust=_ca(w), limit=100)
+    assert stats.items == 0 and stats.skipped == 60
+    assert len(read_results(out)) == 60
+
+
+def test_tampered_payload_stops_the_pull_at_that_result(served, tmp_path: Path) -> None:
+    """A result whose stored payload was altered fails verification; everything before it is kept, nothing after."""
+    w, s, tok = served
+    conn = sqlite3.connect(w.ledger_path)
+    payload = conn.execute("SELECT payload FROM results WHERE seq=31").fetchone()[0]
+    conn.execute("UPDATE results SET payload=? WHERE seq=31", (payload.replace('"NEGATIVE"', '"POSITIVE"').replace('"INCONCLUSIVE"', '"NEGATIVE"'),))
+    conn.commit()
+    conn.close()
+    out = tmp_path / "out"
+    with pytest.raises(VerificationError, match="seq 31"):
+        _pull(s.url, tok, out, trust=_ca(w), limit=50)
+    assert [i["seq"] for i in read_results(out)] == list(range(1, 31))
+    assert json.loads((out / "state.json").read_text())["last_seq"] == 30
+
+
+def test_hc1_of_another_result_is_refused(served, tmp_path: Path) -> None:
+    """A genuine, validly signed HC1 moved onto another result is detected (the QR must match the payload)."""
+    w, s, tok = served
+    conn = sqlite3.connect(w.ledger_path)
+    other = conn.execute("SELECT hc1 FROM results WHERE seq=5").fetchone()[0]
+    conn.execute("UPDATE results SET hc1=? WHERE seq=4", (other,))
+    conn.commit()
+    conn.close()
+    with pytest.raises(VerificationError, match="seq 4.*another result"):
+        _pull(s.url, tok, tmp_path / "out", trust=_ca(w))
+    assert len(read_results(tmp_path / "out")) == 3
+
+
+def test_foreign_trust_root_refuses_the_servers_keys(served, tmp_path: Path) -> None:
+    """With another lab's CA as --trust, the server's keys do not chain and nothing is written."""
+    w, s, tok = served
+    other = ensure_development_pki(tmp_path / "other-lab-keys")
+    foreign = [x509.load_pem_x509_certificate(other.ca_cert.read_bytes())]
+    with pytest.raises(VerificationError, match="no trusted signing key"):
+        _pull(s.url, tok, tmp_path / "out", trust=foreign)
+    assert read_results(tmp_path / "out") == []
+
+
+def test_without_trust_the_published_keys_are_used(served, tmp_path: Path) -> None:
+    """Without --trust the client verifies against the keys the server publishes (trust on first use)."""
+    w, s, tok = served
+    stats, _ = _pull(s.url, tok, tmp_path / "out")
+    assert stats.items == 60
+
+
+def test_superseded_versions_arrive_in_feed_order(served, tmp_path: Path) -> None:
+    """A retest that supersedes results appears after them in the pulled file, both versions kept."""
+    w, s, tok = served
+    out = tmp_path / "out"
+    _pull(s.url, tok, out, trust=_ca(w))
+    commit(w, superseding_plate(w, 50, read_results(out)[:3]))
+    _pull(s.url, tok, out, trust=_ca(w))
+    items = read_results(out)
+    assert [(i["version"], i["supersedes"]) for i in items[-3:]] == [
+        (2, {"id": items[k]["id"], "version": 1}) for k in range(3)
+    ]
+
+
+def test_wrong_token_and_other_server_are_clear_errors(served, tmp_path: Path) -> None:
+    """A bad token is an ApiError naming HTTP 401; reusing an output folder for another URL is refused."""
+    w, s, tok = served
+    with pytest.raises(ApiError, match="401"):
+        _pull(s.url, "kq_0123456789abcdef_" + "A" * 43, tmp_path / "bad")
+    _pull(s.url, tok, tmp_path / "out", max_pages=1)
+    with pytest.raises(ApiError, match="another --out|not http"):
+        _pull("http://127.0.0.1:1", tok, tmp_path / "out")
+
+
+def test_cli_pull(served, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ketqua pull --url --out --trust` with the token from $KETQUA_TOKEN pulls and reports the count."""
+    w, s, tok = served
+    monkeypatch.setenv("KETQUA_TOKEN", tok)
+    out = tmp_path / "cli-out"
+    code = main(["pull", "--url", s.url, "--out", str(out), "--trust", str(w.data.keys / "ca.pem"), "--limit", "16",
+                 "--token", tok])
+    assert code == 0
+    assert "60 results" in capsys.readouterr().err
+    assert len(read_results(out)) == 60
+
+
+def test_follow_mode_picks_up_new_plates(served, tmp_path: Path) -> None:
+    """--follow keeps long-polling and writes plates committed while it runs."""
+    w, s, tok = served
+    out = tmp_path / "out"
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        async with PullClient(s.url, tok, out, trust=_ca(w), limit=50) as client:
+            task = asyncio.create_task(client.pull(follow=True, wait=0.5, stop=stop))
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(commit, w, signed_plate(w, 77, 10))
+            for _ in range(100):
+                if client.state.last_seq >= 70:
+                    break
+                await asyncio.sleep(0.05)
+            stop.set()
+            await task
+            return client.state.last_seq
+
+    assert asyncio.run(run()) == 70
+    assert [i["seq"] for i in read_results(out)] == list(range(1, 71))
+
+
+@pytest.mark.slow
+def test_concurrent_ingest_and_pulls_give_every_result_exactly_once(tmp_path: Path) -> None:
+    """While plates commit continuously, four clients pulling small pages each end with every result once, in order, verified."""
+    w = make_world(tmp_path / "lab")
+    plates = [signed_plate(w, p, 24) for p in range(40)]  # signed up front: the ledger writer is the contended part
+    s = ServerThread(w).start()
+    tok = token(w)
+    done = threading.Event()
+
+    def ingest() -> None:
+        from engine.ledger import Ledger
+
+        with Ledger.open(w.ledger_path) as ledger:
+            for plate in plates:
+                commit(w, plate, ledger)
+                time.sleep(0.005)
+        done.set()
+
+    async def client(n: int, limit: int) -> list[int]:
+        out = tmp_path / f"client-{n}"
+        async with PullClient(s.url, tok, out, trust=_ca(w), limit=limit) as c:
+            while True:
+                finished = done.is_set()
+                await c.pull()
+                if finished:  # one more full pass after the last commit
+                    break
+                await asyncio.sleep(0.01)
+        return [i["seq"] for i in read_results(out)]
+
+    async def run() -> list[list[int]]:
+        return await asyncio.gather(*(client(n, limit) for n, limit in enumerate((3, 7, 16, 50))))
+
+    writer = threading.Thread(target=ingest)
+    try:
+        writer.start()
+        seqs = asyncio.run(run())
+        writer.join()
+    finally:
+        s.stop()
+    total = 40 * 24
+    for got in seqs:
+        assert got == list(range(1, total + 1))
