@@ -88,20 +88,23 @@ def _sniff_utf16_without_bom(data: bytes) -> str | None:
     return None
 
 
-def decode(data: bytes, source: str | None = None) -> tuple[str, str]:
+def decode(data: bytes, source: str | None = None, encoding: str | None = None) -> tuple[str, str]:
     """Decode an analyzer export to text; return ``(text, encoding)``.
 
     Order: BOM (UTF-8, UTF-16 LE/BE), UTF-16 without BOM, strict UTF-8 (covers
     Vietnamese names written by current software), then cp1252 (old Windows
     software), then latin-1 which never fails. The BOM is removed from the text.
-    Binary files (NUL bytes, control characters) raise ParseError.
+    Binary files (NUL bytes, control characters) raise ParseError. An explicit
+    ``encoding`` (e.g. ``cp1258`` for legacy Vietnamese Windows, from a mapping
+    profile) skips detection.
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ParseError("expected file contents as bytes", source=source)
     data = _gunzip(bytes(data), source)
     if not data.strip():
         raise ParseError("the file is empty", source=source, line=1, expected="an analyzer export")
-    encoding: str | None = None
+    if encoding is not None:
+        return _decode_as(data, encoding, source), encoding
     body = data
     for bom, name in _BOMS:
         if data.startswith(bom):
@@ -134,6 +137,24 @@ def decode(data: bytes, source: str | None = None) -> tuple[str, str]:
                 text, encoding = body.decode("latin-1"), "latin-1"
     _refuse_binary(text, source)
     return text, encoding
+
+
+def _decode_as(data: bytes, encoding: str, source: str | None) -> str:
+    try:
+        text = data.decode(encoding)
+    except LookupError:
+        raise ParseError(f"unknown text encoding '{encoding}'", source=source,
+                         expected="an encoding name such as utf-8, cp1258 or utf-16") from None
+    except UnicodeDecodeError as exc:
+        raise ParseError(
+            f"the file is not valid {encoding} text (byte {exc.start})",
+            source=source,
+            line=data[: exc.start].count(b"\n") + 1,
+            expected=f"a file saved as {encoding}",
+        ) from None
+    text = text.removeprefix("\ufeff")
+    _refuse_binary(text, source)
+    return text
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
@@ -451,6 +472,7 @@ def ct_array(
     field: str = "Ct",
     decimal: str = ".",
     minus_one_is_missing: bool = True,
+    missing: Sequence[str] = (),
 ) -> np.ndarray:
     """Convert a column of Ct cells to float32 cycles, NaN for "no amplification".
 
@@ -469,9 +491,11 @@ def ct_array(
         return np.zeros(0, dtype=np.float32)
     v = _canonical_numbers(pc.fill_null(values, ""), decimal)
     lowered = pc.utf8_lower(v)
-    missing = pc.is_in(lowered, value_set=pa.array(NO_CT))
+    # Cells were stripped of inner spaces by _canonical_numbers, so compare markers the same way.
+    markers = tuple({m.strip().lower().replace(" ", "").replace("\u00a0", "") for m in (*NO_CT, *missing)})
+    missing_mask = pc.is_in(lowered, value_set=pa.array(markers))
     numeric = pc.match_substring_regex(v, _NUMBER)
-    bad = pc.and_(pc.invert(missing), pc.invert(numeric))
+    bad = pc.and_(pc.invert(missing_mask), pc.invert(numeric))
     if pc.any(bad).as_py():
         i = int(np.flatnonzero(bad.to_numpy(zero_copy_only=False))[0])
         raise ParseError(
