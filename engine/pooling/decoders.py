@@ -220,6 +220,14 @@ def decode_batch(
             raise DecodeError(f"the bp decoder needs a prevalence between 0 and 1, got {prior}")
         posterior = np.empty(out.shape, dtype=np.float64)
         K.bp_batch(codes, pool_ptr, pool_members, spec_ptr, spec_pools, alone, prior, se, sp, float(confidence), int(bp_iterations), out, reason, posterior)
+        # Loopy BP can be overconfident when a ghost's pools are all explained by true
+        # positives; a POSITIVE must also be a definite defective of the pool results as read.
+        dd_out = np.empty_like(out)
+        dd_reason = np.empty_like(reason)
+        K.dd_batch(codes, pool_ptr, pool_members, spec_ptr, spec_pools, alone, dd_out, dd_reason, False)
+        demote = (out == K.POSITIVE) & (dd_out != K.POSITIVE) & ~alone[None, :]
+        out[demote] = K.RETEST
+        reason[demote] = K.R_BP_UNSURE
     return BatchDecoding(out, reason, name, margin, posterior, bound)
 
 
