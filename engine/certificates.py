@@ -93,11 +93,11 @@ DEVELOPMENT_WATERMARK = "DEVELOPMENT · PHÁT TRIỂN"
 
 
 def mask_national_id(value: str | None) -> str:
-    """All but the last 4 characters replaced by ``*`` (the length stays visible)."""
+    """All but the last 4 characters replaced by ``*`` (the length stays visible); short IDs keep at most half."""
     if not value:
         return "—"
     value = value.strip()
-    keep = 4 if len(value) > 4 else max(0, len(value) - 1)
+    keep = min(4, len(value) // 2)
     return "*" * (len(value) - keep) + value[len(value) - keep:]
 
 
@@ -270,15 +270,18 @@ def _page(
                              max_width=value_width))
     x, y, w, h = RESULT_BOX
     colour = OUTCOME_TEXT[result["outcome"]][1]
-    ops.append(t(lines["outcome"], x + w / 2, y + 30, face=BOLD, size=24, rgb=colour, align="center", max_width=w - 24))
+    # The Ct line sits more than one result-font height below the result, so text
+    # extractors (which compare the baseline step with the font size) see two lines.
+    ops.append(t(lines["outcome"], x + w / 2, y + 35, face=BOLD, size=24, rgb=colour, align="center", max_width=w - 24))
     if lines["ct"]:
-        ops.append(t(lines["ct"], x + w / 2, y + 11, size=9, align="center", max_width=w - 24))
+        ops.append(t(lines["ct"], x + w / 2, y + 9, size=9, align="center", max_width=w - 24))
     issue_width = ISSUE_RIGHT - ISSUE_VALUE_X
     for key, row in ISSUE_ROWS.items():
         if key == "correction":
             if "correction" in lines:
-                ops.append(t(row.label, MARGIN + 12, row.y, size=8.5, rgb=(0.38, 0.40, 0.44)))
-                ops.append(t(lines["correction"], ISSUE_VALUE_X, row.y, size=9, rgb=ALERT, max_width=issue_width))
+                # One string, label included: a text layer then reads "…Correction: reason", not run together.
+                ops.append(t(f"{row.label}: {lines['correction']}", MARGIN + 12, row.y, size=9, rgb=ALERT,
+                             max_width=ISSUE_RIGHT - MARGIN - 12))
             continue
         ops.append(t(lines[key], ISSUE_VALUE_X, row.y, size=9.5, rgb=INK, max_width=issue_width))
     # The QR: one image, scaled so the symbol plus its quiet zone fills the box.
