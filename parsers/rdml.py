@@ -55,6 +55,21 @@ _SAMPLE_TYPES = {
 _PLATE_FORMATS = {"384": (16, 24), "96": (8, 12), "48": (6, 8), "1536": (32, 48)}
 
 
+_RDML_ROOT = re.compile(r"<(?:[\w.-]+:)?rdml[\s>]")
+
+
+def _first_member_head(head: bytes) -> str:
+    """The first few KiB of a zip's first member, inflated from the local header in ``head`` (sniffing only)."""
+    method = int.from_bytes(head[8:10], "little")
+    start = 30 + int.from_bytes(head[26:28], "little") + int.from_bytes(head[28:30], "little")
+    raw = head[start : start + 16384]
+    try:
+        body = zlib.decompressobj(-15).decompress(raw, 8192) if method == 8 else raw[:8192] if method == 0 else b""
+    except zlib.error:
+        return ""
+    return body.decode("utf-8", "ignore")
+
+
 class _Refused(Exception):
     """Raised from expat handlers to stop at a construct ketqua does not read (DTD, entities)."""
 
@@ -301,10 +316,10 @@ class RdmlParser:
         if head.startswith(b"PK\x03\x04") and len(head) >= 30:
             length = int.from_bytes(head[26:28], "little")
             first = head[30 : 30 + length].decode("latin-1").rsplit("/", 1)[-1]
-            if first == INNER_NAME:
+            if first == INNER_NAME or b"/" + INNER_NAME.encode() in head or b"\x00" + INNER_NAME.encode() in head:
                 return 0.97
-            if name.lower().endswith(".rdml") and first.lower().endswith(".xml"):
-                return 0.8
+            if first.lower().endswith(".xml") and _RDML_ROOT.search(_first_member_head(head)):
+                return 0.95  # a single XML under another name: recognised by its <rdml> root
             return 0.0
         text = head[:4096]
         for enc in ("utf-8", "utf-16"):
@@ -312,7 +327,7 @@ class RdmlParser:
                 decoded = text.decode(enc, "ignore")
             except LookupError:  # pragma: no cover
                 continue
-            if re.search(r"<(?:[\w.-]+:)?rdml[\s>]", decoded) and "<" in decoded.lstrip("\ufeff \r\n\t")[:1]:
+            if _RDML_ROOT.search(decoded) and "<" in decoded.lstrip("\ufeff \r\n\t")[:1]:
                 return 0.95
         return 0.0
 

@@ -188,8 +188,8 @@ def test_sniff():
     """The sniffer knows RDML zips and bare XML, and ignores xlsx zips and other XML."""
     assert RdmlParser.sniff(STEPONE.read_bytes()[:65536], "stepone_std.rdml") > 0.9
     assert RdmlParser.sniff(TAQPATH.read_bytes(), "x.xml") > 0.9
-    assert RdmlParser.sniff(CFX.read_bytes(), "x.rdml") >= 0.8
-    assert RdmlParser.sniff(CFX.read_bytes(), "x.zip") == 0.0
+    # Another inner name is recognised by the <rdml> root inflated from the head, whatever the file name.
+    assert RdmlParser.sniff(CFX.read_bytes(), "x.zip") > 0.9
     xlsx = zipped({"[Content_Types].xml": b"<Types/>", "xl/workbook.xml": b"<workbook/>"})
     assert RdmlParser.sniff(xlsx, "x.xlsx") == 0.0
     assert RdmlParser.sniff(b"<?xml version='1.0'?><svg/>", "x.xml") == 0.0
