@@ -250,7 +250,7 @@ def verify_compact_report(
     if "x5c" in header:
         try:
             carried = [x509.load_der_x509_certificate(base64.b64decode(c, validate=True)) for c in header["x5c"]]
-        except (ValueError, TypeError, binascii.Error) as exc:
+        except (ValueError, TypeError, binascii.Error, x509.InvalidVersion) as exc:
             raise VerificationError("the JWS x5c header is not a list of base64 DER certificates", reason="malformed") from exc
     if carried:
         leaf = carried[0]

@@ -43,7 +43,7 @@ def as_certificates(items: Iterable[CertificateSource] | CertificateSource) -> l
                 certs.extend(x509.load_pem_x509_certificates(raw))
             else:
                 certs.append(x509.load_der_x509_certificate(raw))
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             name = "certificate bytes" if isinstance(item, bytes) else str(item)
             raise VerificationError(f"{name}: not an X.509 certificate (PEM or DER)", reason="bad-trust-root") from exc
     return certs

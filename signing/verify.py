@@ -231,13 +231,14 @@ def verify_pdf(
     trust: Iterable[CertificateSource] | CertificateSource,
     *,
     at: dt.datetime | None = None,
-) -> list[VerificationReport]:
+) -> VerificationReport:
     """Validate every PAdES signature in ``pdf`` with pyHanko against the trust roots.
 
-    Requires: the signature intact and valid, the signer trusted (chain to a
-    root, valid at the signing time), key usage digitalSignature or
-    nonRepudiation, the signature covering the whole document, and any
-    timestamp valid. Returns one report per signature (in file order).
+    Requires, for each signature: intact and valid, the signer trusted (chain
+    to a root, valid at the signing time), key usage digitalSignature or
+    nonRepudiation, any timestamp valid; and the last signature covering the
+    whole file. Returns the report of that last signature (earlier ones are
+    listed in its notes).
     """
     from pyhanko.pdf_utils.misc import PdfReadError
     from pyhanko.pdf_utils.reader import PdfFileReader
@@ -306,6 +307,8 @@ def verify_pdf(
             notes.append("timestamped (PAdES B-T)")
         if is_development(signer):
             notes.append("signed with a DEVELOPMENT key: not a clinical result")
+        if reports:
+            notes.append("earlier signature(s) also valid: " + "; ".join(r.signer for r in reports))
         reports.append(
             VerificationReport(
                 kind="pdf",
@@ -318,7 +321,7 @@ def verify_pdf(
                 notes=notes,
             )
         )
-    return reports
+    return reports[-1]
 
 
 def qr_texts_from_image(image: Any) -> list[str]:

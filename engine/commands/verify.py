@@ -187,7 +187,7 @@ def _check(kind: str, item: Any, extra: Any, trust: list, candidates: list, at: 
     from signing.verify import verify_hc1, verify_jws, verify_pdf
 
     if kind == "pdf":
-        return verify_pdf(item, trust, at=at)
+        return [verify_pdf(item, trust, at=at)]
     if kind == "hc1":
         return [verify_hc1(item, trust, certificates=candidates, at=at)]
     return [verify_jws(item, trust, payload=extra, at=at)]
