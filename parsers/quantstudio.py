@@ -143,7 +143,7 @@ def _wells(block: Block, plate: int, source: str) -> pa.Array:
     if position is not None:
         return normalise_wells(position, plate=plate, source=source, lines=block.lines, field="Well Position")
     well = block.require("Well")
-    is_number = pc.all(pc.match_substring_regex(pc.fill_null(well, ""), r"^\s*\d+\s*$")).as_py()
+    is_number = pc.all(pc.match_substring_regex(pc.fill_null(well, ""), r"^\s*\d{1,6}\s*$")).as_py()
     if is_number:
         index = pc.cast(well, pa.int64()).to_numpy(zero_copy_only=False)
         return well_from_index(index, plate=plate, source=source, lines=block.lines, field="Well")

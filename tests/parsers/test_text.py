@@ -186,3 +186,44 @@ def test_normalise_calls() -> None:
     """Instrument call words map to detected/not_detected/invalid, others to null."""
     got = text.normalise_calls(["POSITIVE", "Negative", "Invalid", "Inconclusive", None]).to_pylist()
     assert got == ["detected", "not_detected", "invalid", None, None]
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 15), st.integers(1, 24), st.sampled_from(["", "0"]), st.sampled_from(["", " "]), st.booleans()),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_normalise_wells_property(wells: list[tuple[int, int, str, str, bool]]) -> None:
+    """Any 384-plate well, zero-padded, space-padded or lower-case, normalises to row letter + column."""
+    written = [
+        f"{pad}{(chr(65 + r).lower() if low else chr(65 + r))}{zero if c < 10 else ''}{c}{pad}"
+        for r, c, zero, pad, low in wells
+    ]
+    assert text.normalise_wells(written).to_pylist() == [f"{chr(65 + r)}{c}" for r, c, _, _, _ in wells]
+
+
+_CELL = st.text(alphabet=st.characters(blacklist_characters="\t\r\n\"\x00", blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp")), min_size=1, max_size=8)
+
+
+@given(st.lists(st.lists(_CELL, min_size=1, max_size=5), min_size=1, max_size=20))
+def test_read_block_roundtrip_ragged(rows: list[list[str]]) -> None:
+    """Ragged tab-separated rows read back cell for cell, missing cells null, line numbers exact."""
+    lines = ["a\tb\tc"] + ["\t".join(r) for r in rows]
+    block = text.read_block(lines, 0, None, "\t")
+    assert block.lines.tolist() == list(range(2, len(rows) + 2))
+    width = max(3, max(len(r) for r in rows))
+    assert len(block.columns) == width
+    for j in range(width):
+        assert block.columns[j].to_pylist() == [r[j] if j < len(r) else None for r in rows]
+
+
+@given(st.binary(max_size=300))
+def test_decode_never_raises_other_than_parse_error(data: bytes) -> None:
+    """Arbitrary bytes either decode to text or raise ParseError, never anything else."""
+    try:
+        decoded, encoding = text.decode(data, "x")
+    except ParseError:
+        return
+    assert isinstance(decoded, str) and encoding
