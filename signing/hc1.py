@@ -131,6 +131,8 @@ def decode_hc1(text: str) -> Hc1Content:
         raise VerificationError("the CWT has no health certificate (claim -260 {1: DCC})", reason="bad-cbor")
     for claim, name in ((CLAIM_IAT, "iat"), (CLAIM_EXP, "exp")):
         value = claims.get(claim)
-        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-            raise VerificationError(f"CWT claim {name} is not a number of seconds", reason="bad-cbor")
+        if value is not None and (
+            not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 2**37
+        ):
+            raise VerificationError(f"CWT claim {name} is not a number of seconds since 1970", reason="bad-cbor")
     return Hc1Content(cose, claims)
