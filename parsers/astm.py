@@ -256,7 +256,12 @@ class _Order:
 
 def _classify(layout: _Layout, comps: list[str], units: str) -> tuple[str, str]:
     """(target, kind) of one R record; kind is ``ct``, ``call``, ``validity`` or ``ignore``."""
+    written = len(comps)
     comps = comps + [""] * 10
+    if layout.name == "genexpert" and written < 8:
+        # Short GeneXpert form ^^^test^analyte^complementary (e.g. ^^^SARS-CoV-2^N2^Ct); the
+        # test-level interpretation is ^^^SARS-CoV-2 alone, named after the test.
+        layout = _Layout("genexpert-short", (4, 3), 5)
     target = next((comps[i] for i in layout.target if comps[i]), "")
     qualifier = comps[layout.qualifier] if layout.qualifier is not None else ""
     q = qualifier.lower()

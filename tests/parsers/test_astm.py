@@ -265,3 +265,31 @@ def test_sniff_is_confident_only_for_astm():
     assert AstmParser.sniff(b"MSH|^~\\&|COBAS\r", "x") == 0.0
     assert AstmParser.sniff(b"Well,Sample,Cq\r\nA1,x,20\r\n", "x.csv") == 0.0
     assert math.isclose(AstmParser.sniff(b"", "x"), 0.0)
+
+
+def test_genexpert_short_test_ids_for_xpress_sars_cov_2():
+    """GeneXpert's short ids (^^^SARS-CoV-2^N2^Ct) give one row per probe plus the test-level call."""
+    message = "\r".join(
+        [
+            "H|@^\\|GX-1||GX-Lab^GeneXpert^6.2|||||LIS||P|1394-97|20211103101010",
+            "P|1|||BN-77|Lý^Thị Mai",
+            "O|1|VN21-4242||^^^SARS-CoV-2|R|20211103090000|||||||||ORH||||||||||F",
+            "R|1|^^^SARS-CoV-2|SARS-CoV-2 POSITIVE^|||||F||Tech 1|20211103090500|20211103094400|Cepheid-7712^801",
+            "R|2|^^^SARS-CoV-2^E^|POS^|||",
+            "R|3|^^^SARS-CoV-2^E^Ct|^23.4|||",
+            "R|4|^^^SARS-CoV-2^E^EndPt|^310.0|||",
+            "R|5|^^^SARS-CoV-2^N2^|POS^|||",
+            "R|6|^^^SARS-CoV-2^N2^Ct|^25.9|||",
+            "R|7|^^^SARS-CoV-2^SPC^|NA^|||",
+            "R|8|^^^SARS-CoV-2^SPC^Ct|^0.0|||",
+            "L|1|N",
+        ]
+    )
+    table = parsers.parse_bytes(message.encode() + b"\r", "xpress.txt")
+    rows = {r["target"]: r for r in rows_as_dicts(table)}
+    assert list(rows) == ["SARS-CoV-2", "E", "N2", "SPC"]
+    assert rows["SARS-CoV-2"]["call"] == "detected" and rows["SARS-CoV-2"]["line"] == 4
+    assert rows["E"]["ct"] == pytest.approx(23.4, abs=1e-4) and rows["E"]["call"] == "detected"
+    assert rows["N2"]["ct"] == pytest.approx(25.9, abs=1e-4)
+    assert rows["SPC"]["ct"] is None  # 0.0 = no amplification on GeneXpert
+    assert run_metadata(table)["serial"] == "Cepheid-7712"
