@@ -95,18 +95,17 @@ def uvci(result_id: str, version: int, lab_id: str | None = None) -> str:
 _UVCI_CHARSET = "/0123456789:ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-def luhn_mod_n(text: str, charset: str = _UVCI_CHARSET) -> str:
-    """Luhn mod N check character of ``text`` over ``charset`` (characters outside it are skipped)."""
-    n = len(charset)
-    factor, total = 2, 0
-    for char in reversed(text):
-        code = charset.find(char)
-        if code < 0:
-            continue
-        addend = factor * code
-        factor = 1 if factor == 2 else 2
-        total += addend // n + addend % n
-    return charset[(n - total % n) % n]
+_UVCI_CODE = {char: code for code, char in enumerate(_UVCI_CHARSET)}
+_N = len(_UVCI_CHARSET)
+# Luhn mod N doubles every second code point from the right and adds the base-N digits of the product.
+_DOUBLED = [(2 * code) // _N + (2 * code) % _N for code in range(_N)]
+
+
+def luhn_mod_n(text: str) -> str:
+    """Luhn mod N check character of ``text`` over the UVCI alphabet (other characters are skipped)."""
+    codes = [_UVCI_CODE[c] for c in reversed(text) if c in _UVCI_CODE]
+    total = sum(_DOUBLED[c] for c in codes[0::2]) + sum(codes[1::2])
+    return _UVCI_CHARSET[(_N - total % _N) % _N]
 
 
 def _sample_time(value: str | None) -> str:

@@ -338,3 +338,17 @@ def test_base45_rejects_invalid_text() -> None:
         with pytest.raises(VerificationError) as info:
             b45decode(bad)
         assert info.value.reason == "bad-base45"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet="/0123456789:ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=1, max_size=48))
+def test_uvci_check_character_validates(body: str) -> None:
+    """Body plus its Luhn mod N check character passes the Luhn mod N validation (sum ≡ 0 mod 38)."""
+    from signing.dcc import _UVCI_CHARSET, luhn_mod_n
+
+    n = len(_UVCI_CHARSET)
+    total = 0
+    for position, char in enumerate(reversed(body + luhn_mod_n(body))):
+        addend = _UVCI_CHARSET.index(char) * (2 if position % 2 else 1)
+        total += addend // n + addend % n
+    assert total % n == 0
