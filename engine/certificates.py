@@ -15,6 +15,7 @@ batches over a process pool (:class:`CertificateWriter`).
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import re
@@ -334,16 +335,12 @@ def sign_certificate(
 
 
 def _signer_name(signer: "Signer") -> str:
-    """The signer certificate's common name (organisation appended when present)."""
+    """The signer certificate's common name (the whole subject when it has none)."""
     from cryptography.x509.oid import NameOID
 
     subject = signer.certificate.subject
     cn = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    org = subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    name = str(cn[0].value) if cn else subject.rfc4514_string()
-    if org and str(org[0].value) not in name:
-        name += f", {org[0].value}"
-    return name
+    return str(cn[0].value) if cn else subject.rfc4514_string()
 
 
 # -- batches over a process pool -------------------------------------------------------------
@@ -440,10 +437,16 @@ class CertificateWriter:
         """Write one signed PDF per ``(result, hc1)``; the paths come back in the same order."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         batches = _chunks(items, self.batch_size)
-        if self.workers == 1:
+        first = next(batches, None)
+        if first is None:
+            return []
+        if self.workers == 1 or (self._pool is None and len(first) < self.batch_size):
+            # One small batch (a demo, a single retest) is done here: starting
+            # worker processes would cost more than the signing itself.
             if self._local is None:
                 self._local = _Worker(self.signer_spec, self.out_dir, self.timestamper)
-            return [Path(p) for batch in batches for p in self._local.write(batch)]
+            return [Path(p) for batch in (first, *batches) for p in self._local.write(batch)]
+        batches = itertools.chain([first], batches)
         pool = self._executor()
         paths: list[Path] = []
         # Keep at most two batches per worker in flight: bounded memory, busy workers.
