@@ -40,7 +40,6 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from json.encoder import encode_basestring_ascii as _q  # C-accelerated string quoting
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ from aiohttp import web
 from engine import metrics
 from engine.datadir import DataDir
 from engine.errors import ApiError, KetquaError
+from engine.feed import FeedReader, item_json  # noqa: F401  (item_json re-exported)
 from engine.ledger import Ledger
 from engine.tokens import Principal, TokenCache
 
@@ -154,33 +154,6 @@ def decode_cursor(text: str, key: bytes) -> int:
     return int.from_bytes(body[1:], "big")
 
 
-# ---------------------------------------------------------------------- items
-def _links(rid: str, version: int, has_certificate: bool) -> str:
-    base = f"/v1/results/{rid}"
-    cert = f',"certificate":"{base}/certificate.pdf?version={version}"' if has_certificate else ""
-    return f'{{"self":"{base}?version={version}","fhir":"{base}/fhir?version={version}"{cert}}}'
-
-
-def item_json(row: dict[str, Any]) -> str:
-    """One feed item as JSON text, assembled from the stored strings.
-
-    ``payload`` is inserted verbatim: it is the canonical JSON the JWS signs,
-    so a consumer may compare it byte for byte with the JWS payload. ``jws``
-    (base64url) and ``hc1`` (Base45) are quoted by the C string encoder.
-    """
-    rid = row["id"]
-    version = int(row["version"])
-    sup = row["supersedes"]
-    sup_text = "null" if sup is None else f'{{"id":{_q(sup["id"])},"version":{int(sup["version"])}}}'
-    by = row.get("superseded_by")
-    return (
-        f'{{"seq":{int(row["seq"])},"id":{_q(rid)},"version":{version},"status":{_q(row["status"])},'
-        f'"supersedes":{sup_text},"superseded_by":{"null" if by is None else int(by)},'
-        f'"created_at":{_q(row["created_at"])},"payload":{row["payload"]},"jws":{_q(row["jws"])},'
-        f'"hc1":{_q(row["hc1"])},"links":{_links(_q(rid)[1:-1], version, bool(row.get("certificate")))}}}'
-    )
-
-
 # ---------------------------------------------------------------------- app state
 _STATE = web.AppKey("ketqua_api_state", object)
 # aiohttp ≥ 3.12 wants typed request keys; older versions take a plain string.
@@ -194,7 +167,8 @@ class ApiState:
         self.data = data
         self.ledger_path = ledger_path
         self.settings = settings
-        self.ledger = Ledger.open(ledger_path)
+        self.ledger = Ledger.open(ledger_path)  # migrates a fresh file; metrics and row reads
+        self.feed = FeedReader(ledger_path)  # the byte-level hot path
         self.tokens = TokenCache(ledger_path, refresh_s=settings.token_refresh_s)
         self.cursor_key = cursor_key(data)
         self._buckets: dict[str, list[float]] = {}
@@ -204,14 +178,8 @@ class ApiState:
 
     def close(self) -> None:
         self.tokens.close()
+        self.feed.close()
         self.ledger.close()
-
-    def upper_bound(self, after: int, limit: int) -> int:
-        """The highest seq a page of ``limit`` items after ``after`` may contain (all ≤ it are committed)."""
-        row = self.ledger.conn.execute(
-            "SELECT seq FROM results WHERE seq > ? ORDER BY seq LIMIT 1 OFFSET ?", (after, limit - 1)
-        ).fetchone()
-        return int(row[0]) if row is not None else max(after, self.ledger.last_seq())
 
     def rate_check(self, who: str) -> float:
         """0 when the request may proceed, else the seconds until the token's bucket has a request again."""
@@ -381,16 +349,16 @@ async def results_feed(request: web.Request) -> web.StreamResponse:
             raise web.HTTPBadRequest(text="query parameter wait must be a non-negative number of seconds")
         wait = min(wait, s.max_wait_s)
 
-    hi = state.upper_bound(after, limit)
+    feed = state.feed
+    hi = feed.upper_bound(after, limit)
     if hi <= after and wait > 0:
         # Long poll: hold the request until something is committed after the cursor.
         deadline = time.monotonic() + wait
         while hi <= after and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-            hi = state.upper_bound(after, limit)
-    last = state.ledger.last_seq()
+            hi = feed.upper_bound(after, limit)
+    more = feed.last_seq() > hi
     next_cursor = encode_cursor(max(hi, after), state.cursor_key)
-    more = last > hi
     headers = {
         "X-Next-Cursor": next_cursor,
         "X-More": "true" if more else "false",
@@ -398,11 +366,11 @@ async def results_feed(request: web.Request) -> web.StreamResponse:
         "Cache-Control": "no-store",
     }
     if not ndjson:
-        rows = state.ledger.feed_page(after, limit) if hi > after else []
-        items = [item_json(r) for r in rows if r["seq"] <= hi]
+        items, _ = feed.items(after, hi, limit) if hi > after else ([], after)
         FEED_ITEMS.inc(len(items))
-        body = f'{{"items":[{",".join(items)}],"next":"{next_cursor}","more":{"true" if more else "false"}}}'
-        return web.Response(body=body.encode("utf-8"), content_type="application/json", headers=headers)
+        body = b",".join(items)
+        tail = b'],"next":"%s","more":%s}' % (next_cursor.encode("ascii"), b"true" if more else b"false")
+        return web.Response(body=b'{"items":[' + body + tail, content_type="application/json", headers=headers)
 
     response = web.StreamResponse(headers=headers)
     response.content_type = NDJSON
@@ -411,28 +379,34 @@ async def results_feed(request: web.Request) -> web.StreamResponse:
     pos = after
     sent = 0
     while pos < hi:
-        rows = state.ledger.feed_page(pos, min(s.chunk, hi - pos))
-        if not rows:  # cannot happen while the writer keeps seq dense; never loop forever
+        items, last = feed.items(pos, hi, s.chunk)
+        if last <= pos:  # cannot happen while the writer keeps seq dense; never loop forever
             break
-        chunk = "\n".join(item_json(r) for r in rows if r["seq"] <= hi)
-        await response.write(chunk.encode("utf-8") + b"\n")
-        sent += len(rows)
-        pos = int(rows[-1]["seq"])
+        items.append(b"")
+        await response.write(b"\n".join(items))
+        sent += len(items) - 1
+        pos = last
     FEED_ITEMS.inc(sent)
     await response.write_eof()
     return response
 
 
-def _row_for(request: web.Request) -> dict[str, Any]:
-    state = _state(request)
+def _id_version(request: web.Request) -> tuple[str, int | None]:
     rid = request.match_info["id"]
     version = request.query.get("version")
     v: int | None = None
     if version not in (None, ""):
         v = _int_param(request, "version", 1, 1)
+        if v > 2**62:
+            raise web.HTTPNotFound(text=f"no version {version} of result {rid[:128]} in this ledger")
     if len(rid) > 128:
         raise web.HTTPNotFound(text="no result with this id")
-    row = state.ledger.get_result(rid, v)
+    return rid, v
+
+
+def _row_for(request: web.Request) -> dict[str, Any]:
+    rid, v = _id_version(request)
+    row = _state(request).ledger.get_result(rid, v)
     if row is None:
         what = f"version {v} of result {rid}" if v is not None else f"result {rid}"
         raise web.HTTPNotFound(text=f"no {what} in this ledger")
@@ -441,8 +415,12 @@ def _row_for(request: web.Request) -> dict[str, Any]:
 
 async def result_one(request: web.Request) -> web.Response:
     """One result version (the latest by default), as a feed item."""
-    row = _row_for(request)
-    return web.Response(body=item_json(row).encode("utf-8"), content_type="application/json")
+    rid, v = _id_version(request)
+    body = _state(request).feed.one(rid, v)
+    if body is None:
+        what = f"version {v} of result {rid}" if v is not None else f"result {rid}"
+        raise web.HTTPNotFound(text=f"no {what} in this ledger")
+    return web.Response(body=body, content_type="application/json")
 
 
 async def result_certificate(request: web.Request) -> web.StreamResponse:

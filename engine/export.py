@@ -104,10 +104,11 @@ class ExportJobs:
 
     def _run(self, job: ExportJob) -> None:
         """Worker thread: write the snapshot (after, upto] as NDJSON files, then the manifest."""
-        from engine.api import item_json
+        from engine.feed import FeedReader
 
         job.folder.mkdir(parents=True, exist_ok=True)
         ledger = Ledger.open(self.state.ledger_path)
+        feed = FeedReader(self.state.ledger_path)
         files: dict[str, Any] = {}
         current: dict[str, dict[str, Any]] = {}  # kind -> its open output entry
         index: dict[str, int] = {}
@@ -118,12 +119,14 @@ class ExportJobs:
 
             pos = job.after
             while pos < job.upto and not job.cancel.is_set():
-                rows = ledger.feed_page(pos, min(5000, job.upto - pos))
-                if not rows:
+                step = min(5000, job.upto - pos)
+                rows = ledger.feed_page(pos, step) if "Bundle" in job.types else []
+                parts, last = feed.items(pos, job.upto, step)
+                if last <= pos:
                     break
                 for kind in job.types:
                     lines = (
-                        [item_json(r) for r in rows]
+                        [p.decode("utf-8") for p in parts]
                         if kind == "Result"
                         else [json.dumps(bundle(json.loads(r["payload"]), r["jws"]), ensure_ascii=False) for r in rows]  # type: ignore[misc]
                     )
@@ -141,7 +144,7 @@ class ExportJobs:
                         files[kind].write("\n".join(take) + "\n")
                         current[kind]["count"] += len(take)
                         start += len(take)
-                pos = int(rows[-1]["seq"])
+                pos = last
                 job.done = pos - job.after
             job.upto = min(job.upto, pos)  # what was really exported (cancel stops early)
         except Exception as exc:  # reported in the manifest; the server stays up
@@ -149,6 +152,7 @@ class ExportJobs:
         finally:
             for fh in files.values():
                 fh.close()
+            feed.close()
             ledger.close()
         if job.cancel.is_set():
             shutil.rmtree(job.folder, ignore_errors=True)

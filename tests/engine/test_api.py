@@ -446,3 +446,48 @@ def test_mutual_tls_requires_a_client_certificate_and_logs_its_subject(
         assert not any(results_token in line for line in lines)
     finally:
         s.stop()
+
+
+def test_byte_feed_equals_the_ledger_reference_items(tmp_path: Path) -> None:
+    """FeedReader's byte-assembled items equal item_json over Ledger.feed_page rows (versions, certificates included)."""
+    from engine.feed import FeedReader, item_json
+
+    w = make_world(tmp_path)
+    commit(w, signed_plate(w, 1, 6))
+    with Ledger.open(w.ledger_path) as ledger:
+        first = [json.loads(item_json(r)) for r in ledger.feed_page(0, 6)]
+        ledger.set_certificates([(first[0]["id"], 1, str(w.data.certificates / "a.pdf"))])
+    commit(w, superseding_plate(w, 2, first[:2]))
+    reader = FeedReader(w.ledger_path)
+    try:
+        items, last = reader.items(0, 100, 100)
+        with Ledger.open(w.ledger_path) as ledger:
+            reference = [json.loads(item_json(r)) for r in ledger.feed_page(0, 100)]
+        assert last == 8 and [json.loads(i) for i in items] == reference
+        assert reference[0]["links"]["certificate"].endswith("/certificate.pdf?version=1")
+        assert reference[0]["superseded_by"] == 2 and reference[6]["supersedes"] == {"id": first[0]["id"], "version": 1}
+        assert json.loads(reader.one(first[0]["id"], None) or b"null") == reference[6]
+        assert reader.one(first[0]["id"], 9) is None
+    finally:
+        reader.close()
+
+
+def test_row_needing_json_escapes_takes_the_safe_path(tmp_path: Path) -> None:
+    """A stored field holding a quote or backslash is JSON-escaped, so the item stays valid JSON."""
+    import sqlite3
+
+    from engine.feed import FeedReader
+
+    w = make_world(tmp_path)
+    commit(w, signed_plate(w, 1, 2))
+    conn = sqlite3.connect(w.ledger_path)
+    conn.execute("""UPDATE results SET created_at='2026-11-29T00:00:00Z "quoted" \\ back' WHERE seq=1""")
+    conn.commit()
+    conn.close()
+    reader = FeedReader(w.ledger_path)
+    try:
+        items, _ = reader.items(0, 2, 2)
+    finally:
+        reader.close()
+    assert json.loads(items[0])["created_at"] == '2026-11-29T00:00:00Z "quoted" \\ back'
+    assert json.loads(items[1])["seq"] == 2

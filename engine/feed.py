@@ -1,0 +1,138 @@
+"""The hot path of the pull API: feed items assembled as bytes straight from the ledger rows.
+
+The ledger stores each result's canonical JSON payload, its JWS (base64url) and
+its HC1 (Base45) as text. An item of the feed is those strings plus a few
+small fields, so it is assembled by byte concatenation on a connection whose
+``text_factory`` is ``bytes``: no UTF-8 decode/encode round trip, no JSON
+parsing or serialising per item. That keeps one stream at ~10^5 items/s.
+
+This reads the ``results`` table of :mod:`engine.ledger` directly (the same
+columns as ``Ledger.feed_page``); ``tests/engine/test_api.py`` checks that both
+give the same items, so a schema change there fails loudly here.
+
+Safety: JSON strings are inserted unquoted only when they cannot need
+escaping; JWS and HC1 alphabets contain neither ``"`` nor ``\\``, ids are
+base32, and this is checked per row (``memchr`` speed). A row that fails the
+check takes the slow path through the JSON encoder instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from json.encoder import encode_basestring_ascii as _quote
+from pathlib import Path
+from typing import Any
+
+_COLUMNS = "seq, id, version, status, supersedes, superseded_by, created_at, payload, jws, hc1, certificate"
+
+
+def _plain(*values: bytes) -> bool:
+    """True when none of the values needs JSON escaping ('"' and '\\' are all our encoders could produce)."""
+    return not any(b'"' in v or b"\\" in v for v in values)
+
+
+def _item(row: tuple[Any, ...]) -> bytes:
+    """One item (a JSON object, no newline) from a row of :data:`_COLUMNS` read as bytes."""
+    seq, rid, version, status, sup, by, created, payload, jws, hc1, cert = row
+    if not _plain(rid, status, created, jws, hc1):
+        return _slow_item(row)
+    v = b"%d" % version
+    base = b"/v1/results/" + rid
+    return b"".join((
+        b'{"seq":%d,"id":"' % seq, rid, b'","version":', v, b',"status":"', status,
+        b'","supersedes":', b"null" if sup is None else b'{"id":"%s","version":%d}' % (rid, sup),
+        b',"superseded_by":', b"null" if by is None else b"%d" % by,
+        b',"created_at":"', created, b'","payload":', payload, b',"jws":"', jws, b'","hc1":"', hc1,
+        b'","links":{"self":"', base, b"?version=", v, b'","fhir":"', base, b"/fhir?version=", v, b'"',
+        b"" if cert is None else b',"certificate":"' + base + b"/certificate.pdf?version=" + v + b'"',
+        b"}}",
+    ))
+
+
+def _slow_item(row: tuple[Any, ...]) -> bytes:
+    seq, rid, version, status, sup, by, created, payload, jws, hc1, cert = row
+    d = lambda b: b.decode("utf-8")  # noqa: E731
+    return item_json(
+        {"seq": seq, "id": d(rid), "version": version, "status": d(status),
+         "supersedes": None if sup is None else {"id": d(rid), "version": sup}, "superseded_by": by,
+         "created_at": d(created), "payload": d(payload), "jws": d(jws), "hc1": d(hc1),
+         "certificate": None if cert is None else d(cert)}
+    ).encode("utf-8")
+
+
+def item_json(row: dict[str, Any]) -> str:
+    """One item from a ``Ledger.feed_page`` / ``get_result`` dict (reference form of the byte path).
+
+    ``payload`` is inserted verbatim: it is the canonical JSON the JWS signs,
+    so a consumer may compare it byte for byte with the JWS payload.
+    """
+    rid = row["id"]
+    version = int(row["version"])
+    sup = row["supersedes"]
+    sup_text = "null" if sup is None else f'{{"id":{_quote(sup["id"])},"version":{int(sup["version"])}}}'
+    by = row.get("superseded_by")
+    base = "/v1/results/" + _quote(rid)[1:-1]
+    cert = f',"certificate":"{base}/certificate.pdf?version={version}"' if row.get("certificate") else ""
+    return (
+        f'{{"seq":{int(row["seq"])},"id":{_quote(rid)},"version":{version},"status":{_quote(row["status"])},'
+        f'"supersedes":{sup_text},"superseded_by":{"null" if by is None else int(by)},'
+        f'"created_at":{_quote(row["created_at"])},"payload":{row["payload"]},"jws":{_quote(row["jws"])},'
+        f'"hc1":{_quote(row["hc1"])},"links":{{"self":"{base}?version={version}",'
+        f'"fhir":"{base}/fhir?version={version}"{cert}}}}}'
+    )
+
+
+class FeedReader:
+    """A read connection to the ledger that returns feed items as bytes."""
+
+    def __init__(self, ledger_path: str | Path) -> None:
+        self.conn = sqlite3.connect(ledger_path, isolation_level=None, check_same_thread=False, timeout=30)
+        self.conn.text_factory = bytes
+        self.conn.execute("PRAGMA busy_timeout=30000")
+        self.conn.execute("PRAGMA query_only=ON")  # this connection never writes the ledger
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def last_seq(self) -> int:
+        """Highest committed seq (0 when empty)."""
+        return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM results").fetchone()[0])
+
+    def upper_bound(self, after: int, limit: int) -> int:
+        """The highest seq a page of ``limit`` items after ``after`` may hold.
+
+        Read before anything is streamed: every seq up to it is committed (one
+        writer, seq assigned inside its transaction), so the cursor that points
+        here can never skip a row that commits later.
+        """
+        row = self.conn.execute(
+            "SELECT seq FROM results WHERE seq > ? ORDER BY seq LIMIT 1 OFFSET ?", (after, limit - 1)
+        ).fetchone()
+        return int(row[0]) if row is not None else max(after, self.last_seq())
+
+    def items(self, after: int, upto: int, limit: int) -> tuple[list[bytes], int]:
+        """Items (JSON bytes) for ``after < seq ≤ upto`` (at most ``limit``), and the last seq included."""
+        rows = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM results WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?", (after, upto, limit)
+        ).fetchall()
+        if not rows:
+            return [], after
+        return [_item(row) for row in rows], int(rows[-1][0])
+
+    def one(self, rid: str, version: int | None) -> bytes | None:
+        """The item of one result version (the latest when ``version`` is None), or None."""
+        if version is None:
+            row = self.conn.execute(
+                f"SELECT {_COLUMNS} FROM results WHERE id=? ORDER BY version DESC LIMIT 1", (rid,)
+            ).fetchone()
+        else:
+            row = self.conn.execute(f"SELECT {_COLUMNS} FROM results WHERE id=? AND version=?", (rid, version)).fetchone()
+        if row is None:
+            return None
+        return _item(row)
+
+
+def loads_items(ndjson: bytes) -> list[dict[str, Any]]:
+    """Parse NDJSON item bytes (tests and small tools)."""
+    return [json.loads(line) for line in ndjson.splitlines() if line.strip()]
