@@ -268,7 +268,10 @@ def _software(parts: list[str]) -> str | None:
 
 
 def _plate(run: _Run) -> tuple[int, int] | None:
+    """(rows, columns) of the run's plate; None for rotors and strips (one column, or more rows than a plate)."""
     if run.rows and run.columns:
+        if run.columns == 1 or run.rows > 32:
+            return None  # Rotor-Gene writes its 72/100-tube rotor as rows x 1 column
         return run.rows, run.columns
     m = re.search(r"\b(1536|384|96|48)\b", run.fmt_text)
     return _PLATE_FORMATS[m.group(1)] if m else None

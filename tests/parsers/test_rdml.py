@@ -194,3 +194,12 @@ def test_sniff():
     assert RdmlParser.sniff(xlsx, "x.xlsx") == 0.0
     assert RdmlParser.sniff(b"<?xml version='1.0'?><svg/>", "x.xml") == 0.0
     assert np.isclose(RdmlParser.sniff(b"", "x"), 0.0)
+
+
+def test_rotor_layout_gives_tubes_not_wells():
+    """A 72 x 1 'plate' (a Rotor-Gene rotor) keeps well null; the tube number is in the row's line/react."""
+    body = ('<sample id="T"><type>unkn</type></sample><experiment id="e"><run id="r"><pcrFormat><rows>72</rows>'
+            '<columns>1</columns><rowLabel>123</rowLabel><columnLabel>123</columnLabel></pcrFormat>'
+            '<react id="40"><sample id="T"/><data><tar id="N"/><cq>28.1</cq></data></react></run></experiment>')
+    rows = rows_as_dicts(parsers.parse_bytes(rdml(body), "rotor.rdml"))
+    assert rows[0]["well"] is None and rows[0]["ct"] == pytest.approx(28.1, abs=1e-4)
