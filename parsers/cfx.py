@@ -44,7 +44,7 @@ from parsers.text import (
     split_lines,
 )
 
-_HEADER = re.compile(r"^\s*\"?\"?\s*([,;\t])\s*\"?Well\"?\s*\1\s*\"?Fluor\"?\s*\1", re.IGNORECASE)
+_HEADER = re.compile(r"^ *\"{0,2} *([,;\t]) *\"?Well\"? *\1 *\"?Fluor\"? *\1", re.IGNORECASE)
 CQ_COLUMNS = ("Cq", "C(t)", "Ct", "Cт")
 
 #: Run lines CFX writes above a table in "custom export" mode, and where they go.
@@ -68,7 +68,7 @@ _META_KEYS = {
 
 def _find_header(lines: list[str]) -> int | None:
     for i, line in enumerate(lines[:200]):
-        if _HEADER.match(line):
+        if _HEADER.match(line[:300]):
             return i
     return None
 
@@ -119,7 +119,7 @@ class CfxCqResults:
                 line=1,
                 expected="a header row like ',Well,Fluor,Target,Content,Sample,…,Cq'",
             )
-        sep = _HEADER.match(lines[header]).group(1)  # type: ignore[union-attr]
+        sep = _HEADER.match(lines[header][:300]).group(1)  # type: ignore[union-attr]
         # Vietnamese/French-locale Windows writes ';' lists and decimal commas.
         decimal = "," if sep == ";" else "."
         block = read_block(lines, header, None, sep, source=source)

@@ -41,7 +41,7 @@ from parsers.text import (
     split_lines,
 )
 
-_EXPERIMENT = re.compile(r"^\s*Experiment:\s*(?P<name>.*?)\s*Selected Filter:\s*(?P<filter>.*?)\s*$", re.IGNORECASE)
+_EXPERIMENT = re.compile(r"^[ \t]*Experiment:(?P<name>.*?)Selected Filter:(?P<filter>.*)$", re.IGNORECASE)
 _HEADER = re.compile(r"^\s*(Include\t)?(Color\t)?Pos\tName\tC[pq]\b", re.IGNORECASE)
 
 
@@ -56,7 +56,7 @@ def _blocks(lines: list[str], source: str) -> list[tuple[int, int, str | None, s
     starts = [i for i, line in enumerate(lines) if _EXPERIMENT.match(line)]
     blocks = []
     if not starts:
-        header = next((i for i, line in enumerate(lines[:50]) if _HEADER.match(line)), None)
+        header = next((i for i, line in enumerate(lines[:50]) if _HEADER.match(line[:300])), None)
         if header is None:
             raise ParseError("no 'Experiment: … Selected Filter: …' line or Pos/Name/Cp header found", source=source,
                              line=1, expected="a LightCycler 480 text export of Abs Quant results")
@@ -68,14 +68,14 @@ def _blocks(lines: list[str], source: str) -> list[tuple[int, int, str | None, s
         header = start + 1
         while header < stop and not lines[header].strip():
             header += 1
-        if header >= stop or not _HEADER.match(lines[header]):
+        if header >= stop or not _HEADER.match(lines[header][:300]):
             raise ParseError(
-                f"the block for filter '{m['filter']}' has no results table",
+                f"the block for filter '{m['filter'].strip()}' has no results table",
                 source=source,
                 line=min(header, len(lines) - 1) + 1,
                 expected="a header 'Include, Color, Pos, Name, Cp, …' after the Experiment line",
             )
-        blocks.append((header, stop, m["name"] or None, m["filter"] or None))
+        blocks.append((header, stop, m["name"].strip() or None, m["filter"].strip() or None))
     return blocks
 
 
@@ -93,7 +93,7 @@ class LightCyclerText:
         lines = split_lines(head_text(head))[:20]
         if lines and _EXPERIMENT.match(lines[0]):
             return 0.96
-        if any(_HEADER.match(line) for line in lines):
+        if any(_HEADER.match(line[:300]) for line in lines):
             return 0.8
         return 0.0
 

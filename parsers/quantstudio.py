@@ -49,19 +49,26 @@ from parsers.text import (
     well_from_index,
 )
 
-_KEY_VALUE = re.compile(r"^\*\s*(?P<key>[^=]+?)\s*=\s*(?P<value>.*)$")
 _SECTION = re.compile(r"^\s*\[(?P<name>[^\]]+)\]\s*$")
 #: Ct column names across software versions, most specific first (never "Ct Mean").
 CT_COLUMNS = ("CT", "Ct", "Crt", "Cq", "C_T", "CT (Threshold)")
 
 
+def _key_value(line: str) -> tuple[str, str] | None:
+    """``* key = value`` → (key, value); partition, not a regex, so a damaged long line stays linear."""
+    if not line.startswith("*") or "=" not in line:
+        return None
+    key, _, value = line[1:].partition("=")
+    return key.strip(), value.strip()
+
+
 def _header(lines: list[str]) -> dict[str, str]:
     meta: dict[str, str] = {}
     for line in lines:
-        m = _KEY_VALUE.match(line)
-        if m:
-            meta.setdefault(m["key"].strip().lower(), m["value"].strip())
-        elif _SECTION.match(line):
+        kv = _key_value(line)
+        if kv:
+            meta.setdefault(kv[0].lower(), kv[1])
+        elif _SECTION.match(line[:200]):
             break
     return meta
 
@@ -101,7 +108,9 @@ def _run_metadata(header: dict[str, str], encoding: str) -> dict[str, str]:
 
 def _results_span(lines: list[str], source: str) -> tuple[int, int]:
     """(header index, stop index) of the results table."""
-    sections = [(i, m["name"].strip().lower()) for i, line in enumerate(lines) if (m := _SECTION.match(line))]
+    sections = [
+        (i, m["name"].strip().lower()) for i, line in enumerate(lines) if line[:1] == "[" and (m := _SECTION.match(line[:200]))
+    ]
     if sections:
         starts = [i for i, name in sections if name == "results"]
         if not starts:
@@ -121,7 +130,7 @@ def _results_span(lines: list[str], source: str) -> tuple[int, int]:
     else:
         # Results only, without a section title: the first tab line after the "* " header.
         header = 0
-        while header < len(lines) and (not lines[header].strip() or _KEY_VALUE.match(lines[header])):
+        while header < len(lines) and (not lines[header].strip() or _key_value(lines[header])):
             header += 1
         end = len(lines)
     if header >= end or "\t" not in lines[header]:

@@ -46,11 +46,21 @@ from parsers.text import (
     split_lines,
 )
 
-_SECTION = re.compile(
-    r"^\s*\"?Quantitative analysis of\s+(?P<channel>[^;,\t(\"]+?)\s*(?:\((?P<assay>[^)]*)\))?\s*\"?[;,\t]*\s*$",
-    re.IGNORECASE,
-)
+_SECTION_WORDS = "quantitative analysis of"
 _HEADER = re.compile(r"^\s*\"?No\.\"?\s*(?P<sep>[;,\t])\s*\"?Colou?r\"?\s*(?P=sep)\s*\"?Name", re.IGNORECASE)
+
+def _section_title(line: str) -> tuple[str, str | None] | None:
+    """``Quantitative analysis of Cycling A.Green (28S);;;`` → (``Cycling A.Green``, ``28S``)."""
+    title = line.strip(" \t;,\"")
+    if not title.lower().startswith(_SECTION_WORDS):
+        return None
+    rest = title[len(_SECTION_WORDS) :].strip()
+    assay = None
+    if rest.endswith(")") and "(" in rest:
+        rest, _, assay = rest[:-1].partition("(")
+        rest, assay = rest.strip(), assay.strip() or None
+    return (rest, assay) if rest else None
+
 
 def _is_blank(line: str) -> bool:
     return not line.strip(" \t;,\"")
@@ -63,7 +73,7 @@ def _dye(channel: str) -> str:
 def _sections(lines: list[str], source: str) -> list[tuple[int, int, str, str | None]]:
     """(header index, stop, channel, assay) for each analysis section."""
     found = []
-    titles = [i for i, line in enumerate(lines) if _SECTION.match(line)]
+    titles = [i for i, line in enumerate(lines) if _section_title(line)]
     if not titles:
         raise ParseError(
             "no 'Quantitative analysis of …' section found",
@@ -72,13 +82,12 @@ def _sections(lines: list[str], source: str) -> list[tuple[int, int, str, str | 
             expected="a Rotor-Gene Q Excel Analysed Data Export with quantitation results",
         )
     for n, title in enumerate(titles):
-        m = _SECTION.match(lines[title])
-        assert m is not None
+        channel, assay = _section_title(lines[title])  # type: ignore[misc]
         end = titles[n + 1] if n + 1 < len(titles) else len(lines)
         header = title + 1
         while header < end and _is_blank(lines[header]):
             header += 1
-        if header >= end or not _HEADER.match(lines[header]):
+        if header >= end or not _HEADER.match(lines[header][:300]):
             raise ParseError(
                 f"the section '{lines[title].strip(' ;,')}' has no results table",
                 source=source,
@@ -88,7 +97,7 @@ def _sections(lines: list[str], source: str) -> list[tuple[int, int, str, str | 
         stop = header + 1
         while stop < end and not _is_blank(lines[stop]):
             stop += 1
-        found.append((header, stop, m["channel"].strip(), (m["assay"] or "").strip() or None))
+        found.append((header, stop, channel, assay))
     return found
 
 def _run_metadata(lines: list[str], first_section: int, encoding: str) -> dict[str, str]:
@@ -137,7 +146,7 @@ class RotorGeneExport:
         meta = {**_run_metadata(lines, sections[0][0], encoding), "format": "rotorgene"}
         tables = []
         for header, stop, channel, assay in sections:
-            sep = _HEADER.match(lines[header])["sep"]  # type: ignore[index]
+            sep = _HEADER.match(lines[header][:300])["sep"]  # type: ignore[index]
             block = read_block(lines, header, stop, sep, source=source)
             require_rows(block, f"'{channel}' section", source=source)
             ct = ct_array(block.require("Ct"), lines=block.lines, source=source, field="Ct", decimal=",")
