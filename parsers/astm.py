@@ -124,6 +124,10 @@ def deframe(data: bytes, source: str | None = None) -> bytes:
         if data[end] == ETX[0] and not out.endswith(b"\r") and not out.endswith(b"\n"):
             out += b"\r"  # an ETX frame ends a record even when the sender omits the CR
         expected = (fn + 1) % 8
+        if data[end] == ETX[0] and data[stx + 2 : stx + 3] == b"L":
+            # The L record ends the message; the next one is a new session that numbers from 1
+            # again, and loggers that drop ENQ/EOT leave no other trace of it.
+            expected = None
         pos = end + 3
     return bytes(out)
 

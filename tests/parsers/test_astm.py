@@ -293,3 +293,11 @@ def test_genexpert_short_test_ids_for_xpress_sars_cov_2():
     assert rows["N2"]["ct"] == pytest.approx(25.9, abs=1e-4)
     assert rows["SPC"]["ct"] is None  # 0.0 = no amplification on GeneXpert
     assert run_metadata(table)["serial"] == "Cepheid-7712"
+
+
+def test_two_messages_in_one_capture_restart_frame_numbers():
+    """Two framed messages back to back (ENQ/EOT stripped) each number frames from 1 and are both read."""
+    records = panther_records()
+    one = frame(records)[1:-1]  # without ENQ and EOT
+    table = parsers.parse_bytes(one + one, "two.cap")
+    assert table.num_rows == 16
