@@ -10,7 +10,7 @@ import pytest
 
 from engine.cli import main
 from engine.errors import ParseError
-from engine.model import WELL_COLUMNS, run_metadata
+from engine.model import WELL_COLUMNS, rows_as_dicts, run_metadata
 from parsers import detect, parse_bytes, parse_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,3 +128,12 @@ def test_cli_parse_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["parse", str(broken), "--json"]) != 0
     err = capsys.readouterr().err
     assert "broken_cfx.csv" in err and "line 2" in err
+
+
+def test_utf16_big_endian_same_values() -> None:
+    """The Maestro export re-saved as UTF-16 BE gives the same rows as the original."""
+    data = b"\xfe\xff" + MAESTRO.read_bytes().decode("ascii").encode("utf-16-be")
+    table = parse_bytes(data, "be.csv")
+    assert run_metadata(table)["encoding"] == "utf-16-be"
+    columns = ["line", "well", "sample_id", "role", "target", "dye", "ct"]
+    assert rows_as_dicts(table, columns) == rows_as_dicts(parse_file(MAESTRO), columns)

@@ -155,3 +155,22 @@ def test_cli_parse_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["parse", str(broken), "--json"]) != 0
     err = capsys.readouterr().err
     assert "broken_qs.txt" in err and "line 20" in err
+
+
+def test_binary_junk_is_refused() -> None:
+    """Binary junk spliced into an export is refused as binary, naming the line where it starts."""
+    data = RESULTS_ONLY.read_bytes()
+    cut = data.index(b"[Results]")
+    junk = data[:cut] + bytes(range(256)) * 4 + data[cut:]
+    with pytest.raises(ParseError, match=r"line 18: the file contains binary data"):
+        parse_bytes(junk, "example.txt", format="quantstudio")
+
+
+def test_cp1252_export() -> None:
+    """An export saved by older software in cp1252 (µ in a comment) parses and reports cp1252."""
+    data = Q7500.read_bytes().decode("utf-8").replace("Nguyễn Thị Hoa", "Müller").replace("C\u0442", "Ct")
+    data = data.replace("\t\tN\tN\tN", "\t5 µl\tN\tN\tN", 1)
+    table = parse_bytes(data.encode("cp1252"), "old7500.txt")
+    assert run_metadata(table)["encoding"] == "cp1252"
+    assert run_metadata(table)["operator"] == "Müller"
+    assert table.num_rows == 24
