@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import parsers
 from engine.errors import ParseError
@@ -184,3 +186,17 @@ def test_sniff():
         assert Hl7v2Parser.sniff(data, "x") > 0.9
     assert Hl7v2Parser.sniff(b"H|\\^&|||Panther\rP|1\r", "x") == 0.0
     assert Hl7v2Parser.sniff(b"", "x") == 0.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_any_mix_of_segment_terminators(data):
+    """Each segment ending in CR, LF or CRLF, in any mix, with or without MLLP, gives the same rows."""
+    segments = ORU.read_bytes().split(b"\r")[:-1]
+    ends = data.draw(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n"]), min_size=len(segments),
+                              max_size=len(segments)))
+    wire = b"".join(s + e for s, e in zip(segments, ends))
+    if data.draw(st.booleans()):
+        wire = b"\x0b" + wire + b"\x1c\r"
+    expected = rows_as_dicts(parsers.parse_file(ORU), COLUMNS)
+    assert rows_as_dicts(parsers.parse_bytes(wire, "mix.hl7"), COLUMNS) == expected
