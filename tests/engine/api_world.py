@@ -135,7 +135,6 @@ class ServerThread:
             return
         self._ready.set()
         loop.run_forever()
-        loop.run_until_complete(self.runner.cleanup())
         loop.close()
 
     def start(self) -> "ServerThread":
@@ -147,6 +146,8 @@ class ServerThread:
 
     def stop(self) -> None:
         if self._loop is not None and self._loop.is_running():
+            # Clean up inside the loop (closes connections, ends handler tasks), then stop it.
+            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self._loop).result(30)
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(30)
 
@@ -176,3 +177,21 @@ class ServerThread:
     def get_json(self, path: str, token: str | None = None) -> tuple[int, Any]:
         status, _, body = self.request(path, token)
         return status, json.loads(body) if body else None
+
+
+def superseding_plate(world: World, plate_no: int, previous: list[dict[str, Any]]) -> PlateCommit:
+    """A retest plate that signs version n+1 of each given feed item (same id, names the version it supersedes)."""
+    from engine.results import corrected_payload
+
+    source = f"retest-{plate_no:05d}.csv"
+    run_id = hashlib.sha256(source.encode()).hexdigest()
+    results = []
+    for item in previous:
+        old = item["payload"]
+        specimen = {"specimen_id": old["specimen"]["id"], **old["person"], "full_name": old["person"]["full_name"] + " A",
+                    "collected_at": old["specimen"]["collected_at"], "collection_site": old["specimen"]["collection_site"]}
+        payload = corrected_payload(old, specimen, reason=f"corrected manifest {source}: full_name changed", issued_at=_ISSUED)
+        canonical, jws, hc1 = sign_payload(payload, world.signer, hc1_validity_days=365)
+        results.append(SignedResult(item["id"], payload["version"], old["specimen"]["id"], payload["outcome"], run_id,
+                                    canonical, jws, hc1, supersedes=item["version"]))
+    return PlateCommit(run_id=run_id, source=source, metadata={"format": "test"}, wells=len(results), results=results)

@@ -335,7 +335,7 @@ def test_long_poll_returns_when_a_plate_commits(tmp_path: Path) -> None:
 
 def test_bulk_export_manifest_files_and_cursor(server: ServerThread, results_token: str) -> None:
     """$export → 202 + Content-Location → manifest whose NDJSON files hold the feed items, and whose `next` continues the feed."""
-    status, headers, body = server.request("/v1/$export", results_token, headers={"Prefer": "respond-async"})
+    status, headers, body = server.request("/v1/$export?_type=Result,Bundle", results_token, headers={"Prefer": "respond-async"})
     assert status == 202
     location = headers["content-location"]
     for _ in range(200):
@@ -346,12 +346,14 @@ def test_bulk_export_manifest_files_and_cursor(server: ServerThread, results_tok
         time.sleep(0.05)
     manifest = json.loads(body)
     assert manifest["requiresAccessToken"] is True and manifest["error"] == []
-    lines: list[dict] = []
+    lines: dict[str, list[dict]] = {"Result": [], "Bundle": []}
     for output in manifest["output"]:
         status, headers, data = server.request(output["url"], results_token)
         assert status == 200 and output["count"] == len(data.splitlines())
-        lines.extend(json.loads(line) for line in data.splitlines())
-    assert lines == _pages(server, results_token, 1000)
+        lines[output["type"]].extend(json.loads(line) for line in data.splitlines())
+    feed = _pages(server, results_token, 1000)
+    assert lines["Result"] == feed
+    assert [b["resourceType"] for b in lines["Bundle"]] == ["Bundle"] * len(feed)
     status, _, body = server.request(f"/v1/results?after={manifest['next']}", results_token)
     assert status == 200 and json.loads(body)["items"] == []
     assert server.request(output["url"], None)[0] == 401
