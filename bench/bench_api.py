@@ -157,8 +157,8 @@ def run(ctx: Context) -> list[Figure]:
 
     from engine.tokens import add_token
 
-    n = int(ctx.scale(4000, 40_000))
-    gets = int(ctx.scale(2000, 20_000)) // CLIENTS * CLIENTS
+    n = int(ctx.scale(2000, 40_000))
+    gets = int(ctx.scale(1000, 20_000)) // CLIENTS * CLIENTS
     data, ids = ctx.cached(f"api-ledger-{n}", lambda: fill_ledger(ctx, n))
     ledger_path = data / "ledger.sqlite3"
     tokens = [{"Authorization": f"Bearer {add_token(ledger_path, f'bench-client-{i}', ['read:results'])[0]}"} for i in range(CLIENTS)]

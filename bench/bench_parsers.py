@@ -89,8 +89,8 @@ def run(ctx: Context) -> list[Figure]:
 def _run(ctx: Context) -> list[Figure]:
     import parsers
 
-    size_tabular = int(ctx.scale(2 * MB, 100 * MB))
-    size_records = int(ctx.scale(1 * MB, 25 * MB))
+    size_tabular = int(ctx.scale(1 * MB, 100 * MB))
+    size_records = int(ctx.scale(MB // 2, 25 * MB))
     repeats = ctx.repeats if ctx.quick else max(3, ctx.repeats // 2)
     plate = ctx.cached("plate-384", lambda: workloads.bench_plate(ctx.seed))
     figures: list[Figure] = []
