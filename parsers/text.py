@@ -13,7 +13,6 @@ and metadata lines are handled in Python.
 
 from __future__ import annotations
 
-import io
 import math
 import re
 import zlib
@@ -125,12 +124,19 @@ def decode(data: bytes, source: str | None = None, encoding: str | None = None) 
                 line=_line_of_offset(body[: exc.start].decode(encoding, "replace")),
                 expected="a complete export saved by the instrument software",
             ) from None
-    elif encoding == "utf-8-sig":
-        text = body.decode("utf-8", "replace")
     else:
         try:
-            text, encoding = body.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
+            text, encoding = body.decode("utf-8"), encoding or "utf-8"
+        except UnicodeDecodeError as exc:
+            if encoding == "utf-8-sig" or _UTF8_SEQUENCE.search(body):
+                # Real UTF-8 elsewhere in the file: a damaged byte, not an old code page.
+                # Guessing cp1252 here would silently garble sample names.
+                raise ParseError(
+                    f"damaged UTF-8 text (invalid byte 0x{body[exc.start]:02X})",
+                    source=source,
+                    line=_line_of_offset(body[: exc.start].decode("utf-8", "replace")),
+                    expected="a complete export saved by the instrument software",
+                ) from None
             try:
                 text, encoding = body.decode("cp1252"), "cp1252"
             except UnicodeDecodeError:
@@ -158,6 +164,8 @@ def _decode_as(data: bytes, encoding: str, source: str | None) -> str:
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+#: A well-formed multi-byte UTF-8 sequence (Vietnamese letters, "Cт", "™" …).
+_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
 
 
 def _refuse_binary(text: str, source: str | None) -> None:
@@ -368,6 +376,14 @@ def read_block(
         return Block(names, [pa.nulls(0, pa.string()) for _ in names], numbers, header_index + 1, source)
     counts = pc.count_substring(body, sep).to_numpy(zero_copy_only=False).astype(np.int64)
     ncol = max(len(names), int(counts.max()) + 1)
+    if ncol > MAX_COLUMNS:
+        i = int(np.argmax(counts))
+        raise ParseError(
+            f"a row has {int(counts[i]) + 1} fields",
+            source=source,
+            line=int(numbers[i]),
+            expected=f"at most {MAX_COLUMNS} columns; the file may be damaged or not an export",
+        )
     pads = pa.array([sep * k for k in range(ncol)], type=pa.string()).take(pa.array(ncol - 1 - counts))
     padded = pc.binary_join_element_wise(body, pads, "")
     columns = _read_csv(padded, sep, ncol, quote)
@@ -389,18 +405,22 @@ def read_block(
     return Block(names, cleaned, numbers, header_index + 1, source)
 
 
+#: More columns than any instrument export has: a damaged file or the wrong separator.
+MAX_COLUMNS = 2000
+
+
 def _sep_name(sep: str) -> str:
     return {"\t": "tabs", ";": "semicolons", ",": "commas"}.get(sep, repr(sep))
 
 
 def _read_csv(rows: pa.Array, sep: str, ncol: int, quote: bool) -> list[pa.Array] | None:
     blob = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(rows)], pa.int32()), rows), "\n")
-    payload = blob[0].as_py().encode("utf-8") + b"\n"
+    payload = blob[0].as_buffer()  # the joined rows, without a copy through Python str
     names = [f"c{i}" for i in range(ncol)]
     try:
         table = pacsv.read_csv(
-            io.BytesIO(payload),
-            read_options=pacsv.ReadOptions(column_names=names, block_size=max(1 << 20, len(payload) + 1)),
+            pa.BufferReader(payload),
+            read_options=pacsv.ReadOptions(column_names=names, block_size=max(1 << 20, payload.size + 1)),
             parse_options=pacsv.ParseOptions(
                 delimiter=sep,
                 quote_char='"' if quote else False,

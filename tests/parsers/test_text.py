@@ -45,6 +45,22 @@ def test_decode_falls_back_to_cp1252() -> None:
     assert (decoded, encoding) == ("Cq\t±0.5 µl", "cp1252")
 
 
+def test_decode_damaged_utf8_is_not_guessed_as_cp1252() -> None:
+    """A bad byte in a file that is otherwise UTF-8 is an error at its line, not silent mojibake."""
+    data = "Mẫu\r\nNguyễn\r\n".encode() + b"\xff\r\n"
+    with pytest.raises(ParseError, match=r"v\.txt, line 3: damaged UTF-8 text \(invalid byte 0xFF\)"):
+        text.decode(data, "v.txt")
+    with pytest.raises(ParseError, match="damaged UTF-8"):
+        text.decode(b"\xef\xbb\xbfWell\n\xe1\n", "bom.txt")
+
+
+def test_decode_gzip_transparently() -> None:
+    """A gzip-compressed export is decompressed before decoding."""
+    import gzip
+
+    assert text.decode(gzip.compress("Cp\r16.1".encode())) == ("Cp\r16.1", "utf-8")
+
+
 def test_decode_refuses_binary_with_line() -> None:
     """A file with NUL bytes is refused as binary, naming the line where they start."""
     with pytest.raises(ParseError, match=r"run\.txt, line 2: .*binary"):
@@ -164,6 +180,12 @@ def test_read_block_pads_ragged_rows_and_keeps_lines() -> None:
     assert block.require("well").to_pylist() == ["A1", "B1", "C1"]
     assert block.get("CT").to_pylist() == ["12.5", None, None]  # first of the duplicate names
     assert block.columns[3].to_pylist() == [None, None, "9"]
+
+
+def test_read_block_refuses_absurd_width() -> None:
+    """A row with thousands of fields (damaged file, wrong separator) is refused at its line."""
+    with pytest.raises(ParseError, match=r"line 3: a row has 5001 fields"):
+        text.read_block(["a,b", "1,2", "," * 5000], 0, None, ",", source="w.csv")
 
 
 def test_read_block_missing_column_is_parse_error() -> None:
