@@ -98,8 +98,10 @@ class ApiSettings:
     max_ndjson_limit: int = 100_000  # NDJSON pages are streamed in chunks
     chunk: int = 1000  # ledger rows read per step of a stream
     max_wait_s: float = 30.0  # long-poll ceiling for ?wait=
-    rate_per_s: float = 200.0  # token bucket refill, requests per second per token
-    burst: int = 400  # token bucket size
+    # Token bucket per token: a consumer reading one result after another (~200/s) never meets it;
+    # a runaway loop does, long before it can starve other consumers.
+    rate_per_s: float = 500.0
+    burst: int = 1000
     max_request_bytes: int = 16 * 1024  # no endpoint takes a body
     token_refresh_s: float = 1.0  # revocations take effect within this
     max_export_jobs: int = 2  # concurrent bulk exports
