@@ -10,8 +10,10 @@ token key's certificate) and ``keys_dir`` (a development PKI, TSA included).
 Tests skip, saying why, only when SoftHSM2 is not installed (CI installs it).
 
 SoftHSM reads ``SOFTHSM2_CONF`` once, when the module is first initialised in
-a process, so the token is session-scoped and created before python-pkcs11
-loads the library.
+a process, so there is one token per test process: created before
+python-pkcs11 loads the library, and shared by every module that imports these
+fixtures (pytest would otherwise instantiate an imported session fixture once
+per importing module).
 """
 
 from __future__ import annotations
@@ -74,9 +76,29 @@ class SoftHsmSigner:
     keys_dir: Path
 
 
+_PROCESS: dict[str, object] = {}
+
+
+def open_session(token: SoftHsmToken, *, rw: bool = False):  # type: ignore[no-untyped-def]
+    """A logged-in session on the test token (PKCS#11 login is per process: reuse it if already in)."""
+    import pkcs11
+
+    from signing.pkcs11 import _library
+
+    handle = _library(token.module).get_token(token_label=token.label)
+    try:
+        return handle.open(user_pin=token.pin, rw=rw)
+    except pkcs11.UserAlreadyLoggedIn:
+        return handle.open(rw=rw)
+
+
 @pytest.fixture(scope="session")
 def softhsm_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsmToken]:
     """A fresh SoftHSM2 token in a temporary directory (SOFTHSM2_CONF points at its config)."""
+    cached = _PROCESS.get("token")
+    if isinstance(cached, SoftHsmToken):
+        yield cached
+        return
     module = softhsm_library()
     util = shutil.which("softhsm2-util")
     if module is None or util is None:
@@ -86,7 +108,6 @@ def softhsm_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsmT
     tokens.mkdir()
     conf = root / "softhsm2.conf"
     conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
-    previous = os.environ.get("SOFTHSM2_CONF")
     os.environ["SOFTHSM2_CONF"] = str(conf)
     pin, so_pin = "246810", "13579111"
     init = subprocess.run(
@@ -97,28 +118,27 @@ def softhsm_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsmT
     )
     if init.returncode != 0:
         pytest.fail(f"softhsm2-util --init-token failed: {init.stderr.strip() or init.stdout.strip()}")
-    try:
-        yield SoftHsmToken(module=module, label=TOKEN_LABEL, pin=pin, so_pin=so_pin, conf=conf)
-    finally:
-        if previous is None:
-            os.environ.pop("SOFTHSM2_CONF", None)
-        else:
-            os.environ["SOFTHSM2_CONF"] = previous
+    token = SoftHsmToken(module=module, label=TOKEN_LABEL, pin=pin, so_pin=so_pin, conf=conf)
+    _PROCESS["token"] = token
+    # SOFTHSM2_CONF stays set: the library, once loaded, keeps using this token store
+    # for the rest of the process, and later importers of these fixtures reuse it.
+    yield token
 
 
 @pytest.fixture(scope="session")
 def softhsm_signer(softhsm_token: SoftHsmToken, tmp_path_factory: pytest.TempPathFactory) -> SoftHsmSigner:
     """A non-extractable, sensitive EC P-256 key generated on the token, certified by a test CA."""
+    cached = _PROCESS.get("signer")
+    if isinstance(cached, SoftHsmSigner):
+        os.environ[PIN_ENV] = cached.token.pin
+        return cached
     from cryptography.hazmat.primitives import serialization
     from pkcs11 import Attribute, KeyType
     from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 
-    from signing.pkcs11 import _library
     from signing.pki import ensure_development_pki, issue_leaf
 
-    lib = _library(softhsm_token.module)
-    token = lib.get_token(token_label=softhsm_token.label)
-    with token.open(user_pin=softhsm_token.pin, rw=True) as session:
+    with open_session(softhsm_token, rw=True) as session:
         params = session.create_domain_parameters(
             KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")}, local=True
         )
@@ -146,7 +166,9 @@ def softhsm_signer(softhsm_token: SoftHsmToken, tmp_path_factory: pytest.TempPat
         certificate=str(cert_path),
         chain=(str(pki.ca_cert),),
     )
-    return SoftHsmSigner(token=softhsm_token, spec=spec, ca_pem=pki.ca_cert, keys_dir=keys_dir)
+    signer = SoftHsmSigner(token=softhsm_token, spec=spec, ca_pem=pki.ca_cert, keys_dir=keys_dir)
+    _PROCESS["signer"] = signer
+    return signer
 
 
 def _load_cert(path: Path):  # type: ignore[no-untyped-def]

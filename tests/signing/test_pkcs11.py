@@ -15,7 +15,7 @@ from signing.hc1 import sign_hc1
 from signing.jws import sign_compact, verify_compact
 from signing.keys import SignerSpec
 from signing.verify import verify_hc1
-from tests.signing.softhsm import PIN_ENV, SoftHsmSigner, softhsm_signer, softhsm_token  # noqa: F401
+from tests.signing.softhsm import PIN_ENV, SoftHsmSigner, open_session, softhsm_signer, softhsm_token  # noqa: F401
 
 NOW = dt.datetime(2026, 11, 29, 15, 4, 5, tzinfo=dt.timezone.utc)
 DCC = {
@@ -32,10 +32,7 @@ def test_token_key_is_not_extractable(softhsm_signer: SoftHsmSigner) -> None:
     import pkcs11
     from pkcs11 import Attribute, ObjectClass
 
-    from signing.pkcs11 import _library
-
-    token = _library(softhsm_signer.token.module).get_token(token_label=softhsm_signer.token.label)
-    with token.open(user_pin=softhsm_signer.token.pin) as session:
+    with open_session(softhsm_signer.token) as session:
         key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=softhsm_signer.spec.key_label)
         assert key[Attribute.EXTRACTABLE] is False
         with pytest.raises(pkcs11.PKCS11Error):
