@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -291,12 +292,21 @@ class PadesSigner:
         Works on any PDF pyHanko can read (classic or stream cross-references,
         existing form fields and signatures are kept).
         """
+        moment = signed_at or datetime.now(timezone.utc)
+        raw, byte_range_at, contents_at = self.signature_dictionary(moment)
+        fast = _append_signature_field(pdf, raw, field_name)
+        if fast is not None:
+            signed, base = fast
+            self.fill(signed, self.slot(base, byte_range_at, contents_at))
+            return bytes(signed)
+        return self._sign_with_pyhanko(pdf, raw, byte_range_at, contents_at, field_name)
+
+    def _sign_with_pyhanko(self, pdf: bytes, raw: bytes, byte_range_at: int, contents_at: int, field_name: str) -> bytes:
+        """The general path: pyHanko reads the document and writes the update (xref streams, existing forms)."""
         from pyhanko.pdf_utils import generic
         from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
         from pyhanko.pdf_utils.misc import PdfError
 
-        moment = signed_at or datetime.now(timezone.utc)
-        raw, byte_range_at, contents_at = self.signature_dictionary(moment)
         try:
             writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
             sig_ref = writer.add_object(_RawObject(raw))
@@ -354,6 +364,211 @@ class PadesSigner:
             raise SigningError("the signature dictionary was not written verbatim; cannot sign in place")
         self.fill(signed, self.slot(base, byte_range_at, contents_at))
         return bytes(signed)
+
+
+# -- a direct incremental update for the common case ---------------------------------------------------
+#
+# Most PDFs we sign (our own certificates, reportlab output) end in a classic
+# cross-reference table, have no form yet and a page without annotations. For
+# those, the signature field is appended here without building an object model:
+# read the last trailer, locate the catalogue and the first page through the
+# xref tables, re-emit both with one key added, and write a new xref section.
+# Anything else (xref streams, object streams, encryption, existing AcroForm or
+# /Annots) returns None and goes through pyHanko.
+
+_STARTXREF = re.compile(rb"startxref\s+(\d+)\s+%%EOF", re.S)
+_REF = rb"\s+(\d+)\s+(\d+)\s+R"
+_WS = b" \t\r\n\x0c\x00"
+
+
+def _dict_end(data: bytes, start: int) -> int:
+    """Index just after the ``>>`` closing the dictionary that opens at ``start`` (strings and hex strings skipped)."""
+    depth = 0
+    i, n = start, len(data)
+    while i < n:
+        ch = data[i]
+        if ch == 0x3C:  # <
+            if data[i + 1:i + 2] == b"<":
+                depth += 1
+                i += 2
+                continue
+            close = data.find(b">", i + 1)  # hex string
+            if close < 0:
+                raise ValueError("unterminated hex string")
+            i = close + 1
+            continue
+        if ch == 0x3E and data[i + 1:i + 2] == b">":  # >>
+            depth -= 1
+            i += 2
+            if depth == 0:
+                return i
+            continue
+        if ch == 0x28:  # ( literal string, balanced parentheses, backslash escapes
+            level = 1
+            i += 1
+            while i < n and level:
+                c = data[i]
+                if c == 0x5C:
+                    i += 2
+                    continue
+                if c == 0x28:
+                    level += 1
+                elif c == 0x29:
+                    level -= 1
+                i += 1
+            continue
+        if ch == 0x25:  # % comment
+            end = data.find(b"\n", i)
+            i = n if end < 0 else end + 1
+            continue
+        i += 1
+    raise ValueError("unterminated dictionary")
+
+
+def _xref_offsets(pdf: bytes, startxref: int, wanted: set[int]) -> dict[int, tuple[int, int]] | None:
+    """(offset, generation) of the wanted objects from classic xref tables, newest section first."""
+    found: dict[int, tuple[int, int]] = {}
+    offset: int | None = startxref
+    seen = set()
+    while offset is not None and wanted - set(found):
+        if offset in seen or not pdf.startswith(b"xref", offset):
+            return None  # a loop, or an xref stream: not for the direct path
+        seen.add(offset)
+        pos = offset + 4
+        while True:
+            line_end = pdf.find(b"\n", pos + 1)
+            header = pdf[pos:line_end].strip()
+            if header.startswith(b"trailer"):
+                break
+            if not header:
+                pos = line_end
+                continue
+            first, count = (int(x) for x in header.split())
+            entries = line_end + 1
+            for k in range(count):
+                num = first + k
+                if num in wanted and num not in found:
+                    entry = pdf[entries + 20 * k:entries + 20 * k + 18]
+                    if entry[17:18] == b"n":
+                        found[num] = (int(entry[:10]), int(entry[11:16]))
+                    else:
+                        found[num] = (-1, 0)  # freed in this revision: treat as absent
+            pos = entries + 20 * count
+        trailer_at = pdf.find(b"<<", pos)
+        trailer = pdf[trailer_at:_dict_end(pdf, trailer_at)]
+        prev = re.search(rb"/Prev\s+(\d+)", trailer)
+        if re.search(rb"/XRefStm\b", trailer):
+            return None  # hybrid file: some objects live in streams
+        offset = int(prev.group(1)) if prev else None
+    if wanted - set(found) or any(off < 0 for off, _ in found.values()):
+        return None
+    return found
+
+
+def _object_dict(pdf: bytes, num: int, where: tuple[int, int]) -> bytes | None:
+    """The dictionary text of a (non-stream) indirect object, or None when it is not one."""
+    offset, gen = where
+    head = re.compile(rb"\s*%d\s+%d\s+obj\s*" % (num, gen))
+    match = head.match(pdf, offset)
+    if match is None or not pdf.startswith(b"<<", match.end()):
+        return None
+    end = _dict_end(pdf, match.end())
+    if not pdf[end:end + 16].lstrip(_WS).startswith(b"endobj"):
+        return None  # a stream, or something odd after the dictionary
+    return pdf[match.end():end]
+
+
+def _append_signature_field(pdf: bytes, sig_dict: bytes, field_name: str) -> tuple[bytearray, int] | None:
+    """``pdf`` plus an update adding an invisible signature field whose value is ``sig_dict``.
+
+    Returns the new bytes and the offset of ``sig_dict`` in them, or None when
+    the document needs the general path.
+    """
+    try:
+        match = _STARTXREF.search(pdf, max(0, len(pdf) - 2048))
+        if match is None:
+            return None
+        startxref = int(match.group(1))
+        trailer_at = pdf.find(b"trailer", startxref)
+        if not pdf.startswith(b"xref", startxref) or trailer_at < 0:
+            return None
+        trailer_start = pdf.find(b"<<", trailer_at)
+        trailer = pdf[trailer_start:_dict_end(pdf, trailer_start)]
+        if b"/Encrypt" in trailer or b"/XRefStm" in trailer:
+            return None
+        root = re.search(rb"/Root" + _REF, trailer)
+        size = re.search(rb"/Size\s+(\d+)", trailer)
+        if root is None or size is None:
+            return None
+        info = re.search(rb"/Info" + _REF, trailer)
+        ids = re.search(rb"/ID\s*\[\s*<([0-9A-Fa-f]*)>", trailer)
+        root_num = int(root.group(1))
+
+        where = _xref_offsets(pdf, startxref, {root_num})
+        if where is None:
+            return None
+        catalog = _object_dict(pdf, root_num, where[root_num])
+        if catalog is None or b"/AcroForm" in catalog:
+            return None
+        pages = re.search(rb"/Pages" + _REF, catalog)
+        if pages is None:
+            return None
+        node_num = int(pages.group(1))
+        for _ in range(32):  # walk down the page tree to the first page
+            where = _xref_offsets(pdf, startxref, {node_num})
+            if where is None:
+                return None
+            node = _object_dict(pdf, node_num, where[node_num])
+            if node is None:
+                return None
+            if re.search(rb"/Type\s*/Page(?![A-Za-z])", node):
+                break
+            kid = re.search(rb"/Kids\s*\[\s*(\d+)\s+(\d+)\s+R", node)
+            if kid is None:
+                return None
+            node_num = int(kid.group(1))
+        else:
+            return None
+        page_num, page, page_gen = node_num, node, where[node_num][1]
+        if b"/Annots" in page:
+            return None
+    except (ValueError, IndexError):
+        return None
+
+    widget_num, sig_num = int(size.group(1)), int(size.group(1)) + 1
+    out = bytearray(pdf)
+    if not out.endswith(b"\n"):
+        out += b"\n"
+    offsets: dict[int, tuple[int, int]] = {}
+
+    def put(num: int, gen: int, body: bytes) -> int:
+        offsets[num] = (len(out), gen)
+        out.extend(b"%d %d obj\n" % (num, gen))
+        start = len(out)
+        out.extend(body)
+        out.extend(b"\nendobj\n")
+        return start
+
+    put(root_num, int(root.group(2)),
+        catalog[:-2].rstrip(_WS) + b" /AcroForm << /Fields [%d 0 R] /SigFlags 3 >> >>" % widget_num)
+    put(page_num, page_gen, page[:-2].rstrip(_WS) + b" /Annots [%d 0 R] >>" % widget_num)
+    put(widget_num, 0,
+        b"<< /Type /Annot /Subtype /Widget /FT /Sig /T %s /F 132 /Rect [0 0 0 0] /P %d %d R /V %d 0 R >>"
+        % (_pdf_text(field_name), page_num, page_gen, sig_num))
+    base = put(sig_num, 0, sig_dict)
+
+    xref_at = len(out)
+    out.extend(b"xref\n")
+    for num in sorted(offsets):
+        offset, gen = offsets[num]
+        out.extend(b"%d 1\n%010d %05d n\r\n" % (num, offset, gen))
+    first_id = ids.group(1) if ids else hashlib.md5(pdf[:4096]).hexdigest().encode("ascii")
+    new_id = hashlib.md5(bytes(out[-4096:])).hexdigest().encode("ascii")
+    out.extend(b"trailer\n<< /Size %d /Root %s %s R" % (sig_num + 1, root.group(1), root.group(2)))
+    if info is not None:
+        out.extend(b" /Info %s %s R" % (info.group(1), info.group(2)))
+    out.extend(b" /ID [<%s> <%s>] /Prev %d >>\nstartxref\n%d\n%%%%EOF\n" % (first_id, new_id, startxref, xref_at))
+    return out, base
 
 
 class _RawObject:

@@ -22,7 +22,7 @@ from reportlab.pdfgen import canvas
 
 from engine.errors import SigningError
 from signing.keys import FileKeySigner, Signer, SignerSpec
-from signing.pades import PadesSigner, TimeStamperLike, development_timestamper, pdf_date
+from signing.pades import PadesSigner, TimeStamperLike, _append_signature_field, development_timestamper, pdf_date
 from signing.pki import ensure_development_pki, issue_leaf
 from tests.signing.softhsm import softhsm_signer, softhsm_token  # noqa: F401  (pytest fixtures)
 
@@ -194,6 +194,33 @@ def test_pdf_written_with_xref_streams_can_be_signed(pki: Pki, unsigned_pdf: byt
     out = io.BytesIO()
     writer.write(out)
     assert _status(PadesSigner(pki.signer).sign(out.getvalue()), pki.ca).bottom_line
+
+
+def test_classic_xref_pdf_takes_the_direct_path(unsigned_pdf: bytes) -> None:
+    """A PDF ending in a classic xref table, without a form, is updated directly (no object model is built)."""
+    appended = _append_signature_field(unsigned_pdf, b"<< /Type /Sig >>", "KetquaSignature")
+    assert appended is not None
+    out, base = appended
+    assert out.startswith(unsigned_pdf) and out[base:base + 16] == b"<< /Type /Sig >>"
+    reader = PdfFileReader(io.BytesIO(bytes(out)))
+    assert reader.root["/AcroForm"]["/SigFlags"] == 3
+    assert len(reader.root["/Pages"]["/Kids"][0]["/Annots"]) == 1
+
+
+def test_page_with_annotations_goes_through_pyhanko(pki: Pki) -> None:
+    """A page that already has annotations (a link) is signed through pyHanko's writer and keeps them."""
+    buffer = io.BytesIO()
+    c = canvas.Canvas(buffer, invariant=1)
+    c.drawString(72, 720, "xem chi tiet")
+    c.linkURL("https://example.org/ket-qua", (72, 710, 200, 730))
+    c.showPage()
+    c.save()
+    pdf = buffer.getvalue()
+    assert _append_signature_field(pdf, b"<< >>", "x") is None
+    signed = PadesSigner(pki.signer).sign(pdf)
+    assert _status(signed, pki.ca).bottom_line
+    annots = PdfFileReader(io.BytesIO(signed)).root["/Pages"]["/Kids"][0]["/Annots"]
+    assert len(annots) == 2
 
 
 def test_failing_key_raises_signing_error(pki: Pki, unsigned_pdf: bytes) -> None:
