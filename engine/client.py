@@ -27,9 +27,11 @@ import asyncio
 import base64
 import datetime as dt
 import json
+import multiprocessing
 import os
 import ssl
 import time
+from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +39,7 @@ from typing import Any
 
 import aiohttp
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from engine.errors import ApiError, VerificationError
 
@@ -154,6 +157,49 @@ def verify_item(item: dict[str, Any], keys: TrustedKeys) -> None:
         raise VerificationError(f"{where}: malformed item ({exc})", reason="malformed") from exc
 
 
+def _seq_of(line: bytes) -> int | None:
+    """The seq of an item line: read from the prefix the server writes, else by parsing the JSON."""
+    if line.startswith(b'{"seq":'):
+        end = line.find(b",", 7)
+        if 7 < end < 30 and line[7:end].isdigit():
+            return int(line[7:end])
+    try:
+        seq = json.loads(line).get("seq")
+    except (ValueError, AttributeError):
+        return None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
+def _verify_lines(lines: list[bytes], keys: TrustedKeys) -> list[VerificationError | None]:
+    out: list[VerificationError | None] = []
+    for line in lines:
+        try:
+            item = json.loads(line)
+            if not isinstance(item, dict):
+                raise VerificationError("a feed line is not a JSON object", reason="malformed")
+            verify_item(item, keys)
+            out.append(None)
+        except VerificationError as exc:
+            out.append(exc)
+        except ValueError as exc:
+            out.append(VerificationError(f"a feed line is not JSON ({exc})", reason="malformed"))
+    return out
+
+
+_WORKER_KEYS: TrustedKeys | None = None
+
+
+def _init_worker(jwks: dict[str, Any], signers_der: list[bytes]) -> None:
+    global _WORKER_KEYS
+    _WORKER_KEYS = TrustedKeys(jwks, tuple(x509.load_der_x509_certificate(d) for d in signers_der))
+
+
+def _verify_in_worker(lines: list[bytes]) -> list[tuple[str, str] | None]:
+    """Worker side: (message, reason) per failure, since exceptions with keyword fields do not pickle whole."""
+    assert _WORKER_KEYS is not None
+    return [None if e is None else (str(e), e.reason) for e in _verify_lines(lines, _WORKER_KEYS)]
+
+
 def client_ssl_context(cacert: str | None = None, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
     """TLS for the client: ``cacert`` to trust the server's certificate, ``cert``/``key`` for mutual TLS."""
     try:
@@ -179,6 +225,7 @@ class PullClient:
         verify: bool = True,
         ssl_context: ssl.SSLContext | None = None,
         checkpoint_items: int = 10_000,
+        workers: int = 1,
     ) -> None:
         self.url = url.rstrip("/")
         self.token = token
@@ -193,6 +240,8 @@ class PullClient:
         self.state = PullState(self.url)
         self._results: Any = None
         self.skipped_total = 0
+        self.workers = max(1, workers)
+        self._pool: ProcessPoolExecutor | None = None
 
     # ----------------------------------------------------------- lifecycle
     async def __aenter__(self) -> "PullClient":
@@ -208,6 +257,8 @@ class PullClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
         if self.session is not None:
             await self.session.close()
         if self._results is not None:
@@ -272,6 +323,16 @@ class PullClient:
         async with resp:
             jwks = await resp.json(content_type=None)
         self.keys = trusted_keys(jwks, self.trust)
+        if self.workers > 1:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+            # forkserver: the client may run beside threads (a server in tests, aiohttp's resolver); fork is unsafe then.
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("forkserver"),
+                initializer=_init_worker,
+                initargs=(self.keys.jwks, [c.public_bytes(serialization.Encoding.DER) for c in self.keys.signers]),
+            )
         return self.keys
 
     async def pull_page(self, *, wait: float = 0.0) -> tuple[int, bool]:
@@ -297,14 +358,14 @@ class PullClient:
                     buffer += chunk
                     lines = buffer.split(b"\n")
                     buffer = lines.pop()
-                    w, s = self._take(lines)
+                    w, s = await self._take(lines)
                     written += w
                     skipped += s
             except aiohttp.ClientPayloadError as exc:
                 self._checkpoint()  # keep what was verified; the page is fetched again from its start
                 raise ApiError(f"{self.url}: the feed stream broke off ({exc}); run again to resume") from exc
             if buffer.strip():
-                w, s = self._take([buffer])
+                w, s = await self._take([buffer])
                 written += w
                 skipped += s
         self.state.cursor = next_cursor
@@ -312,34 +373,50 @@ class PullClient:
         self.skipped_total += skipped
         return written, more
 
-    def _take(self, lines: list[bytes]) -> tuple[int, int]:
-        """Verify and append complete lines; returns (written, skipped as already held)."""
-        written = skipped = 0
+    async def _take(self, lines: list[bytes]) -> tuple[int, int]:
+        """Verify and append complete lines in order; returns (written, skipped as already held)."""
+        fresh: list[tuple[int, bytes]] = []
+        skipped = 0
+        last = self.state.last_seq
         for line in lines:
+            line = line.rstrip(b"\r")
             if not line.strip():
                 continue
-            try:
-                item = json.loads(line)
-                seq = int(item["seq"])
-            except (ValueError, KeyError, TypeError) as exc:
+            seq = _seq_of(line)
+            if seq is None:
                 self._checkpoint()
-                raise ApiError(f"{self.url}: a feed line is not a result item ({exc})") from exc
-            if seq <= self.state.last_seq:
+                raise ApiError(f"{self.url}: a feed line is not a result item: {line[:60]!r}")
+            if seq <= last:
                 skipped += 1
                 continue
-            if self.verify:
-                try:
-                    verify_item(item, self.keys)  # type: ignore[arg-type]
-                except VerificationError:
-                    self._checkpoint()  # everything before the bad item stays; nothing after it is written
-                    raise
-            self._results.write(line.rstrip(b"\r") + b"\n")
+            fresh.append((seq, line))
+            last = seq
+        failures: list[VerificationError | None] = [None] * len(fresh)
+        if self.verify and fresh:
+            failures = await self._verify([line for _, line in fresh])
+        written = 0
+        for (seq, line), failure in zip(fresh, failures):
+            if failure is not None:
+                self._checkpoint()  # everything before the bad item stays; nothing after it is written
+                raise failure
+            self._results.write(line + b"\n")
             self.state.last_seq = seq
             self.state.count += 1
             written += 1
-            if written % self.checkpoint_items == 0:
+            if self.state.count % self.checkpoint_items == 0:
                 self._checkpoint()
         return written, skipped
+
+    async def _verify(self, lines: list[bytes]) -> list[VerificationError | None]:
+        """Verification outcome per line: in this process, or spread over the worker pool."""
+        assert self.keys is not None
+        if self._pool is None or len(lines) < 16:  # a handful is cheaper verified here than shipped
+            return _verify_lines(lines, self.keys)
+        loop = asyncio.get_running_loop()
+        size = -(-len(lines) // self.workers)
+        batches = [lines[i : i + size] for i in range(0, len(lines), size)]
+        results = await asyncio.gather(*(loop.run_in_executor(self._pool, _verify_in_worker, b) for b in batches))
+        return [None if f is None else VerificationError(f[0], reason=f[1]) for batch in results for f in batch]
 
     async def pull(
         self, *, follow: bool = False, wait: float = 10.0, max_pages: int | None = None,

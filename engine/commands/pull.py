@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--trust", action="append", metavar="PEM", help="the lab's CA certificate (repeatable)")
     p.add_argument("--limit", type=int, default=1000, help="results per page (default 1000)")
     p.add_argument("--wait", type=float, default=10.0, help="with --follow: long-poll seconds per request")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                   help="processes verifying signatures in parallel (default: cores, at most 8)")
     p.add_argument("--cacert", metavar="PEM", help="CA that issued the server's TLS certificate")
     p.add_argument("--cert", metavar="PEM", help="client certificate for mutual TLS")
     p.add_argument("--key", metavar="PEM", help="private key of --cert")
@@ -51,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         ssl_context = client_ssl_context(args.cacert, args.cert, args.key)
 
     async def main() -> int:
-        async with PullClient(args.url, args.token, args.out, trust=trust, limit=args.limit, ssl_context=ssl_context) as client:
+        async with PullClient(args.url, args.token, args.out, trust=trust, limit=args.limit, ssl_context=ssl_context,
+                              workers=args.workers) as client:
             try:
                 stats = await client.pull(follow=args.follow, wait=args.wait)
             finally:

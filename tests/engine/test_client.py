@@ -25,7 +25,7 @@ def _ca(world: World) -> list[x509.Certificate]:
 
 def _pull(url: str, tok: str, out: Path, **kw) -> tuple:
     """Run one PullClient.pull to completion; returns (stats, state)."""
-    client_kw = {k: kw.pop(k) for k in ("trust", "limit", "checkpoint_items") if k in kw}
+    client_kw = {k: kw.pop(k) for k in ("trust", "limit", "checkpoint_items", "workers") if k in kw}
 
     async def run():
         async with PullClient(url, tok, out, **client_kw) as client:
@@ -107,6 +107,23 @@ def test_tampered_payload_stops_the_pull_at_that_result(served, tmp_path: Path) 
     assert json.loads((out / "state.json").read_text())["last_seq"] == 30
 
 
+def test_worker_pool_verifies_and_stops_at_the_same_tampered_result(served, tmp_path: Path) -> None:
+    """With verification spread over worker processes, a tampered result is still found and nothing after it is written."""
+    w, s, tok = served
+    stats, _ = _pull(s.url, tok, tmp_path / "ok", trust=_ca(w), workers=2)
+    assert stats.items == 60
+    conn = sqlite3.connect(w.ledger_path)
+    jws = conn.execute("SELECT jws FROM results WHERE seq=45").fetchone()[0]
+    head, body, sig = jws.split(".")
+    conn.execute("UPDATE results SET jws=? WHERE seq=45", (f"{head}.{body}.{sig[:-4]}AAAA",))
+    conn.commit()
+    conn.close()
+    with pytest.raises(VerificationError, match="seq 45") as err:
+        _pull(s.url, tok, tmp_path / "bad", trust=_ca(w), workers=2)
+    assert err.value.reason == "bad-signature"
+    assert [i["seq"] for i in read_results(tmp_path / "bad")] == list(range(1, 45))
+
+
 def test_hc1_of_another_result_is_refused(served, tmp_path: Path) -> None:
     """A genuine, validly signed HC1 moved onto another result is detected (the QR must match the payload)."""
     w, s, tok = served
@@ -165,7 +182,7 @@ def test_cli_pull(served, tmp_path: Path, capsys: pytest.CaptureFixture[str], mo
     w, s, tok = served
     monkeypatch.setenv("KETQUA_TOKEN", tok)
     out = tmp_path / "cli-out"
-    code = main(["pull", "--url", s.url, "--out", str(out), "--trust", str(w.data.keys / "ca.pem"), "--limit", "16",
+    code = main(["pull", "--url", s.url, "--out", str(out), "--trust", str(w.data.keys / "ca.pem"), "--limit", "16", "--workers", "1",
                  "--token", tok])
     assert code == 0
     assert "60 results" in capsys.readouterr().err
