@@ -19,7 +19,7 @@ import itertools
 import multiprocessing
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date, datetime, timezone
 from functools import lru_cache
@@ -436,11 +436,15 @@ class CertificateWriter:
     def write(self, items: Iterable[tuple[dict[str, Any], str]]) -> list[Path]:
         """Write one signed PDF per ``(result, hc1)``; the paths come back in the same order."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        batches = _chunks(items, self.batch_size)
+        size = self.batch_size
+        if isinstance(items, Sized):
+            # Enough batches to keep every worker busy to the end, none so small that the hand-off dominates.
+            size = min(self.batch_size, max(16, -(-len(items) // (4 * self.workers))))
+        batches = _chunks(items, size)
         first = next(batches, None)
         if first is None:
             return []
-        if self.workers == 1 or (self._pool is None and len(first) < self.batch_size):
+        if self.workers == 1 or (self._pool is None and len(first) < size):
             # One small batch (a demo, a single retest) is done here: starting
             # worker processes would cost more than the signing itself.
             if self._local is None:
