@@ -13,7 +13,6 @@ and metadata lines are handled in Python.
 
 from __future__ import annotations
 
-import math
 import re
 import zlib
 from collections.abc import Iterable, Sequence
@@ -38,7 +37,7 @@ __all__ = [
     "canonical_table",
     "roles_from_names",
     "clean_metadata",
-    "first_line_matching",
+    "normalise_call",
     "normalise_calls",
     "number_array",
     "occupied_wells",
@@ -745,15 +744,6 @@ def normalise_roles(
 # ---------------------------------------------------------------------------
 
 
-def first_line_matching(lines: Sequence[str], predicate, start: int = 0, stop: int | None = None) -> int | None:  # type: ignore[no-untyped-def]
-    """Index of the first line in ``lines[start:stop]`` for which ``predicate(line)`` holds."""
-    stop = len(lines) if stop is None else stop
-    for i in range(start, min(stop, len(lines))):
-        if predicate(lines[i]):
-            return i
-    return None
-
-
 def require_rows(block: Block, what: str, *, source: str | None) -> None:
     """A table header without any rows means a truncated or empty export."""
     if block.num_rows == 0:
@@ -786,55 +776,10 @@ def clean_metadata(values: Iterable[tuple[str, str | None]]) -> dict[str, str]:
     return out
 
 
-def is_nan(x: float) -> bool:
-    """True for NaN (no amplification)."""
-    return isinstance(x, float) and math.isnan(x)
-
 
 # ---------------------------------------------------------------------------
 # Instrument calls and empty wells
 # ---------------------------------------------------------------------------
-
-_CALL_WORDS = {
-    "detected": "detected",
-    "positive": "detected",
-    "pos": "detected",
-    "amp": "detected",
-    "amplified": "detected",
-    "+": "detected",
-    "not detected": "not_detected",
-    "not_detected": "not_detected",
-    "notdetected": "not_detected",
-    "undetected": "not_detected",
-    "negative": "not_detected",
-    "neg": "not_detected",
-    "no amp": "not_detected",
-    "noamp": "not_detected",
-    "-": "not_detected",
-    "invalid": "invalid",
-    "fail": "invalid",
-    "failed": "invalid",
-    "error": "invalid",
-}
-_CALL_KEYS = pa.array(list(_CALL_WORDS))
-_CALL_VALUES = pa.array(list(_CALL_WORDS.values()))
-
-
-def normalise_calls(values: pa.Array | Sequence[str | None]) -> pa.Array:
-    """An instrument's own call column (``POSITIVE``, ``Negative``, ``Invalid``…) in DESIGN.md words.
-
-    Words that are not a call (``Inconclusive``, ``Review``, empty) become null,
-    so the assay rule decides from the Ct values.
-    """
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if not isinstance(values, pa.Array):
-        values = pa.array(list(values), type=pa.string())
-    if len(values) == 0:
-        return pa.array([], type=pa.string())
-    key = pc.replace_substring_regex(pc.utf8_lower(pc.utf8_trim_whitespace(values)), r"\s+", " ")
-    return pc.take(_CALL_VALUES, pc.index_in(key, value_set=_CALL_KEYS))
-
 
 def occupied_wells(
     sample: pa.Array,
@@ -903,6 +848,39 @@ def normalise_call(value: str | None) -> str | None:
     if _CALL_POSITIVE.search(key):
         return "detected"
     return None
+
+
+#: Bare symbols some instruments write for a call (no word boundary to match on).
+_CALL_SYMBOLS = {"+": "detected", "-": "not_detected", "amp": "detected", "no amp": "not_detected", "noamp": "not_detected"}
+
+
+def normalise_calls(values: pa.Array | Sequence[str | None]) -> pa.Array:
+    """Vectorised :func:`normalise_call` over a call column (``POSITIVE``, ``Negative``, ``Invalid``…).
+
+    Same words and precedence as the scalar form (invalid, then negative, then
+    positive); anything else, ``Inconclusive`` or empty becomes null so the
+    assay rule decides from the Ct values.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not isinstance(values, pa.Array):
+        values = pa.array(list(values), type=pa.string())
+    if len(values) == 0:
+        return pa.array([], type=pa.string())
+    key = pc.replace_substring_regex(pc.utf8_lower(pc.utf8_trim_whitespace(pc.fill_null(values, ""))), r"[\s_]+", " ")
+
+    def matches(pattern: re.Pattern[str]) -> pa.Array:
+        return pc.match_substring_regex(key, pattern.pattern)
+
+    symbol = pc.take(pa.array(list(_CALL_SYMBOLS.values())), pc.index_in(key, value_set=pa.array(list(_CALL_SYMBOLS))))
+    null = pa.scalar(None, pa.string())
+    call = pc.if_else(
+        matches(_CALL_INVALID),
+        pa.scalar("invalid"),
+        pc.if_else(matches(_CALL_NEGATIVE), pa.scalar("not_detected"),
+                   pc.if_else(matches(_CALL_POSITIVE), pa.scalar("detected"), symbol)),
+    )
+    return pc.if_else(pc.or_(matches(_CALL_NONE), pc.equal(key, "")), null, call)
 
 
 # ---------------------------------------------------------------------------

@@ -249,3 +249,13 @@ def test_decode_never_raises_other_than_parse_error(data: bytes) -> None:
     except ParseError:
         return
     assert isinstance(decoded, str) and encoding
+
+
+_CALL_TEXTS = ["POSITIVE", "Negative", "Invalid", "Inconclusive", "NOT DETECTED", "Target not detected",
+               "SARS-CoV-2 DETECTED", "Presumptive Pos", "ERROR", "Valid", "PASS", "12.5", "neg", "Non-reactive", ""]
+
+
+@given(st.lists(st.sampled_from(_CALL_TEXTS), max_size=20))
+def test_vectorised_calls_agree_with_scalar(words: list[str]) -> None:
+    """The column form of call normalisation gives exactly the scalar form's answer for each word."""
+    assert text.normalise_calls(words).to_pylist() == [text.normalise_call(w) for w in words]
