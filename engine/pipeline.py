@@ -107,6 +107,10 @@ class Engine:
         if self._executor is None:
             import multiprocessing as mp
 
+            from engine.plate import warm_up
+
+            warm_up()  # before the fork: workers inherit loaded parsers and decoders
+
             # fork: workers start in milliseconds and inherit the imported stack; they open
             # their own ledger readers and signers (nothing of the parent's connection is used).
             ctx = mp.get_context("fork") if os.name == "posix" else mp.get_context()
@@ -509,6 +513,7 @@ async def serve(engine: Engine, *, port: int | None = 8080, host: str = "127.0.0
             log.info("api", url=f"http://{host}:{port}/v1/health")
         except ImportError:
             log.warning("api unavailable", why="engine.api is not installed in this build")
+    engine.executor()  # fork the workers (warmed up) before the first plate arrives
     workers = [asyncio.create_task(service.work()) for _ in range(max(2, 2 * max(1, engine.workers)))]
     watcher = asyncio.create_task(service.watch())
     certifier = asyncio.create_task(service.certify())

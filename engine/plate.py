@@ -87,6 +87,30 @@ def _reader(path: str) -> Ledger:
     return ledger
 
 
+_warm = False
+
+
+def warm_up() -> None:
+    """Import every CPU stage and load the numba decoders once (about a second).
+
+    Called in the parent before worker processes fork, so each worker starts
+    ready instead of paying the imports and kernel loading on its first plate.
+    """
+    global _warm
+    if _warm:
+        return
+    import parsers
+    from engine.assays import load_profile
+    from engine.pooling import decode, generate
+
+    parsers.formats()
+    load_profile("taqpath")
+    design = generate("dorfman:2", 4)
+    n = len(design.pool_ids)
+    decode(design, np.zeros(n, dtype=np.int8), np.full(n, np.nan, dtype=np.float32))
+    _warm = True
+
+
 def process_plate(job: PlateJob) -> PlateOutcome:
     """Run one plate through every CPU stage; never raises for a bad file (returns kind="bad")."""
     t0 = time.perf_counter()
@@ -147,11 +171,7 @@ def manifest_table(rows: list[dict[str, Any]]) -> pa.Table:
 def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: Any, seconds: dict[str, float]) -> PlateOutcome:
     from engine.model import run_metadata
 
-    try:
-        from engine.pooling import decode, design_from_manifest
-    except ImportError:  # the package's re-exports landed after its modules
-        from engine.pooling.decoders import decode
-        from engine.pooling.designs import design_from_manifest
+    from engine.pooling import decode, design_from_manifest
 
     t0 = time.perf_counter()
     meta = run_metadata(wells)
