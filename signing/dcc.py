@@ -152,7 +152,8 @@ def test_entry(result: Mapping[str, Any], *, issuer: str | None = None) -> dict[
     entry = {
         "tg": DISEASE_COVID19,
         "tt": TEST_TYPE_NAAT,
-        "nm": _text(test.get("assay") or test.get("kit") or "RT-PCR"),
+        # nm is the test's product name ("Roche LightCycler qPCR" in EU data): the kit, not our profile id.
+        "nm": _text(test.get("kit") or test.get("assay") or "RT-PCR"),
         "sc": _sample_time(specimen.get("collected_at")),
         "tr": RESULT_CODE[outcome],
         "tc": _text(specimen.get("collection_site") or lab.get("name")),

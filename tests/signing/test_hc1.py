@@ -41,7 +41,7 @@ RESULT = {
                "national_id": "001090000001", "phone": None, "address": None},
     "specimen": {"id": "S0042", "type": "nasopharyngeal swab", "collected_at": "2026-11-29T08:15:00+07:00",
                  "collection_site": "Trạm Y tế Phường Cửa Nam"},
-    "test": {"assay": "TaqPath COVID-19 Combo Kit", "kit": "TaqPath", "method": "RT-PCR", "pooled": True,
+    "test": {"assay": "taqpath", "kit": "TaqPath COVID-19 Combo Kit", "method": "RT-PCR", "pooled": True,
              "pool_id": "P07", "design": "dorfman:10", "decoder": "dorfman"},
     "evidence": {}, "correction": None,
 }
