@@ -100,8 +100,9 @@ def _run_metadata(header: dict[str, str], encoding: str) -> dict[str, str]:
             ("software", software),
             ("run_start", real("experiment run start time") or real("run start time")),
             ("run_end", real("experiment run end time") or real("run end time")),
+            # "Experiment Type" (Standard Curve, Presence/Absence…) is an analysis mode, not the
+            # assay kit, so it is not reported as "assay"; the assay is chosen from target names.
             ("plate", real("experiment barcode") or real("experiment name")),
-            ("assay", real("experiment type")),
         ]
     )
 
@@ -160,7 +161,7 @@ def _wells(block: Block, plate: int, source: str) -> pa.Array:
 
 
 def parse_results(text: str, encoding: str, source: str, run_id: str, *, format_name: str) -> pa.Table:
-    """Parse decoded QuantStudio/7500 text (shared with the SDS 2.x parser's 7500 branch)."""
+    """Parse decoded QuantStudio/7500/ViiA 7 text into the canonical table (``format_name`` goes in the metadata)."""
     lines = split_lines(text)
     header = _header(lines)
     start, stop = _results_span(lines, source)

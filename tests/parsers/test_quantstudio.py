@@ -57,7 +57,7 @@ def test_sectioned_export_reads_results_not_setup() -> None:
     assert (h1["sample_id"], h1["target"], h1["dye"]) == ("Lung", "GAPDH", "VIC")
     assert h1["ct"] == pytest.approx(32.884, abs=1e-4)
     assert h1["line"] == 72
-    assert run_metadata(table)["assay"].startswith("Comparative C\u0442")
+    assert run_metadata(table)["plate"] == "QuantStudio96-Well Comparative Ct Example"
 
 
 def test_7500_results_with_cyrillic_ct_column() -> None:
