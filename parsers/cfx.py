@@ -61,8 +61,6 @@ _META_KEYS = {
     "software version": "software",
     "base model": "instrument",
     "instrument": "instrument",
-    "protocol file name": "assay",
-    "plate setup file name": "assay",
 }
 
 

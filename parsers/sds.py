@@ -68,7 +68,8 @@ def _run_metadata(lines: list[str], header: int, encoding: str) -> dict[str, str
     if title:
         pairs.append(("software", f"SDS {title['version']}"))
         pairs.append(("instrument", "Applied Biosystems 7900HT (SDS " + title["version"] + ")"))
-    keys = {"run datetime": "run_start", "operator": "operator", "filename": "plate", "assay type": "assay",
+    # "Assay Type" (RQ Study, Absolute Quantification) is the analysis mode, not a kit: not reported.
+    keys = {"run datetime": "run_start", "operator": "operator", "filename": "plate",
             "instrument serial number": "serial", "instrument": "instrument"}
     for line in lines[1:header]:
         fields = split_fields(line, "\t")

@@ -45,12 +45,12 @@ def test_flagged_and_undetermined() -> None:
 
 
 def test_run_metadata() -> None:
-    """Software version, run start, file name and assay type come from the header lines."""
+    """Software version, run start and file name come from the header lines."""
     meta = run_metadata(parse_file(SDS))
     assert meta["software"] == "SDS 2.3"
     assert meta["run_start"] == "Fri May 15 17:10:28 BST 2009"
     assert meta["plate"] == "Testscreen analys all.sdm"
-    assert meta["assay"] == "RQ Study"
+    assert "assay" not in meta  # "Assay Type = RQ Study" is an analysis mode, not a kit
     assert meta["format"] == "sds" and meta["encoding"] == "utf-8"
 
 
