@@ -38,6 +38,7 @@ import os
 import secrets
 import ssl
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,8 +294,10 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
         response = problem(503, "Service Unavailable", str(exc))
     except asyncio.CancelledError:
         raise
-    except Exception:  # never a stack trace to the client, never personal data in the log
-        log.exception("%s %s failed", request.method, route)
+    except Exception as exc:  # never a stack trace to the client, never personal data in the log
+        # Frames only, not the exception's message: a message may quote a payload (names, national ids).
+        where = "".join(traceback.format_tb(exc.__traceback__))
+        log.error("%s %s failed with %s\n%s", request.method, route, type(exc).__name__, where)
         response = problem(500, "Internal Server Error", "the server failed; the lab's log has the details")
     elapsed = time.perf_counter() - t0
     HTTP_REQUESTS.labels(route, str(response.status)).inc()

@@ -167,6 +167,7 @@ def _op(summary: str, responses: dict[str, Any], *, params: list[dict[str, Any]]
         op["description"] = description
     if params:
         op["parameters"] = params
+    op["responses"]["413"] = _problem("The request carries a body (or headers) larger than the server accepts")
     if scope is None:
         op["security"] = []
     else:

@@ -135,6 +135,10 @@ class ServerThread:
             return
         self._ready.set()
         loop.run_forever()
+        pending = asyncio.all_tasks(loop)  # handler tasks of connections the client left open
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()
 
     def start(self) -> "ServerThread":
