@@ -124,4 +124,33 @@ def _run(ctx: Context) -> list[Figure]:
             fig.extra["rows_per_s"] = round(table.num_rows / fig.candidate.median)
         figures.append(fig)
         del data, table
+    figures.append(_manifest_figure(ctx, plate, size_tabular // 2, repeats))
     return figures
+
+
+def _manifest_figure(ctx: Context, plate: workloads.Plate, size: int, repeats: int) -> Figure:
+    """Pool manifests (engine.manifest.read_manifest: Arrow read + column-wise validation) vs the raw read."""
+    if not module_exists("engine.manifest"):
+        return skipped("manifest", "engine/manifest.py is not written yet", missing_module="engine.manifest", unit="MB")
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from engine.manifest import read_manifest
+
+    data = workloads.manifest(plate, target_bytes=size)
+    table = read_manifest(data, "bench-manifest.csv")
+    header = data.removeprefix(b"\xef\xbb\xbf").split(b"\n", 1)[0].strip().decode()
+    convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in header.split(",")})
+    fig = compare(
+        "manifest (pool manifest CSV, Vietnamese names)",
+        unit="MB",
+        amount=len(data) / MB,
+        candidate=lambda: read_manifest(data, "bench-manifest.csv"),
+        baseline=lambda: pacsv.read_csv(io.BytesIO(data), convert_options=convert),
+        repeats=repeats,
+        candidate_label="engine.manifest.read_manifest",
+        baseline_label="pyarrow.csv.read_csv (strings)",
+        aim="≤ 2× raw Arrow",
+    )
+    fig.extra["rows"] = table.num_rows
+    return fig

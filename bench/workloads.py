@@ -378,3 +378,18 @@ def result_payloads(n: int, seed: int) -> list[dict[str, Any]]:
             )
         plate_seed += 1
     return out
+
+
+def manifest(plate: Plate, *, target_bytes: int | None = None) -> bytes:
+    """The plate's pool manifest as the sampling platform exports it (the demo's writer: UTF-8 BOM,
+    CRLF, Vietnamese names), its rows repeated to ``target_bytes`` under fresh pool and specimen
+    ids (the plate name is part of every id, so each repeat renames it)."""
+    demo = demo_module()
+    sim = plate.simulated
+    one = demo.manifest_csv(sim.manifest)
+    head_end = one.index(b"\n") + 1
+    head, body = one[:head_end], one[head_end:].decode("utf-8")
+    n = max(1, -(-(target_bytes - len(head)) // len(body.encode("utf-8")))) if target_bytes else 1
+    stem = sim.name.replace("PL", "")
+    parts = [body.replace(stem, f"{stem}R{i}") if i else body for i in range(n)]
+    return head + "".join(parts).encode("utf-8")
