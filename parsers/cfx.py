@@ -1,7 +1,7 @@
 """Bio-Rad CFX Manager / CFX Maestro "Quantification Cq Results" exports.
 
 One row per well × fluor, under a header whose first cell is empty (the
-software writes the row index column without a title):
+software writes the row index column without a title; some exports drop it):
 
     ,Well,Fluor,Target,Content,Sample,Biological Set Name,Cq,Cq Mean,...
     ,A01,FAM,,Unkn,M3905 R Ctx,PBS Baseline,21.1877528266099,...
@@ -44,7 +44,8 @@ from parsers.text import (
     split_lines,
 )
 
-_HEADER = re.compile(r"^ *\"{0,2} *([,;\t]) *\"?Well\"? *\1 *\"?Fluor\"? *\1", re.IGNORECASE)
+# The row-index column before "Well" has no title; CFX Maestro 2.x "Export to CSV" may leave it out.
+_HEADER = re.compile(r"^(?:[ \"]*(?P<lead>[,;\t]))?[ \"]*Well[ \"]*(?P<sep>[,;\t])[ \"]*Fluor[ \"]*(?P=sep)", re.IGNORECASE)
 CQ_COLUMNS = ("Cq", "C(t)", "Ct", "Cт")
 
 #: Run lines CFX writes above a table in "custom export" mode, and where they go.
@@ -64,9 +65,16 @@ _META_KEYS = {
 }
 
 
+def _header_separator(line: str) -> str | None:
+    m = _HEADER.match(line[:300])
+    if m is None or (m["lead"] is not None and m["lead"] != m["sep"]):
+        return None
+    return m["sep"]
+
+
 def _find_header(lines: list[str]) -> int | None:
     for i, line in enumerate(lines[:200]):
-        if _HEADER.match(line[:300]):
+        if _header_separator(line):
             return i
     return None
 
@@ -117,7 +125,8 @@ class CfxCqResults:
                 line=1,
                 expected="a header row like ',Well,Fluor,Target,Content,Sample,…,Cq'",
             )
-        sep = _HEADER.match(lines[header][:300]).group(1)  # type: ignore[union-attr]
+        sep = _header_separator(lines[header])
+        assert sep is not None
         # Vietnamese/French-locale Windows writes ';' lists and decimal commas.
         decimal = "," if sep == ";" else "."
         block = read_block(lines, header, None, sep, source=source)
@@ -132,7 +141,7 @@ class CfxCqResults:
                 expected="a column named Cq",
             )
         ct = ct_array(block.columns[cq_idx], lines=block.lines, source=source, field=block.header[cq_idx], decimal=decimal)
-        sample = block.get("Sample")
+        sample = block.get("Sample", "Sample Name")
         if sample is None:
             sample = pa.nulls(block.num_rows, pa.string())
         content = block.get("Content")

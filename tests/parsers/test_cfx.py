@@ -137,3 +137,12 @@ def test_utf16_big_endian_same_values() -> None:
     assert run_metadata(table)["encoding"] == "utf-16-be"
     columns = ["line", "well", "sample_id", "role", "target", "dye", "ct"]
     assert rows_as_dicts(table, columns) == rows_as_dicts(parse_file(MAESTRO), columns)
+
+
+def test_export_without_index_column() -> None:
+    """An export without the untitled leading index column is read the same way."""
+    lines = MAESTRO.read_bytes().split(b"\r\n")
+    data = b"\r\n".join(line[1:] if line.startswith(b",") else line for line in lines)
+    table = parse_bytes(data, "no_index.csv")
+    assert table.num_rows == 108
+    assert _row(table, "A1", "FAM")["ct"] == pytest.approx(21.1877528266099, rel=1e-6)
