@@ -36,6 +36,7 @@ import logging
 import math
 import os
 import secrets
+import sqlite3
 import ssl
 import time
 import traceback
@@ -292,6 +293,9 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
     except KetquaError as exc:
         log.warning("%s %s: %s", request.method, route, type(exc).__name__)
         response = problem(503, "Service Unavailable", str(exc))
+    except sqlite3.OperationalError as exc:  # ledger busy or its disk full: the consumer should retry
+        log.warning("%s %s: ledger read failed (%s)", request.method, route, type(exc).__name__)
+        response = problem(503, "Service Unavailable", "the ledger is busy; retry shortly", **{"Retry-After": "2"})
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # never a stack trace to the client, never personal data in the log
@@ -388,7 +392,11 @@ async def results_feed(request: web.Request) -> web.StreamResponse:
         if last <= pos:  # cannot happen while the writer keeps seq dense; never loop forever
             break
         items.append(b"")
-        await response.write(b"\n".join(items))
+        try:
+            await response.write(b"\n".join(items))
+        except ConnectionError:  # the consumer went away mid-stream; its cursor has not moved
+            FEED_ITEMS.inc(sent)
+            return response
         sent += len(items) - 1
         pos = last
     FEED_ITEMS.inc(sent)

@@ -168,6 +168,7 @@ def _op(summary: str, responses: dict[str, Any], *, params: list[dict[str, Any]]
     if params:
         op["parameters"] = params
     op["responses"]["413"] = _problem("The request carries a body (or headers) larger than the server accepts")
+    op["responses"].setdefault("503", _problem("The ledger or a signing resource is unavailable; retry later"))
     if scope is None:
         op["security"] = []
     else:
