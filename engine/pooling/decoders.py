@@ -183,7 +183,7 @@ def decode_batch(
     sensitivity: float | None = None,
     specificity: float | None = None,
     confidence: float = DEFAULT_CONFIDENCE,
-    bp_iterations: int = 30,
+    bp_iterations: int = 20,
 ) -> BatchDecoding:
     """Decode many plates of one design at once: ``pool_codes`` is ``int8[plates, pools]``.
 

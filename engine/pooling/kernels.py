@@ -188,27 +188,37 @@ def dd_batch(
 
 
 @nb.njit(cache=True, nogil=True)
-def _min_cover(target: np.uint64, masks: np.ndarray, n: int, exclude: int, limit: int, budget: np.ndarray) -> int:
-    """Fewest masks (not ``exclude``) whose union covers ``target``; ``limit + 1`` when more are needed.
+def _popcount(x: np.uint64) -> int:
+    count = 0
+    while x != np.uint64(0):
+        x &= x - np.uint64(1)
+        count += 1
+    return count
 
-    Branches on the lowest uncovered bit over the candidates that cover it (exact set
-    cover), pruning branches that cannot beat the best so far. ``budget[0]`` counts
-    down the nodes visited; -1 is returned when it runs out.
+
+@nb.njit(cache=True, nogil=True)
+def _cover_within(target: np.uint64, masks: np.ndarray, n: int, exclude: int, limit: int, widest: int, budget: np.ndarray) -> int:
+    """1 when at most ``limit`` masks (not ``exclude``) cover ``target``, 0 when none do, -1 out of budget.
+
+    Exact set-cover search: branch on the lowest uncovered bit over the candidates
+    that cover it; stop at the first cover found. A branch is cut when even masks as
+    wide as the widest one (``widest`` bits) could not cover the rest within the limit.
+    ``budget[0]`` counts down the nodes visited.
     """
-    if target == np.uint64(0):
+    if limit < 0:
         return 0
-    best = limit + 1
-    if limit <= 0:
-        return best
+    if target == np.uint64(0):
+        return 1
+    if limit == 0 or widest <= 0:
+        return 0
+    if (_popcount(target) + widest - 1) // widest > limit:
+        return 0
     cov = np.zeros(limit + 1, np.uint64)
     nxt = np.zeros(limit + 1, np.int64)
     bit = np.zeros(limit + 1, np.uint64)
     depth = 0
     bit[0] = target & (~target + np.uint64(1))
     while depth >= 0:
-        if depth + 1 >= best:
-            depth -= 1
-            continue
         i = nxt[depth]
         found = -1
         while i < n:
@@ -226,13 +236,15 @@ def _min_cover(target: np.uint64, masks: np.ndarray, n: int, exclude: int, limit
         c = cov[depth] | masks[found]
         rem = target & ~c
         if rem == np.uint64(0):
-            best = depth + 1
+            return 1
+        # depth + 1 masks chosen; can the rest fit in what the limit leaves?
+        if depth + 1 + (_popcount(rem) + widest - 1) // widest > limit:
             continue
         depth += 1
         cov[depth] = c
         bit[depth] = rem & (~rem + np.uint64(1))
         nxt[depth] = 0
-    return best
+    return 0
 
 
 @nb.njit(cache=True, nogil=True)
@@ -305,42 +317,52 @@ def exact_batch(
                     mk |= np.uint64(1) << np.uint64(q)
             masks[k] = mk
         room = max_positives - n_pos
+        widest = 0
+        for k in range(n_cand):
+            w = _popcount(masks[k])
+            if w > widest:
+                widest = w
         budget[0] = node_budget
-        m0 = _min_cover(full, masks, n_cand, -1, room, budget) if room >= 0 else room + 1
-        if m0 < 0:
+        feasible = _cover_within(full, masks, n_cand, -1, room, widest, budget) if room >= 0 else 0
+        if feasible < 0:
             for k in range(n_cand):
                 r[cand[k]] = R_SEARCH_LIMIT
             continue
-        if room < 0 or m0 > room:
+        if feasible == 0:
             for k in range(n_cand):
                 r[cand[k]] = R_BOUND
             continue
+        slack = -2  # computed on demand: is there an explanation leaving room for one more?
         for k in range(n_cand):
             s = cand[k]
             if masks[k] == np.uint64(0):
-                # adds nothing to any explanation: possible exactly when a minimum one leaves room
-                if m0 + 1 > room:
+                # adds nothing to any explanation: possible exactly when one leaves room for it
+                if slack == -2:
+                    slack = _cover_within(full, masks, n_cand, -1, room - 1, widest, budget)
+                if slack == 0:
                     o[s] = NEGATIVE
                     r[s] = R_EXACT_NEG
-                    margin[b, s] = m0 + 1 - room
+                    margin[b, s] = 1.0
+                elif slack < 0:
+                    r[s] = R_SEARCH_LIMIT
                 continue
-            without = _min_cover(full, masks, n_cand, k, room, budget)
+            without = _cover_within(full, masks, n_cand, k, room, widest, budget)
             if without < 0:
                 r[s] = R_SEARCH_LIMIT
                 continue
-            if without > room:
+            if without == 0:
                 o[s] = POSITIVE
                 r[s] = R_EXACT_POS
-                margin[b, s] = without - room
+                margin[b, s] = 1.0
                 continue
-            rest = _min_cover(full & ~masks[k], masks, n_cand, k, room - 1, budget)
+            rest = _cover_within(full & ~masks[k], masks, n_cand, k, room - 1, widest, budget)
             if rest < 0:
                 r[s] = R_SEARCH_LIMIT
                 continue
-            if rest + 1 > room:
+            if rest == 0:
                 o[s] = NEGATIVE
                 r[s] = R_EXACT_NEG
-                margin[b, s] = rest + 1 - room
+                margin[b, s] = 1.0
 
 
 @nb.njit(cache=True, nogil=True)
@@ -375,6 +397,7 @@ def bp_batch(
     sp = min(max(specificity, 1e-12), 1.0 - 1e-12)
     prior_llr = np.log(prior) - np.log1p(-prior)
     lr = np.zeros(n_edges, np.float64)
+    own_none = np.zeros(n_edges, np.float64)
     total = np.zeros(n_spec, np.float64)
     hi = np.log1p(-confidence) - np.log(confidence)
     for b in range(n_batch):
@@ -395,11 +418,10 @@ def bp_batch(
                 for e in range(pool_ptr[p], pool_ptr[p + 1]):
                     v = prior_llr + total[pool_members[e]] - lr[e]
                     # log(1 - sigmoid(v)) = -log1p(exp(v)), computed stably
-                    sum_log_none += -(max(v, 0.0) + np.log1p(np.exp(-abs(v))))
+                    own_none[e] = -(max(v, 0.0) + np.log1p(np.exp(-abs(v))))
+                    sum_log_none += own_none[e]
                 for e in range(pool_ptr[p], pool_ptr[p + 1]):
-                    v = prior_llr + total[pool_members[e]] - lr[e]
-                    own = -(max(v, 0.0) + np.log1p(np.exp(-abs(v))))
-                    none_others = np.exp(sum_log_none - own)
+                    none_others = np.exp(sum_log_none - own_none[e])
                     m0 = none_others * l0 + (1.0 - none_others) * l1
                     new = np.log(l1) - np.log(max(m0, 1e-300))
                     d = new - lr[e]
@@ -414,7 +436,7 @@ def bp_batch(
                     continue
                 for e in range(pool_ptr[p], pool_ptr[p + 1]):
                     total[pool_members[e]] += lr[e]
-            if changed < 1e-6:
+            if changed < 1e-4:
                 break
         for s in range(n_spec):
             llr = prior_llr + total[s]
