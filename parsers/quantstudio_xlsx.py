@@ -51,25 +51,58 @@ def _cell_text(value: Any) -> str | None:
     return text or None
 
 
+#: Rows above a sheet's table (Key | Value lines) never exceed this.
+_HEADER_SEARCH_ROWS = 100
+
+
+def _is_table_header(cells: list[str | None]) -> bool:
+    names = {c.lower() for c in cells if c}
+    return "well" in names and bool(names & set(_CQ) or "target" in names or "sample" in names)
+
+
+def _is_wanted(cells: list[str | None]) -> bool:
+    """Results or call tables are read in full; amplification/raw-data sheets (tens of thousands of rows) are not."""
+    names = {c.lower() for c in cells if c}
+    return bool(names & set(_CQ)) or "call" in names
+
+
 class _Sheet:
     """Key/value rows and the table of one worksheet, as text cells."""
 
-    def __init__(self, name: str, rows: list[tuple[Any, ...]]) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
         self.meta: dict[str, str] = {}
         self.header: list[str] = []
         self.header_row = 0
         self.rows: list[tuple[Any, ...]] = []
+
+    @classmethod
+    def read(cls, ws: Any, source: str) -> _Sheet:
+        """Read the Key | Value rows and, for a results/call table, its rows (streaming, read-only)."""
+        sheet = cls(ws.title)
+        rows = ws.iter_rows(values_only=True)
         for i, row in enumerate(rows):
+            if i >= _HEADER_SEARCH_ROWS:
+                return sheet
             cells = [_cell_text(c) for c in row]
-            names = {c.lower() for c in cells if c}
-            if "well" in names and (names & set(_CQ) or "target" in names or "sample" in names):
-                self.header = [c or "" for c in cells]
-                self.header_row = i + 1
-                self.rows = rows[i + 1 :]
+            if _is_table_header(cells):
+                sheet.header = [c or "" for c in cells]
+                sheet.header_row = i + 1
                 break
             if cells and cells[0] and len(cells) > 1 and cells[1] is not None:
-                self.meta.setdefault(cells[0].lower(), cells[1])
+                sheet.meta.setdefault(cells[0].lower(), cells[1])
+        else:
+            return sheet
+        if not _is_wanted(sheet.header):
+            return sheet
+        for row in rows:
+            sheet.rows.append(row)
+            if len(sheet.rows) > MAX_ROWS:
+                raise ParseError(f"sheet '{ws.title}' has more than {MAX_ROWS} rows", source=source,
+                                 expected="an instrument export of one plate")
+        while sheet.rows and all(c is None for c in sheet.rows[-1]):
+            sheet.rows.pop()
+        return sheet
 
     def find(self, *names: str) -> int | None:
         lowered = [h.strip().lower() for h in self.header]
@@ -92,18 +125,8 @@ def _load(data: bytes, source: str) -> list[_Sheet]:
     except Exception as exc:  # noqa: BLE001 - zip/XML errors of a damaged workbook
         raise ParseError(f"the workbook cannot be opened ({type(exc).__name__})", source=source, line=1,
                          expected="an .xlsx file saved by QuantStudio Design & Analysis or Diomni") from None
-    sheets = []
     try:
-        for ws in book.worksheets:
-            rows: list[tuple[Any, ...]] = []
-            for row in ws.iter_rows(values_only=True):
-                rows.append(row)
-                if len(rows) > MAX_ROWS:
-                    raise ParseError(f"sheet '{ws.title}' has more than {MAX_ROWS} rows", source=source,
-                                     expected="an instrument export of one plate")
-            while rows and all(c is None for c in rows[-1]):
-                rows.pop()
-            sheets.append(_Sheet(ws.title, rows))
+        return [_Sheet.read(ws, source) for ws in book.worksheets]
     except ParseError:
         raise
     except Exception as exc:  # noqa: BLE001 - damaged sheet XML inside a valid zip
@@ -111,7 +134,6 @@ def _load(data: bytes, source: str) -> list[_Sheet]:
                          expected="an .xlsx file saved by the instrument software") from None
     finally:
         book.close()
-    return sheets
 
 
 def _results_sheet(sheets: list[_Sheet], source: str) -> _Sheet:
