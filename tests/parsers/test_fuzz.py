@@ -353,3 +353,30 @@ def test_sniffing_is_stable(path):
         assert parsers.detect(data, stem.replace("/", "_") + ext).name == detected
 
     renamed()
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(head=st.one_of(
+    st.binary(max_size=512),
+    st.text(max_size=300).map(lambda t: t.encode("utf-8")),
+    st.tuples(st.sampled_from(CORPUS), MUTANT).map(lambda pm: mutate(_original(pm[0])[0], *pm[1])[:4096]),
+), name=st.sampled_from(["", "x.txt", "x.csv", "x.rdml", "x.xlsx", "x.hl7"]))
+def test_sniffers_never_raise_and_stay_in_range(head, name):
+    """Every sniffer returns a confidence in [0, 1] for any bytes, without raising."""
+    for fmt in parsers.formats():
+        score = fmt.parser.sniff(head, name)
+        assert 0.0 <= float(score) <= 1.0, (fmt.name, score)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.one_of(st.binary(max_size=2048), st.text(max_size=600).map(lambda t: t.encode("utf-8"))))
+def test_every_parser_survives_arbitrary_bytes(data):
+    """Arbitrary bytes or text handed to any parser directly give a valid table or a ParseError."""
+    for fmt in parsers.formats():
+        try:
+            table = fmt.parser.parse(data, "random.bin", RUN_ID)
+        except ParseError:
+            continue
+        check_table(table)
