@@ -223,7 +223,8 @@ class QuantStudioWorkbook:
             raise ParseError(f"the sheet '{sheet.name}' has a header but no rows", source=source,
                              line=sheet.header_row, expected="one row per well and target")
         lines = np.arange(sheet.header_row + 1, sheet.header_row + 1 + len(sheet.rows), dtype=np.int32)
-        well_idx = sheet.find("Well", "Well Position")
+        # Design & Analysis writes a running "Well" number plus "Well Position"; Diomni only "Well" = A01.
+        well_idx = sheet.find("Well Position", "Well")
         cq_idx = sheet.find(*_CQ)
         sample_idx = sheet.find("Sample", "Sample Name")
         target_idx = sheet.find("Target", "Target Name")

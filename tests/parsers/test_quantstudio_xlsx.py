@@ -107,3 +107,35 @@ def test_cli_parse_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["parse", str(broken), "--json"]) != 0
     err = capsys.readouterr().err
     assert "broken.xlsx" in err and "line 34" in err
+
+
+def _design_analysis_workbook() -> bytes:
+    """A Design & Analysis 2.x style workbook: Results sheet with Well number + Well Position, numeric Cq."""
+    book = openpyxl.Workbook()
+    ws = book.active
+    ws.title = "Results"
+    for key, value in [("File Name", "covid_run_12.eds"), ("Operator", "Đỗ Văn Nam"),
+                       ("Instrument Type", "QuantStudio™ 5 System"), ("Instrument Serial Number", "272510123"),
+                       ("Run Start Date/Time", "2021-10-02 08:01:12 AM ICT"), ("Software name", "Design & Analysis"),
+                       ("Software version", "2.6.0"), ("Block Type", "96-Well 0.2-mL Block")]:
+        ws.append([key, value])
+    ws.append([])
+    ws.append(["Well", "Well Position", "Omit", "Sample", "Target", "Task", "Reporter", "Quencher", "Cq", "Cq Mean"])
+    ws.append([1, "A1", False, "VN-0001", "ORF1ab", "UNKNOWN", "FAM", "None", 23.125, 23.125])
+    ws.append([1, "A1", False, "VN-0001", "MS2", "UNKNOWN", "JUN", "None", 25.5, 25.5])
+    ws.append([12, "A12", False, "NTC", "ORF1ab", "NTC", "FAM", "None", "Undetermined", None])
+    ws.append([13, "B1", False, None, "ORF1ab", "UNKNOWN", "FAM", "None", "Undetermined", None])  # empty well
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def test_design_and_analysis_results_sheet() -> None:
+    """Well Position is preferred over the running Well number; numeric Cq cells are read as cycles."""
+    table = parse_bytes(_design_analysis_workbook(), "da.xlsx")
+    assert table.column("well").to_pylist() == ["A1", "A1", "A12"]
+    assert table.column("ct").to_pylist()[:2] == [pytest.approx(23.125), pytest.approx(25.5)]
+    assert table.column("role").to_pylist() == ["sample", "sample", "ntc"]
+    assert table.column("line").to_pylist() == [11, 12, 13]
+    meta = run_metadata(table)
+    assert meta["operator"] == "Đỗ Văn Nam" and meta["software"] == "Design & Analysis 2.6.0"
