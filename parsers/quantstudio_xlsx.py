@@ -34,6 +34,7 @@ from parsers.text import (
     normalise_wells,
     occupied_wells,
     roles_from_names,
+    well_from_index,
 )
 
 _CQ = ("cq", "ct", "crt", "c\u0442")
@@ -256,7 +257,11 @@ class QuantStudioWorkbook:
         dye = dye.filter(mask) if dye is not None else None
         meta = {**_metadata(sheet), "format": "quantstudio-xlsx"}
         plate = 96 if "96" in sheet.meta.get("block type", "") else 384
-        wells = normalise_wells(well_raw, plate=plate, source=source, lines=lines, field="Well")
+        if pc.all(pc.match_substring_regex(well_raw, r"^\d{1,6}$")).as_py():
+            index = pc.cast(well_raw, pa.int64()).to_numpy(zero_copy_only=False)
+            wells = well_from_index(index, plate=plate, source=source, lines=lines, field="Well")
+        else:
+            wells = normalise_wells(well_raw, plate=plate, source=source, lines=lines, field="Well")
         keys = pc.binary_join_element_wise(well_raw, pc.fill_null(target, ""), "\x1f")
         call = _calls(sheets, sheet, keys)
         call_idx = sheet.find("Call")

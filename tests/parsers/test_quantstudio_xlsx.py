@@ -139,3 +139,12 @@ def test_design_and_analysis_results_sheet() -> None:
     assert table.column("line").to_pylist() == [11, 12, 13]
     meta = run_metadata(table)
     assert meta["operator"] == "Đỗ Văn Nam" and meta["software"] == "Design & Analysis 2.6.0"
+
+
+def test_well_numbers_only() -> None:
+    """Without Well Position, running well numbers are mapped onto the 96-well block (12 → A12)."""
+    book = openpyxl.load_workbook(io.BytesIO(_design_analysis_workbook()))
+    book["Results"].delete_cols(2)
+    out = io.BytesIO()
+    book.save(out)
+    assert parse_bytes(out.getvalue(), "da.xlsx").column("well").to_pylist() == ["A1", "A1", "A12"]
