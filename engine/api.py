@@ -509,10 +509,13 @@ async def openapi(request: web.Request) -> web.Response:
 def create_app(
     data: DataDir, ledger_path: str | os.PathLike[str] | None = None, *, settings: ApiSettings | None = None
 ) -> web.Application:
-    """The API application over the ledger at ``ledger_path`` (default ``data.ledger``)."""
+    """The API application over the ledger at ``ledger_path`` (default ``data.ledger``).
+
+    Without ``settings``, the ``[api]`` table of ``<data>/ketqua.toml`` applies (see :func:`api_config`).
+    """
     from engine.export import add_export_routes
 
-    settings = settings or ApiSettings()
+    settings = settings or api_config(data)[0]
     state = ApiState(data, Path(ledger_path) if ledger_path is not None else data.ledger, settings)
     app = web.Application(middlewares=[guard], client_max_size=settings.max_request_bytes)
     app[_STATE] = state
@@ -540,6 +543,57 @@ def api_state(app: web.Application) -> ApiState:
     return app[_STATE]  # type: ignore[return-value]
 
 
+_TLS_KEYS = ("tls_certificate", "tls_key", "tls_client_ca")
+
+
+def api_config(data: DataDir) -> tuple[ApiSettings, ssl.SSLContext | None]:
+    """Settings and TLS from the ``[api]`` table of ``<data>/ketqua.toml`` (defaults when absent).
+
+    ::
+
+        [api]
+        rate_per_s = 500            # per token
+        burst = 1000
+        max_limit = 1000            # JSON page size cap (NDJSON: max_ndjson_limit)
+        tls_certificate = "tls/server.pem"   # paths relative to the data folder
+        tls_key = "tls/server.key"
+        tls_client_ca = "tls/clients-ca.pem" # set => mutual TLS: a client certificate is required
+    """
+    import tomllib
+
+    from engine.errors import ConfigError
+
+    path = data.config
+    if not path.exists():
+        return ApiSettings(), None
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8")).get("api", {})
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [api] must be a table")
+    defaults = ApiSettings()
+    known = set(defaults.__dataclass_fields__)
+    unknown = sorted(set(table) - known - set(_TLS_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: [api] has unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known | set(_TLS_KEYS)))}")
+    values: dict[str, Any] = {}
+    for key in known & set(table):
+        default, value = getattr(defaults, key), table[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(f"{path}: [api] {key} must be a positive number, got {value!r}")
+        values[key] = type(default)(value)
+    settings = ApiSettings(**values)
+    tls = {k: table.get(k) for k in _TLS_KEYS}
+    if not any(tls.values()):
+        return settings, None
+    if not (tls["tls_certificate"] and tls["tls_key"]):
+        raise ConfigError(f"{path}: [api] TLS needs both tls_certificate and tls_key")
+    resolve = lambda p: str(p if Path(p).is_absolute() else data.root / p)  # noqa: E731
+    client_ca = resolve(tls["tls_client_ca"]) if tls["tls_client_ca"] else None
+    return settings, server_ssl_context(resolve(tls["tls_certificate"]), resolve(tls["tls_key"]), client_ca)
+
+
 def server_ssl_context(certfile: str, keyfile: str, client_ca: str | None = None) -> ssl.SSLContext:
     """TLS for the server; with ``client_ca`` every client must present a certificate issued by it (mutual TLS)."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -560,9 +614,13 @@ async def serve(
     """Start serving ``app``; returns the runner (``await runner.cleanup()`` stops it).
 
     ``port=0`` picks a free port; the bound port is ``runner.addresses[0][1]``.
+    Without ``ssl_context``, TLS (and mutual TLS) comes from ``[api]`` in the
+    data folder's ``ketqua.toml`` when it names a certificate; plain HTTP otherwise.
     The default access log is off: :func:`guard` writes one line per request
     without paths, ids or personal data.
     """
+    if ssl_context is None and _STATE in app:
+        ssl_context = api_config(api_state(app).data)[1]
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024, reuse_address=True)

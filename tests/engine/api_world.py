@@ -109,9 +109,12 @@ def token(world: World, *scopes: str, name: str = "test") -> str:
 class ServerThread:
     """The real API server on a loopback port, in its own thread and event loop (uvloop)."""
 
-    def __init__(self, world: World, settings: ApiSettings | None = None, ssl_context: Any = None) -> None:
+    _DEFAULT = ApiSettings(rate_per_s=10_000, burst=10_000, token_refresh_s=0.0)
+
+    def __init__(self, world: World, settings: ApiSettings | None = _DEFAULT, ssl_context: Any = None) -> None:
+        """``settings=None`` takes them from the data folder's ketqua.toml, as ``ketqua run`` does."""
         self.world = world
-        self.settings = settings or ApiSettings(rate_per_s=10_000, burst=10_000, token_refresh_s=0.0)
+        self.settings = settings
         self.ssl_context = ssl_context
         self.port = 0
         self._ready = threading.Event()

@@ -493,3 +493,52 @@ def test_row_needing_json_escapes_takes_the_safe_path(tmp_path: Path) -> None:
         reader.close()
     assert json.loads(items[0])["created_at"] == '2026-11-29T00:00:00Z "quoted" \\ back'
     assert json.loads(items[1])["seq"] == 2
+
+
+def test_api_table_of_ketqua_toml_sets_limits_and_mutual_tls(tmp_path: Path) -> None:
+    """[api] in ketqua.toml sets the rate limit and turns on mutual TLS for serve(); the pull client works over it."""
+    import asyncio
+
+    from engine.client import PullClient, client_ssl_context, read_results
+
+    w = make_world(tmp_path / "lab")
+    commit(w, signed_plate(w, 1, 5))
+    files = _tls_files(tmp_path)
+    w.data.config.write_text(
+        "[api]\nrate_per_s = 1000\nburst = 3\n"
+        f'tls_certificate = "{files["server_cert"]}"\ntls_key = "{files["server_key"]}"\ntls_client_ca = "{files["ca"]}"\n',
+        encoding="utf-8",
+    )
+    from engine.api import api_config
+
+    settings, tls = api_config(w.data)
+    assert (settings.rate_per_s, settings.burst, tls.verify_mode if tls else None) == (1000.0, 3, ssl.CERT_REQUIRED)
+    tok = token(w)
+    s = ServerThread(w, settings=None).start()  # settings from the file, TLS from the file
+    url = f"https://127.0.0.1:{s.port}"
+
+    async def pull(ctx: ssl.SSLContext, out: Path) -> int:
+        async with PullClient(url, tok, out, ssl_context=ctx, limit=2) as client:
+            return (await client.pull()).items
+
+    try:
+        assert asyncio.run(pull(client_ssl_context(files["ca"], files["client_cert"], files["client_key"]), tmp_path / "a")) == 5
+        assert len(read_results(tmp_path / "a")) == 5
+        with pytest.raises(ApiError):
+            asyncio.run(pull(client_ssl_context(files["ca"]), tmp_path / "b"))  # no client certificate
+    finally:
+        s.stop()
+
+
+def test_api_table_errors_name_the_setting(tmp_path: Path) -> None:
+    """A wrong [api] value is a ConfigError naming the key and what is expected."""
+    from engine.api import api_config
+    from engine.errors import ConfigError
+
+    w = make_world(tmp_path)
+    for text, fragment in (("[api]\nburst = -1\n", "burst must be a positive number"),
+                           ("[api]\nspeed = 3\n", "unknown setting(s) speed"),
+                           ('[api]\ntls_certificate = "x.pem"\n', "both tls_certificate and tls_key")):
+        w.data.config.write_text(text, encoding="utf-8")
+        with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+            api_config(w.data)
