@@ -399,7 +399,23 @@ class Service:
         eng = self.engine
         settings = eng.config.intake
         last_rescan = 0.0
+        wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if eng.intake.start_watch():
+            # inotify: wake as soon as a file is renamed into place or closed, instead of at the next poll.
+            loop.add_reader(eng.intake.watch.fd, wake.set)  # type: ignore[union-attr]
+        try:
+            await self._watch_loop(wake, settings, last_rescan)
+        finally:
+            if eng.intake.watch is not None:
+                loop.remove_reader(eng.intake.watch.fd)
+                eng.intake.stop_watch()
+
+    async def _watch_loop(self, wake: asyncio.Event, settings: Any, last_rescan: float) -> None:
+        eng = self.engine
         while not self.stop.is_set():
+            wake.clear()
+            eng.intake.events()
             # On the loop thread: intake writes the ledger, and the ledger has one writer connection.
             taken = eng.intake.scan()
             manifest_seen = False
@@ -422,10 +438,11 @@ class Service:
                     self.received_at[t.sha256] = time.monotonic()
                     await self._enqueue(t.sha256)
             WAITING.set(len(eng.ledger.files(["waiting_manifest"])))
-            try:
-                await asyncio.wait_for(self.stop.wait(), timeout=settings.poll_seconds)
-            except asyncio.TimeoutError:
-                pass
+            stop = asyncio.ensure_future(self.stop.wait())
+            woke = asyncio.ensure_future(wake.wait())
+            await asyncio.wait({stop, woke}, timeout=settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+            for fut in (stop, woke):
+                fut.cancel()
 
     async def work(self) -> None:
         """Take plates from the queue, run them in the process pool, commit on this thread."""

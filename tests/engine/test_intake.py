@@ -158,3 +158,33 @@ def test_slow_chunked_and_renamed_writes_are_never_taken_half_written(tmp_path: 
     assert got == expected  # every file taken, and only whole files (a partial has another hash)
     assert len(taken) == len(contents)
     assert intake.partial_skips > 0  # the trials did exercise files seen mid-write
+
+
+def test_inotify_takes_renamed_files_at_once_and_never_open_ones(intake: Intake) -> None:
+    """With inotify, a file renamed into place (also in a subfolder) is taken without the stable wait; one still open is not."""
+    from engine.demo import write_atomically
+
+    intake.settings = IntakeSettings(stable_seconds=30)
+    (intake.data.inbox / "site-a").mkdir()
+    if not intake.start_watch():
+        pytest.skip("no inotify on this platform")
+    try:
+        write_atomically(intake.data.inbox / "site-a" / "plate.txt", b"complete bytes")
+        with open(intake.data.inbox / "writing.txt", "wb") as fh:
+            fh.write(b"half")
+            fh.flush()
+            intake.events()
+            assert [t.name for t in intake.scan()] == ["site-a/plate.txt"]
+        intake.events()
+        (closed,) = intake.scan()  # closed after writing: complete
+        assert closed.name == "writing.txt"
+        # A folder created later is watched from then on; what landed in it before the watch
+        # existed falls back to the stable-time rule (nothing proves it complete).
+        write_atomically(intake.data.inbox / "site-b" / "early.txt", b"early")
+        intake.events()
+        assert intake.scan() == []
+        write_atomically(intake.data.inbox / "site-b" / "later.txt", b"later")
+        intake.events()
+        assert [t.name for t in intake.scan()] == ["site-b/later.txt"]
+    finally:
+        intake.stop_watch()
