@@ -106,6 +106,7 @@ class _Sheet:
         return sheet
 
     def find(self, *names: str) -> int | None:
+        """Index of the first header cell equal (case-insensitively) to one of ``names``."""
         lowered = [h.strip().lower() for h in self.header]
         for name in names:
             if name.lower() in lowered:
@@ -113,6 +114,7 @@ class _Sheet:
         return None
 
     def column(self, idx: int) -> pa.Array:
+        """One table column as strings (numbers written back as Python reprs, empty → null)."""
         return pa.array([_cell_text(r[idx]) if idx < len(r) else None for r in self.rows], type=pa.string())
 
 

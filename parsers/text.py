@@ -286,6 +286,7 @@ class Block:
 
     @property
     def num_rows(self) -> int:
+        """Rows in the table (blank rows already skipped)."""
         return len(self.lines)
 
     def find(self, *names: str) -> int | None:
