@@ -27,6 +27,7 @@ from engine.pooling.designs import (
     parse_spec,
     properties,
 )
+from engine.pooling.simulate import NoiseModel, simulate
 
 __all__ = [
     "DECODERS",
@@ -46,4 +47,6 @@ __all__ = [
     "parse_spec",
     "pool_codes_for",
     "properties",
+    "simulate",
+    "NoiseModel",
 ]

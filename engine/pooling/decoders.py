@@ -96,14 +96,17 @@ class Decoding:
         for p in self.design.pools_of(i):
             code = int(self.pool_codes[p])
             ct = float(self.pool_ct[p])
-            pools.append(
-                {
-                    "pool_id": self.design.pool_ids[p],
-                    "outcome": _POOL_WORDS.get(code, "missing"),
-                    "ct": None if math.isnan(ct) else round(ct, 2),
-                    "size": int(self.design.pool_sizes[p]),
-                }
-            )
+            size = int(self.design.pool_sizes[p])
+            entry: dict[str, Any] = {
+                "pool_id": self.design.pool_ids[p],
+                "outcome": _POOL_WORDS.get(code, "missing"),
+                "ct": None if math.isnan(ct) else round(ct, 2),
+                "size": size,
+            }
+            if size > 1 and not math.isnan(ct):
+                # dilution: one positive of Ct c reads about c + log2(k) in a pool of k
+                entry["ct_if_sole_positive"] = round(ct - math.log2(size), 2)
+            pools.append(entry)
         out: dict[str, Any] = {
             "specimen_id": self.design.specimen_ids[i],
             "outcome": SPECIMEN_BY_CODE[int(self.outcome[i])].value,

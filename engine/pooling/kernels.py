@@ -282,7 +282,7 @@ def exact_batch(
             if o[s] == RETEST and (r[s] == R_AMBIGUOUS or r[s] == R_UNTESTED):
                 cand[n_cand] = s
                 n_cand += 1
-            elif o[s] == POSITIVE and r[s] == R_DD:
+            elif o[s] == POSITIVE:  # DD or tested alone: in every explanation
                 n_pos += 1
         if n_cand == 0:
             continue
@@ -295,7 +295,7 @@ def exact_batch(
             explained = False
             for i in range(pool_ptr[p], pool_ptr[p + 1]):
                 m = pool_members[i]
-                if o[m] == POSITIVE and r[m] == R_DD:
+                if o[m] == POSITIVE:
                     explained = True
                     break
             if not explained:

@@ -68,7 +68,7 @@ def test_dorfman_contract_from_manifest():
     assert [o.value for o in result.outcomes] == ["RETEST", "RETEST", "NEGATIVE", "NEGATIVE", "RETEST", "RETEST", "POSITIVE", "NEGATIVE", "INCONCLUSIVE", "INVALID"]
     assert result.retest == ["rerun", "recollect", "", "", "rerun", "recollect", "", "", "", "rerun"]
     ev = result.evidence(0)
-    assert ev["pools"] == [{"pool_id": "P1", "outcome": "detected", "ct": 31.2, "size": 2}]
+    assert ev["pools"] == [{"pool_id": "P1", "outcome": "detected", "ct": 31.2, "size": 2, "ct_if_sole_positive": 30.2}]
     assert ev["decoder"] == "dorfman" and ev["design"] == d.spec and "ambiguous" in ev["reason"]
     assert result.evidence(6)["reason"].startswith("tested alone")
 
@@ -125,6 +125,17 @@ def test_exact_search_resolves_a_unique_explanation():
             if i is not None:
                 assert "exact search" in exact.evidence(i)["reason"] and exact.evidence(i)["max_positives"] == 4
     assert resolved >= 5
+
+
+def test_exact_search_with_specimens_tested_alone():
+    """A specimen tested alone and positive counts toward the bound and explains its own tube."""
+    inc = np.zeros((3, 4), bool)
+    inc[0, [0, 1]] = True  # pool A: S0, S1
+    inc[1, [1, 2]] = True  # pool B: S1, S2
+    inc[2, 3] = True  # S3 alone
+    d = Design(("A", "B", "S3"), ("S0", "S1", "S2", "S3"), inc, "mixed", "manifest")
+    out = decode(d, np.array([1, 1, 1], np.int8), decoder="exact", max_positives=2).outcome
+    assert out.tolist() == [NEG, POS, NEG, POS]  # S1 alone explains A and B within the bound of 2
 
 
 def test_exact_bound_exceeded_keeps_only_definite_calls():
