@@ -199,6 +199,36 @@ class Engine:
         self._transient(file_row, "results kept changing while the manifest's corrections were signed")
         return 0
 
+    def expire_waiting(self) -> int:
+        """Quarantine plates that waited longer than ``manifest_wait_hours`` for a manifest (names unknown pools)."""
+        from datetime import UTC, datetime, timedelta
+
+        limit = datetime.now(UTC) - timedelta(hours=self.config.intake.manifest_wait_hours)
+        expired = 0
+        for row in self.ledger.files(["waiting_manifest"], kind="analyzer"):
+            if datetime.fromisoformat(row["received_at"].replace("Z", "+00:00")) > limit:
+                continue
+            waits = self.ledger.events(kind="waiting_manifest", file=row["sha256"])
+            missing = waits[-1]["detail"].get("missing_pools", []) if waits else []
+            count = waits[-1]["detail"].get("missing", len(missing)) if waits else 0
+            self.quarantine(
+                row,
+                f"{count} pool(s) on this plate are named in no manifest after {self.config.intake.manifest_wait_hours:g} hours,"
+                f" e.g. {', '.join(missing[:10])}",
+                "unknown_pools",
+            )
+            expired += 1
+        return expired
+
+    def retry_parked(self) -> int:
+        """An operator's "try again": parked files go back to received with their attempts reset."""
+        rows = self.ledger.files(["parked"])
+        for row in rows:
+            with self.ledger.transaction():
+                self.ledger.conn.execute("UPDATE files SET attempts=0, retry_at=NULL WHERE sha256=?", (row["sha256"],))
+            self.ledger.set_file_state(row["sha256"], "received", event="unparked")
+        return len(rows)
+
     # ------------------------------------------------------------------ outcomes
     def quarantine(self, file_row: dict[str, Any], error: str, kind: str) -> None:
         """Copy the file to quarantine/ with a readable ``.error.txt``; ledger state and event."""
@@ -315,6 +345,7 @@ class Engine:
         """Manifests first, then every received/waiting plate, until nothing changes."""
         summary = summary or Summary()
         now = time.time()
+        summary.quarantined += self.expire_waiting()
         for row in self.ledger.files(["received"], kind="manifest"):
             summary.corrections += self.handle_manifest(row)
             summary.manifests += 1
@@ -426,6 +457,7 @@ class Service:
             now = time.time()
             if manifest_seen or now - last_rescan >= settings.rescan_seconds:
                 last_rescan = now
+                eng.expire_waiting()
                 for row in eng.ledger.files(["received"], kind="manifest"):
                     eng.handle_manifest(row)
                 states = ["received", "waiting_manifest"] if manifest_seen or last_rescan == now else ["received"]

@@ -10,10 +10,11 @@ from typing import Any
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("ingest", parents=[common], help="process existing files or folders once (backfill)")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (searched recursively); originals are left in place")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (searched recursively); originals are left in place")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     p.add_argument("--no-certificates", action="store_true", help="do not render PDF certificates")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--retry-parked", action="store_true", help="first put files parked after repeated transient failures back in line")
     p.set_defaults(func=run)
 
 
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     engine = Engine(data, workers=args.workers, certificates=not args.no_certificates)
     try:
         t0 = time.monotonic()
+        if args.retry_parked:
+            print(f"{engine.retry_parked()} parked file(s) put back in line", file=sys.stderr)
         taken = engine.ingest_paths(args.paths)
         fresh = sum(1 for t in taken if t.fresh)
         if not args.quiet:

@@ -222,3 +222,45 @@ def test_service_streams_files_and_stops_cleanly(data_dir: DataDir) -> None:
     with Ledger.open(data_dir.ledger, readonly=True) as reader:
         ids = [(r["id"], r["version"]) for r in reader.results()]
     assert len(ids) == len(set(ids))
+
+
+def test_plate_waiting_too_long_for_a_manifest_is_quarantined(data_dir: DataDir) -> None:
+    """A plate whose pools no manifest names within the configured wait is quarantined naming the pools."""
+    from engine.config import Config, IntakeSettings
+
+    plate = _plate(17)
+    _drop(data_dir, "orphan.txt", quantstudio_text(plate))
+    with Engine(data_dir, workers=0, certificates=False) as engine:
+        assert engine.run_once().waiting == 1
+        engine.config = Config(intake=IntakeSettings(manifest_wait_hours=0))
+        summary = engine.run_once()
+        assert summary.waiting == 0 and summary.quarantined == 1
+        assert engine.ledger.files()[0]["state"] == "quarantined"
+    report = (data_dir.quarantine / "orphan.txt.error.txt").read_text(encoding="utf-8")
+    assert "named in no manifest" in report and plate.wells[0].pool_id in report and "pool manifest" in report
+
+
+def test_parked_file_is_retried_when_the_operator_asks(data_dir: DataDir) -> None:
+    """A plate parked after repeated transient failures waits for an operator, then completes after retry_parked."""
+    from engine.config import Config, IntakeSettings
+
+    plate = _plate(18)
+    _drop(data_dir, "m.csv", manifest_csv(plate.manifest))
+    _drop(data_dir, "p.txt", quantstudio_text(plate))
+    with Engine(data_dir, workers=0, certificates=False) as engine:
+        engine.config = Config(intake=IntakeSettings(max_attempts=2, backoff_seconds=0))
+        engine.intake.scan(stable_seconds=0)
+        sha = next(f["sha256"] for f in engine.ledger.files(kind="analyzer"))
+        archived = data_dir.archive / sha
+        body = archived.read_bytes()
+        archived.unlink()  # the archive volume is unavailable: a transient failure
+        engine.process_pending()
+        engine.process_pending()
+        assert engine.ledger.file(sha)["state"] == "parked"
+        engine.process_pending()
+        assert engine.ledger.file(sha)["state"] == "parked"  # never retried silently, never dropped
+        archived.write_bytes(body)
+        assert engine.retry_parked() == 1
+        engine.process_pending()
+        assert engine.ledger.file(sha)["state"] == "done"
+    assert _decisions(data_dir) == plate.expected
