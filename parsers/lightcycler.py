@@ -11,9 +11,10 @@ with several ``Experiment: … Selected Filter: …`` blocks; both are read. The
 is no target column: the filter (``FAM (465-510)``) is the target as the
 instrument names it and its first dye name is the dye. An empty ``Cp`` means
 no amplification. Old LightCycler PCs write CR-only line ends and trailing
-tabs. ``Include`` = False marks a well the operator excluded (call
-``invalid``); a non-zero ``Standard`` concentration marks a standard. There is
-no role column, so controls are recognised by name (``no template control``).
+tabs. ``Include`` (``Inc``) = False marks a well the operator excluded (call
+``invalid``); a non-zero ``Standard`` concentration marks a standard. Newer
+exports have no role column, so controls are recognised by name (``no template
+control``); older ones have ``Type`` (Unknown, Standard, Negative Control…).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from parsers.text import (
     ct_array,
     decode,
     head_text,
+    normalise_roles,
     normalise_wells,
     number_array,
     read_block,
@@ -42,7 +44,18 @@ from parsers.text import (
 )
 
 _EXPERIMENT = re.compile(r"^[ \t]*Experiment:(?P<name>.*?)Selected Filter:(?P<filter>.*)$", re.IGNORECASE)
-_HEADER = re.compile(r"^\s*(Include\t)?(Color\t)?Pos\tName\tC[pq]\b", re.IGNORECASE)
+
+
+def _is_header(line: str) -> bool:
+    """A tab header with Pos, Name and a Cp column, in any order.
+
+    LightCycler 480 software 1.5 writes ``Include Color Pos Name Cp …``; older
+    exports write ``Inc Pos Name Type CP Concentration Standard Status``.
+    """
+    if "\t" not in line[:400]:
+        return False
+    fields = {f.strip().lower() for f in line[:400].split("\t")}
+    return {"pos", "name"} <= fields and bool(fields & {"cp", "cq", "ct"})
 
 
 def _dye_of(filter_name: str) -> str:
@@ -56,7 +69,7 @@ def _blocks(lines: list[str], source: str) -> list[tuple[int, int, str | None, s
     starts = [i for i, line in enumerate(lines) if _EXPERIMENT.match(line)]
     blocks = []
     if not starts:
-        header = next((i for i, line in enumerate(lines[:50]) if _HEADER.match(line[:300])), None)
+        header = next((i for i, line in enumerate(lines[:50]) if _is_header(line)), None)
         if header is None:
             raise ParseError("no 'Experiment: … Selected Filter: …' line or Pos/Name/Cp header found", source=source,
                              line=1, expected="a LightCycler 480 text export of Abs Quant results")
@@ -68,7 +81,7 @@ def _blocks(lines: list[str], source: str) -> list[tuple[int, int, str | None, s
         header = start + 1
         while header < stop and not lines[header].strip():
             header += 1
-        if header >= stop or not _HEADER.match(lines[header][:300]):
+        if header >= stop or not _is_header(lines[header]):
             raise ParseError(
                 f"the block for filter '{m['filter'].strip()}' has no results table",
                 source=source,
@@ -93,7 +106,7 @@ class LightCyclerText:
         lines = split_lines(head_text(head))[:20]
         if lines and _EXPERIMENT.match(lines[0]):
             return 0.96
-        if any(_HEADER.match(line[:300]) for line in lines):
+        if any(_is_header(line) for line in lines):
             return 0.8
         return 0.0
 
@@ -118,13 +131,17 @@ class LightCyclerText:
             cp_field = block.header[block.find("Cp", "Cq", "Ct") or 0]
             ct = ct_array(block.require("Cp", "Cq", "Ct"), lines=block.lines, source=source, field=cp_field)
             name = block.require("Name", "Sample Name")
-            role = pa.repeat(pa.scalar(Role.SAMPLE.value), block.num_rows)
+            kind = block.get("Type", "Sample Type")
+            if kind is not None:  # older exports: Unknown / Standard / Negative Control / Positive Control
+                role = normalise_roles(kind, default=Role.UNKNOWN, empty=Role.SAMPLE)
+            else:
+                role = pa.repeat(pa.scalar(Role.SAMPLE.value), block.num_rows)
             standard = block.get("Standard")
             if standard is not None:
                 concentration = number_array(standard)
                 role = pc.if_else(pa.array(np.nan_to_num(concentration) > 0), pa.scalar(Role.STD.value), role)
             role = roles_from_names(role, name)
-            include = block.get("Include")
+            include = block.get("Include", "Inc")
             call = None
             if include is not None:
                 excluded = pc.equal(pc.utf8_lower(pc.fill_null(include, "true")), "false")

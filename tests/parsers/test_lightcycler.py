@@ -107,3 +107,20 @@ def test_cli_parse_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["parse", str(broken), "--json"]) != 0
     err = capsys.readouterr().err
     assert "broken_lc.txt" in err and "line 4" in err
+
+
+def test_older_export_with_type_column() -> None:
+    """Older 'Inc Pos Name Type CP …' exports are read, with Type giving the role and Inc the exclusion."""
+    data = (
+        "Experiment: covid 2020-04-02  Selected Filter: FAM (465-510)\r"
+        "Inc\tPos\tName\tType\tCP\tConcentration\tStandard\tStatus\r"
+        "True\tA1\tBV-1\tUnknown\t31.02\t\t\t\r"
+        "True\tA2\tK+\tPositive Control\t28.4\t\t\t\r"
+        "True\tA3\tK-\tNegative Control\t\t\t\t\r"
+        "False\tA4\tBV-2\tUnknown\t35.5\t\t\t\r"
+    ).encode()
+    table = parse_bytes(data, "old_lc.txt")
+    assert table.column("role").to_pylist() == ["sample", "pc", "nc", "sample"]
+    assert table.column("ct").to_pylist()[:2] == [pytest.approx(31.02), pytest.approx(28.4)]
+    assert table.column("call").to_pylist() == [None, None, None, "invalid"]
+    assert table.column("line").to_pylist() == [3, 4, 5, 6]
