@@ -55,8 +55,8 @@ _SAMPLE_TYPES = {
 _PLATE_FORMATS = {"384": (16, 24), "96": (8, 12), "48": (6, 8), "1536": (32, 48)}
 
 
-# Bounded (a point is ~100 bytes) so an unclosed <adp> cannot make the scan quadratic.
-_CURVE_POINTS = re.compile(rb"<((?:[\w.-]+:)?(?:adp|mdp))>.{0,1024}?</\1>", re.S)
+# Possessive and stopping at the next <adp>, so an unclosed <adp> cannot make the scan quadratic.
+_CURVE_POINTS = re.compile(rb"<((?:[\w.-]+:)?(?:adp|mdp))>[^<]*+(?:<(?!/?\1>)[^<]*+)*+</\1>")
 _RDML_ROOT = re.compile(r"<(?:[\w.-]+:)?rdml[\s>]")
 
 

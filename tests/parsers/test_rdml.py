@@ -203,3 +203,10 @@ def test_rotor_layout_gives_tubes_not_wells():
             '<react id="40"><sample id="T"/><data><tar id="N"/><cq>28.1</cq></data></react></run></experiment>')
     rows = rows_as_dicts(parsers.parse_bytes(rdml(body), "rotor.rdml"))
     assert rows[0]["well"] is None and rows[0]["ct"] == pytest.approx(28.1, abs=1e-4)
+
+
+def test_unclosed_curve_points_are_refused():
+    """Thousands of unclosed <adp> elements are a ParseError (malformed), not a runaway scan."""
+    evil = b'<?xml version="1.0"?><rdml version="1.2">' + b"<adp>" * 20000
+    with pytest.raises(ParseError, match="malformed"):
+        RdmlParser.parse(evil, "evil.rdml", "0" * 64)
