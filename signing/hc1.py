@@ -128,10 +128,9 @@ def unprefix(text: str) -> str:
 def decode_hc1(text: str) -> Hc1Content:
     """Undo prefix, Base45, zlib and CBOR; check the CWT and DCC structure. No signature check here."""
     raw = b45decode(unprefix(text))
-    if raw[:1] != b"\x78":
-        raise VerificationError(
-            "the HC1 payload is not zlib-compressed (first byte is not 0x78)", reason="bad-compression"
-        )
+    # RFC 1950 header: compression method 8 (deflate) and a check value divisible by 31.
+    if len(raw) < 6 or raw[0] & 0x0F != 8 or (raw[0] << 8 | raw[1]) % 31:
+        raise VerificationError("the HC1 payload is not zlib-compressed (no RFC 1950 header)", reason="bad-compression")
     try:
         cose_bytes = zlib.decompress(raw)
     except zlib.error as exc:
