@@ -693,6 +693,10 @@ _words(Role.PC, "pos ctrl", "pos ctl", "positive control", "positive", "pos", "p
 _words(Role.NC, "neg ctrl", "neg ctl", "negative control", "negative", "neg", "nc", "neg control", "ctrl-",
        "control-", "-ctrl", "negative ctrl", "extraction control", "nec", "negative extraction control")
 _words(Role.STD, "std", "standard", "standards", "std curve", "calibrator", "cal")
+# Vietnamese lab words (plate maps typed on site): chứng = control, dương/âm = positive/negative.
+_words(Role.PC, "chứng dương", "đối chứng dương", "mẫu chứng dương", "k+", "c+")
+_words(Role.NC, "chứng âm", "đối chứng âm", "mẫu chứng âm", "k-", "c-")
+_words(Role.SAMPLE, "mẫu", "mẫu bệnh phẩm", "bệnh phẩm", "mẫu gộp")
 
 _ROLE_KEYS = pa.array(list(_ROLE_WORDS))
 _ROLE_VALUES = pa.array([r.value for r in _ROLE_WORDS.values()])

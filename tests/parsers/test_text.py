@@ -157,6 +157,10 @@ def test_well_from_index_counts_row_by_row() -> None:
         ("STANDARD", Role.STD),
         ("Std-03", Role.STD),
         ("Accuracy Control", Role.UNKNOWN),
+        ("Chứng dương", Role.PC),
+        ("đối chứng âm", Role.NC),
+        ("K+", Role.PC),
+        ("Mẫu gộp", Role.SAMPLE),
     ],
 )
 def test_normalise_role(word: str, role: Role) -> None:
