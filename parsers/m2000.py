@@ -95,10 +95,16 @@ def _plate_info(lines: list[str], encoding: str) -> dict[str, str]:
     )
 
 
+def _text(results: Block, name: str) -> pa.Array:
+    """A column of the result table, or nulls when this software version does not write it."""
+    column = results.get(name)
+    return column if column is not None else pa.nulls(results.num_rows, pa.string())
+
+
 def _calls(results: Block) -> pa.Array:
     """The instrument's interpretation of the target, in DESIGN.md words (null if none)."""
-    reported = pc.utf8_lower(pc.fill_null(results.get("ReportedResult") or pa.nulls(results.num_rows, pa.string()), ""))
-    interpretation = pc.utf8_lower(pc.fill_null(results.get("Interpretation") or pa.nulls(results.num_rows, pa.string()), ""))
+    reported = pc.utf8_lower(pc.fill_null(_text(results, "ReportedResult"), ""))
+    interpretation = pc.utf8_lower(pc.fill_null(_text(results, "Interpretation"), ""))
     not_detected = pc.or_(pc.match_substring(reported, "not detected"), pc.match_substring(interpretation, "not detected"))
     detected = pc.and_(
         pc.invert(not_detected),
@@ -110,17 +116,17 @@ def _calls(results: Block) -> pa.Array:
 
 
 def _invalid(results: Block) -> pa.Array:
-    status = pc.utf8_lower(pc.fill_null(results.get("Status") or pa.nulls(results.num_rows, pa.string()), "valid"))
-    error = pc.fill_null(results.get("ErrorCode") or pa.nulls(results.num_rows, pa.string()), "")
+    status = pc.utf8_lower(pc.fill_null(_text(results, "Status"), "valid"))
+    error = pc.fill_null(_text(results, "ErrorCode"), "")
     return pc.or_(pc.not_equal(status, "valid"), pc.greater(pc.utf8_length(error), 0))
 
 
 def _roles(results: Block) -> pa.Array:
-    kind = pc.utf8_lower(pc.fill_null(results.get("SampleType") or pa.nulls(results.num_rows, pa.string()), ""))
+    kind = pc.utf8_lower(pc.fill_null(_text(results, "SampleType"), ""))
     control_name = results.get("ControlName")
     by_control = normalise_roles(control_name if control_name is not None else pa.nulls(results.num_rows, pa.string()))
     # Abbott control kits name their tubes like HIV_NEG / HIV_LOPOS / HIV_HIPOS.
-    sample_id = pc.utf8_upper(pc.fill_null(results.get("SampleId") or pa.nulls(results.num_rows, pa.string()), ""))
+    sample_id = pc.utf8_upper(pc.fill_null(_text(results, "SampleId"), ""))
     by_id = pc.if_else(pc.match_substring(sample_id, "NEG"), pa.scalar(Role.NC.value),
                        pc.if_else(pc.match_substring(sample_id, "POS"), pa.scalar(Role.PC.value), pa.scalar(Role.UNKNOWN.value)))
     control_role = pc.if_else(pc.equal(by_control, Role.UNKNOWN.value), by_id, by_control)
