@@ -39,6 +39,7 @@ from parsers.text import (
     ct_array,
     decode,
     head_text,
+    normalise_calls,
     normalise_roles,
     normalise_wells,
     occupied_wells,
@@ -102,16 +103,16 @@ def _text(results: Block, name: str) -> pa.Array:
 
 
 def _calls(results: Block) -> pa.Array:
-    """The instrument's interpretation of the target, in DESIGN.md words (null if none)."""
-    reported = pc.utf8_lower(pc.fill_null(_text(results, "ReportedResult"), ""))
-    interpretation = pc.utf8_lower(pc.fill_null(_text(results, "Interpretation"), ""))
-    not_detected = pc.or_(pc.match_substring(reported, "not detected"), pc.match_substring(interpretation, "not detected"))
-    detected = pc.and_(
-        pc.invert(not_detected),
-        pc.or_(pc.equal(interpretation, "detected"), pc.match_substring_regex(reported, r"\d|detected")),
-    )
-    call = pc.if_else(not_detected, pa.scalar("not_detected"),
-                      pc.if_else(detected, pa.scalar("detected"), pa.scalar(None, pa.string())))
+    """The instrument's interpretation of the target, in DESIGN.md words (null if none).
+
+    Words first (``Not detected``, ``Invalid``, ``Detected``: ReportedResult, then
+    Interpretation); a reported quantity (``767 Copies / mL``, ``< 40 Copies / mL``)
+    means the target was detected.
+    """
+    reported = _text(results, "ReportedResult")
+    by_words = pc.coalesce(normalise_calls(reported), normalise_calls(_text(results, "Interpretation")))
+    quantity = pc.match_substring_regex(pc.fill_null(reported, ""), r"\d")
+    call = pc.coalesce(by_words, pc.if_else(quantity, pa.scalar("detected"), pa.scalar(None, pa.string())))
     return pc.if_else(_invalid(results), pa.scalar("invalid"), call)
 
 

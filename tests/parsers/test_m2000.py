@@ -96,3 +96,9 @@ def test_cli_parse_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["parse", str(broken), "--json"]) != 0
     err = capsys.readouterr().err
     assert "broken.log" in err and "line 89" in err
+
+
+def test_reported_invalid_word_is_invalid_not_detected() -> None:
+    """A reported 'Invalid' result (with a number in its error text) is invalid, not a detection."""
+    data = LOG.read_bytes().replace(b"\t767\t767 Copies / mL\t767 Copies / mL\t", b"\t\tInvalid result 4442\t\t", 1)
+    assert _row(parse_bytes(data, "Results.log"), "A2", "Target")["call"] == "invalid"
