@@ -234,6 +234,9 @@ def _client_subject(request: web.Request) -> str | None:
     return ",".join(parts) or None
 
 
+_ROUTE_INSTRUMENTS: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+
 @web.middleware
 async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     """Authentication, scope, rate and size limits, error mapping, metrics and the access log line."""
@@ -304,8 +307,12 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
         log.error("%s %s failed with %s\n%s", request.method, route, type(exc).__name__, where)
         response = problem(500, "Internal Server Error", "the server failed; the lab's log has the details")
     elapsed = time.perf_counter() - t0
-    HTTP_REQUESTS.labels(route, str(response.status)).inc()
-    HTTP_LATENCY.labels(route).observe(elapsed)
+    key = (route, response.status)
+    instruments = _ROUTE_INSTRUMENTS.get(key)
+    if instruments is None:  # one labels() lookup per (route, status) pair, not per request
+        instruments = _ROUTE_INSTRUMENTS[key] = (HTTP_REQUESTS.labels(route, str(response.status)), HTTP_LATENCY.labels(route))
+    instruments[0].inc()
+    instruments[1].observe(elapsed)
     if log.isEnabledFor(logging.INFO):
         log.info(
             "%s %s %d %.1fms token=%s client=%s",
