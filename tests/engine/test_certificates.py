@@ -222,6 +222,32 @@ def test_qr_uses_alphanumeric_mode_at_level_q() -> None:
     assert qr_modules(HC1).shape[0] == expected.symbol_size(border=0)[0]
 
 
+BASE45 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
+
+
+def _zxing_default(text: str) -> np.ndarray:
+    symbol = zxingcpp.create_barcode(text, zxingcpp.BarcodeFormat.QRCode, ec_level="Q")
+    return np.asarray(symbol.to_image(scale=1, add_quiet_zones=False)) < 128
+
+
+@settings(max_examples=40, deadline=None)
+@given(body=st.text(alphabet=BASE45, min_size=0, max_size=900))
+def test_mask_choice_gives_the_same_symbol_as_zxing(body: str) -> None:
+    """The in-place mask choice yields, module for module, the symbol zxing-cpp builds when it tries all eight masks."""
+    text = "HC1:" + body
+    ours = qr_modules(text)
+    assert ours.shape == _zxing_default(text).shape
+    assert (ours == _zxing_default(text)).all()
+
+
+def test_symbol_reads_back_with_its_mask() -> None:
+    """The chosen symbol, drawn with a quiet zone, decodes to the text at level Q."""
+    modules = qr_modules(HC1)
+    image = np.pad(np.where(modules, 0, 255).astype(np.uint8), 4, constant_values=255).repeat(3, 0).repeat(3, 1)
+    found = zxingcpp.read_barcode(image)
+    assert found is not None and found.text == HC1 and found.ec_level == "Q"
+
+
 def test_qr_is_one_image_not_one_operator_per_module() -> None:
     """The page draws the QR with a single image XObject."""
     reader = pypdf.PdfReader(io.BytesIO(render_certificate(result(), HC1, signer_name="x", development=False)))
