@@ -29,12 +29,13 @@ from signing.keys import FileKeySigner, load_signer_spec
 from signing.verify import verify_hc1
 
 VECTORS = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "vectors"
-ISSUED = dt.datetime(2026, 11, 29, 15, 4, 5, tzinfo=dt.timezone.utc)
+# "Now": the signer certificates are created by the tests, valid from yesterday.
+ISSUED = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 EXPIRES = ISSUED + dt.timedelta(days=3)
 
 RESULT = {
     "schema": "ketqua/result/1", "id": "hn01-S0042-9c1e", "version": 2,
-    "supersedes": {"id": "hn01-S0042-9c1e", "version": 1}, "issued_at": "2026-11-29T15:04:05Z",
+    "supersedes": {"id": "hn01-S0042-9c1e", "version": 1}, "issued_at": ISSUED.strftime("%Y-%m-%dT%H:%M:%SZ"),
     "outcome": "POSITIVE",
     "lab": {"id": "HN-01", "name": "CDC Hà Nội", "licence": "BYT-123"},
     "person": {"full_name": "Nguyễn Văn Đức", "date_of_birth": "1990-04-30", "sex": "M",

@@ -23,9 +23,11 @@ from signing.jws import b64url, b64url_decode, decode_header, jwks, sign_compact
 from signing.keys import FileKeySigner, load_signer_spec
 from signing.pki import ensure_development_pki, issue_leaf
 
+# Results are issued "now": the signer certificates are created by the tests, valid from yesterday.
+ISSUED_AT = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 RESULT = {
     "schema": "ketqua/result/1", "id": "lab1-S0001-3f2a", "version": 1, "supersedes": None,
-    "issued_at": "2026-11-29T15:04:05Z", "outcome": "NEGATIVE",
+    "issued_at": ISSUED_AT, "outcome": "NEGATIVE",
     "person": {"full_name": "Phạm Minh Châu", "date_of_birth": "2001-07-15"},
     "evidence": {"ct": {"ORF1ab": None, "N": None, "S": None, "MS2": 24.31}},
 }

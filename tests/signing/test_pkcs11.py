@@ -17,7 +17,8 @@ from signing.keys import SignerSpec
 from signing.verify import verify_hc1
 from tests.signing.softhsm import PIN_ENV, SoftHsmSigner, open_session, softhsm_signer, softhsm_token  # noqa: F401
 
-NOW = dt.datetime(2026, 11, 29, 15, 4, 5, tzinfo=dt.timezone.utc)
+# "Now": the token key's certificate is issued by the fixture, valid from yesterday.
+NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 DCC = {
     "ver": "1.3.0",
     "nam": {"fn": "Trần", "fnt": "TRAN", "gn": "Thị Bình", "gnt": "THI<BINH"},
@@ -50,7 +51,7 @@ def test_pkcs11_signer_signs_jws_that_verifies(softhsm_signer: SoftHsmSigner) ->
     """A JWS signed on the token verifies against the CA that certified the token key."""
     signer = softhsm_signer.spec.open()
     assert signer.algorithm == "ES256" and signer.development
-    payload = canonical_json({"id": "r1", "issued_at": "2026-11-29T15:04:05Z", "outcome": "NEGATIVE"})
+    payload = canonical_json({"id": "r1", "issued_at": NOW.strftime("%Y-%m-%dT%H:%M:%SZ"), "outcome": "NEGATIVE"})
     token = sign_compact(payload, signer)
     assert verify_compact(token, [softhsm_signer.ca_pem]) == payload
 
@@ -91,3 +92,32 @@ def test_pkcs11_signature_is_bound_to_the_token_certificate(softhsm_signer: Soft
     with pytest.raises(VerificationError) as info:
         verify_compact(token, [other.ca_cert], at=NOW)
     assert info.value.reason == "untrusted-chain"
+
+
+def test_pkcs11_rsa_key_signs_ps256(softhsm_signer: SoftHsmSigner) -> None:
+    """An RSA-2048 token key gives a PS256 signer (CKM_SHA256_RSA_PKCS_PSS) whose JWS and HC1 verify."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from pkcs11 import Attribute, KeyType
+    from pkcs11.util.rsa import encode_rsa_public_key
+
+    from signing.pki import issue_leaf
+
+    with open_session(softhsm_signer.token, rw=True) as session:
+        public, _ = session.generate_keypair(
+            KeyType.RSA, 2048, store=True, label="ketqua-rsa-signer",
+            private_template={Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: True, Attribute.SIGN: True},
+        )
+        public_key = serialization.load_der_public_key(encode_rsa_public_key(public))
+    ca = x509.load_pem_x509_certificate(softhsm_signer.ca_pem.read_bytes())
+    ca_key = serialization.load_pem_private_key((softhsm_signer.keys_dir / "ca.key").read_bytes(), password=None)
+    cert = issue_leaf(ca, ca_key, public_key, common_name="ketqua DEVELOPMENT RSA token signer")  # type: ignore[arg-type]
+    cert_path = softhsm_signer.keys_dir / "rsa-token-signer.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    spec = SignerSpec(**{**softhsm_signer.spec.__dict__, "key_label": "ketqua-rsa-signer", "certificate": str(cert_path)})
+    signer = spec.open()
+    assert signer.algorithm == "PS256"
+    token = sign_compact(b'{"outcome":"POSITIVE"}', signer)
+    assert verify_compact(token, [softhsm_signer.ca_pem], at=NOW) == b'{"outcome":"POSITIVE"}'
+    hc1 = sign_hc1(DCC, signer, issued_at=NOW, expires_at=NOW + dt.timedelta(days=1))
+    assert verify_hc1(hc1, [softhsm_signer.ca_pem], certificates=[cert], at=NOW).algorithm == "PS256"
