@@ -394,6 +394,10 @@ class PullClient:
         failures: list[VerificationError | None] = [None] * len(fresh)
         if self.verify and fresh:
             failures = await self._verify([line for _, line in fresh])
+            if any(f is not None and f.reason == "unknown-kid" for f in failures):
+                # The lab may have rotated its signer: fetch the JWKS again (through the same trust check) once.
+                await self.load_keys()
+                failures = await self._verify([line for _, line in fresh])
         written = 0
         for (seq, line), failure in zip(fresh, failures):
             if failure is not None:

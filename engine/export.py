@@ -11,7 +11,7 @@ asks once instead of paging through millions of results:
    ``next``: the feed cursor right after the last exported result, so the
    consumer continues with ``/v1/results?after=<next>`` without gap or overlap.
 3. ``GET /v1/exports/<job>/<file>`` → the NDJSON file; ``DELETE /v1/exports/<job>`` cancels
-   and removes the files.
+   and removes the files. Finished exports are removed a day after they completed.
 
 ``Result`` lines are exactly the feed's items; ``Bundle`` lines are FHIR R4
 Bundles. The snapshot is every result up to the ledger's last ``seq`` at
@@ -28,6 +28,7 @@ import re
 import secrets
 import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from engine.api import ApiState
 
 EXPORT_TYPES = ("Result", "Bundle")
+EXPORT_KEEP_S = 24 * 3600  # finished exports are deleted a day after they completed (at the next kick-off)
 FILE_ITEMS = 50_000  # items per NDJSON file: small enough to retry one download, large enough to be few
 _JOB = re.compile(r"^[0-9a-f]{32}$")
 _FILE = re.compile(r"^(result|bundle)-\d{4}\.ndjson$")
@@ -87,6 +89,7 @@ class ExportJobs:
         return sum(1 for j in self.jobs.values() if not j.finished)
 
     def start(self, types: tuple[str, ...], after: int, request: str) -> ExportJob:
+        self._forget_old()
         upto = self.state.ledger.last_seq()
         job_id = secrets.token_hex(16)
         job = ExportJob(
@@ -162,6 +165,18 @@ class ExportJobs:
             manifest = job.manifest(encode_cursor(job.upto, self.state.cursor_key))
             (job.folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
         job.finished = True
+
+    def _forget_old(self) -> None:
+        """Drop finished jobs from memory (their manifest is on disk) and delete exports older than a day."""
+        for job_id in [j for j, job in self.jobs.items() if job.finished]:
+            del self.jobs[job_id]
+        if not self.root.is_dir():
+            return
+        cutoff = time.time() - EXPORT_KEEP_S
+        for folder in self.root.iterdir():
+            manifest = folder / "manifest.json"
+            if _JOB.match(folder.name) and manifest.exists() and manifest.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def manifest_on_disk(self, job_id: str) -> dict[str, Any] | None:
         path = self.root / job_id / "manifest.json"

@@ -542,3 +542,18 @@ def test_api_table_errors_name_the_setting(tmp_path: Path) -> None:
         w.data.config.write_text(text, encoding="utf-8")
         with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
             api_config(w.data)
+
+
+def test_old_exports_are_deleted_at_the_next_kickoff(server: ServerThread, results_token: str, world: World) -> None:
+    """An export finished more than a day ago is removed from the exports folder when a new export starts."""
+    import os
+
+    old = world.data.exports / ("b" * 32)
+    old.mkdir(parents=True, exist_ok=True)
+    (old / "result-0001.ndjson").write_text("{}\n")
+    (old / "manifest.json").write_text("{}")
+    day_ago = time.time() - 2 * 24 * 3600
+    os.utime(old / "manifest.json", (day_ago, day_ago))
+    status, headers, _ = server.request("/v1/$export", results_token)
+    assert status == 202 and not old.exists()
+    assert server.request(headers["content-location"], results_token, method="DELETE")[0] == 202
