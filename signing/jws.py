@@ -200,8 +200,8 @@ def verify_compact_report(
     *,
     payload: bytes | None = None,
     at: dt.datetime | None = None,
-) -> tuple[bytes, dict[str, Any], x509.Certificate | None]:
-    """As :func:`verify_compact`, also returning the header and the signer certificate (None via JWKS)."""
+) -> tuple[bytes, dict[str, Any], list[x509.Certificate]]:
+    """As :func:`verify_compact`, also returning the header and the certificate path (signer first; empty via JWKS)."""
     header = decode_header(token)
     head_b64, payload_b64, sig_b64 = token.strip().split(".")
     alg = header.get("alg")
@@ -238,7 +238,7 @@ def verify_compact_report(
         for jwk in candidates:
             key = _jwk_public_key(jwk)
             if key is not None and verify_raw_signature(key, alg, signature, signing_input):
-                return body, header, None
+                return body, header, []
         raise VerificationError("the JWS signature does not verify with the published key", reason="bad-signature")
 
     roots = as_certificates(jwks_or_certs)
@@ -273,10 +273,10 @@ def verify_compact_report(
             )
             continue
         try:
-            validate_chain(cert, carried[1:], roots, when)
+            path = validate_chain(cert, carried[1:], roots, when)
         except VerificationError as exc:
             failure = exc
             continue
-        return body, header, cert
+        return body, header, path
     assert failure is not None
     raise failure

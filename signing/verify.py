@@ -29,7 +29,7 @@ import asyncio
 import datetime as dt
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,13 +110,13 @@ def _now(at: dt.datetime | None) -> dt.datetime:
 
 def verify_jws(
     token: str,
-    trust: Iterable[CertificateSource] | CertificateSource,
+    trust: Iterable[CertificateSource] | CertificateSource | Mapping[str, Any],
     *,
     payload: bytes | None = None,
     at: dt.datetime | None = None,
 ) -> VerificationReport:
-    """Verify a compact JWS over a result against trust roots; the report's content is the decoded JSON."""
-    body, header, cert = verify_compact_report(token, trust, payload=payload, at=at)
+    """Verify a compact JWS over a result against trust roots (or a JWKS); the report's content is the decoded JSON."""
+    body, header, path = verify_compact_report(token, trust, payload=payload, at=at)
     try:
         content: Any = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -127,7 +127,12 @@ def verify_jws(
             signed_at = dt.datetime.fromisoformat(content["issued_at"].replace("Z", "+00:00"))
         except ValueError:
             signed_at = None
-    assert cert is not None  # trust given as certificates, so the signer certificate is known
+    if not path:  # verified with a published JWKS: the key is trusted as published
+        return VerificationReport(
+            kind="jws", signer=f"JWKS key {header.get('kid')}", signer_sha256="", development=False,
+            algorithm=str(header.get("alg")), signed_at=signed_at, content=content,
+        )
+    cert = path[0]
     notes = ["signed with a DEVELOPMENT key: not a clinical result"] if is_development(cert) else []
     return VerificationReport(
         kind="jws",
@@ -137,6 +142,7 @@ def verify_jws(
         algorithm=str(header.get("alg")),
         signed_at=signed_at,
         content=content,
+        chain=[c.subject.rfc4514_string() for c in path[1:]],
         notes=notes,
     )
 

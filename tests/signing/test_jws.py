@@ -193,3 +193,16 @@ def test_any_one_character_change_of_the_token_fails(signer, data: DataDir, posi
     forged = token[:i] + replacement + token[i + 1:]
     with pytest.raises(VerificationError):
         verify_compact(forged, [data.keys / "ca.pem"])
+
+
+def test_verify_jws_report_names_signer_chain_and_time(signer, data: DataDir) -> None:
+    """verify_jws reports the signer, its chain to the root, DEVELOPMENT, issued_at and the decoded result."""
+    from signing.verify import verify_jws
+
+    token = sign_compact(canonical_json(RESULT), signer)
+    report = verify_jws(token, [data.keys / "ca.pem"])
+    assert report.signer == signer.certificate.subject.rfc4514_string()
+    assert report.chain == [signer.chain[-1].subject.rfc4514_string()]
+    assert report.development and report.content == RESULT
+    assert report.signed_at == dt.datetime.fromisoformat(ISSUED_AT.replace("Z", "+00:00"))
+    assert verify_jws(token, jwks(signer)).content == RESULT
