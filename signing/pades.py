@@ -48,7 +48,7 @@ from engine.errors import SigningError
 if TYPE_CHECKING:
     from signing.keys import Signer
 
-__all__ = ["PadesSigner", "SignatureSlot", "TimeStamperLike", "pdf_date", "development_timestamper"]
+__all__ = ["PadesSigner", "SignatureSlot", "TimeStamperLike", "pdf_date", "DevelopmentTimeStamper", "development_timestamper"]
 
 #: Width of the ``/ByteRange`` array text, written over in place once offsets are known.
 _BYTE_RANGE_WIDTH = 40
@@ -623,16 +623,38 @@ def _run_timestamp(timestamper: TimeStamperLike, digest: bytes) -> bytes:
         raise SigningError(f"the time-stamp authority did not return a token ({type(exc).__name__}: {exc})") from exc
 
 
-def development_timestamper(tsa_cert_pem: bytes, tsa_key_pem: bytes, chain_pem: bytes = b"") -> TimeStamperLike:
+class DevelopmentTimeStamper:
     """An in-process RFC 3161 TSA over the development PKI's TSA key (EC or RSA), for B-T without a network.
 
     pyHanko's ``DummyTimeStamper`` answers requests locally but signs with RSA
     only; the development TSA key is EC P-256, so the token's SignerInfo is
     signed here with ECDSA-SHA256. Tokens are as a real TSA returns them
-    (TSTInfo, ESS signing-certificate, TSA certificate embedded), so pyHanko
-    validates them against the development root. Not for production: a real
-    TSA is an independent party.
+    (TSTInfo with nonce, ESS signing-certificate-v2, TSA certificate embedded),
+    so pyHanko validates them against the development root. Picklable (it
+    keeps the PEM bytes and builds the stamper on first use), so a
+    ``CertificateWriter`` can hand it to its workers. Not for production: a
+    real TSA is an independent party.
     """
+
+    def __init__(self, tsa_cert_pem: bytes, tsa_key_pem: bytes, chain_pem: bytes = b"") -> None:
+        self._pems = (tsa_cert_pem, tsa_key_pem, chain_pem)
+        self._stamper: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_pems": self._pems, "_stamper": None}
+
+    async def async_timestamp(self, message_digest: bytes, md_algorithm: str) -> cms.ContentInfo:
+        if self._stamper is None:
+            self._stamper = _build_development_stamper(*self._pems)
+        return await self._stamper.async_timestamp(message_digest, md_algorithm)
+
+
+def development_timestamper(tsa_cert_pem: bytes, tsa_key_pem: bytes, chain_pem: bytes = b"") -> DevelopmentTimeStamper:
+    """A :class:`DevelopmentTimeStamper` from PEM bytes (``keys/tsa.pem``, ``keys/tsa.key``, ``keys/ca.pem``)."""
+    return DevelopmentTimeStamper(tsa_cert_pem, tsa_key_pem, chain_pem)
+
+
+def _build_development_stamper(tsa_cert_pem: bytes, tsa_key_pem: bytes, chain_pem: bytes = b"") -> Any:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives import hashes
     from cryptography import x509 as pyca_x509

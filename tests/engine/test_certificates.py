@@ -40,6 +40,7 @@ from signing.hc1 import sign_hc1
 from signing.keys import Signer, SignerSpec
 from signing.pades import PadesSigner
 from signing.pki import ensure_development_pki
+from tests.signing.softhsm import softhsm_signer, softhsm_token  # noqa: F401  (pytest fixtures)
 
 # A real-looking HC1 payload (Base45 alphabet only); tests that need a signed one make it with signing.hc1.
 HC1 = (
@@ -459,6 +460,30 @@ def test_writer_in_process(keys: tuple[SignerSpec, Signer, x509.Certificate], tm
     paths = writer.write(_items(3))
     assert [p.name for p in paths] == ["r-000000-v1.pdf", "r-000001-v1.pdf", "r-000002-v1.pdf"]
     assert validate(paths[1].read_bytes(), keys[2]).bottom_line
+
+
+def test_writer_adds_timestamps_when_a_tsa_is_configured(tmp_path: Path) -> None:
+    """With the development TSA the writer's certificates are PAdES B-T: pyHanko validates the embedded timestamp."""
+    import pickle
+
+    from signing.pades import development_timestamper
+
+    pki = ensure_development_pki(tmp_path / "keys")
+    spec = SignerSpec(kind="file", key=str(pki.signer_key), certificate=str(pki.signer_cert), chain=(str(pki.ca_cert),))
+    tsa = development_timestamper(pki.tsa_cert.read_bytes(), pki.tsa_key.read_bytes(), pki.ca_cert.read_bytes())
+    tsa = pickle.loads(pickle.dumps(tsa))  # what the worker processes receive
+    paths = CertificateWriter(spec, tmp_path / "out", workers=1, timestamper=tsa).write(_items(2))
+    status = validate(paths[0].read_bytes(), x509.load_pem_x509_certificate(pki.ca_cert.read_bytes()))
+    assert status.bottom_line
+    assert status.timestamp_validity is not None and status.timestamp_validity.trusted
+
+
+def test_certificate_signed_on_a_pkcs11_token(softhsm_signer) -> None:  # noqa: F811
+    """A certificate signed with a SoftHSM2 key (never leaving the token) validates in pyHanko."""
+    signer = softhsm_signer.spec.open()
+    pdf = sign_certificate(result("POSITIVE"), HC1, PadesSigner(signer))
+    assert validate(pdf, x509.load_pem_x509_certificate(softhsm_signer.ca_pem.read_bytes())).bottom_line
+    assert "Nguyễn Thị Ánh Tuyết" in page_text(pdf)
 
 
 @pytest.mark.slow
