@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -142,6 +144,18 @@ def test_cursor_roundtrip_and_key_binding() -> None:
         assert decode_cursor(encode_cursor(seq, key), key) == seq
     with pytest.raises(ApiError):
         decode_cursor(encode_cursor(5, key), other)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=80), st.binary(max_size=40).map(lambda b: base64.urlsafe_b64encode(b).decode().rstrip("="))))
+def test_decode_cursor_accepts_only_its_own_cursors(text: str) -> None:
+    """Any text is either refused with CursorError (an ApiError) or is exactly the encoding of the seq it decodes to."""
+    key = b"k" * 32
+    try:
+        seq = decode_cursor(text, key)
+    except ApiError:
+        return
+    assert encode_cursor(seq, key) == text
 
 
 @pytest.mark.parametrize("limit,status", [("0", 400), ("-3", 400), ("abc", 400), ("1e3", 400), ("10", 200)])
