@@ -306,7 +306,7 @@ def test_fuzzed_files_only_raise_parse_error(path):
 def test_fuzzed_files_only_raise_parse_error_heavy(path):
     """The same contract over many more, freshly random mutations per file."""
 
-    @settings(max_examples=_examples(path, 250), deadline=None,
+    @settings(max_examples=_examples(path, 200), deadline=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(MUTANT)
     def fuzz(mutant):
