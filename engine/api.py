@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import sqlite3
 import ssl
@@ -112,6 +113,7 @@ class ApiSettings:
 # ---------------------------------------------------------------------- cursors
 _CURSOR_VERSION = 1
 _CURSOR_RAW = 1 + 8 + 10  # version byte, seq (uint64 big-endian), HMAC-SHA256 truncated to 80 bits
+_CURSOR_TEXT = re.compile(r"^[A-Za-z0-9_-]{26}$")  # unpadded base64url of the 19 bytes: one spelling only
 
 
 class CursorError(ApiError):
@@ -144,8 +146,10 @@ def encode_cursor(seq: int, key: bytes) -> str:
 
 def decode_cursor(text: str, key: bytes) -> int:
     """The seq a cursor stands for; :class:`CursorError` when it is not one of ours."""
-    if len(text) > 64:
-        raise CursorError("the cursor is too long; pass back exactly the 'next' value of a previous page")
+    if not _CURSOR_TEXT.match(text):
+        raise CursorError(
+            "the cursor has the wrong length or characters; pass back exactly the 'next' value of a previous page"
+        )
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):

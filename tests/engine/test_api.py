@@ -144,6 +144,9 @@ def test_cursor_roundtrip_and_key_binding() -> None:
         assert decode_cursor(encode_cursor(seq, key), key) == seq
     with pytest.raises(ApiError):
         decode_cursor(encode_cursor(5, key), other)
+    for spelling in (encode_cursor(5, key) + "==", " " + encode_cursor(5, key), encode_cursor(5, key)[:-1] + "+"):
+        with pytest.raises(ApiError):  # one spelling only: no padding, no stray characters
+            decode_cursor(spelling, key)
 
 
 @settings(max_examples=300, deadline=None)
