@@ -178,7 +178,7 @@ def run(ctx: Context) -> list[Figure]:
         pull_bare = lambda: loop.run_until_complete(pull_all(session, f"{bare.base}/bare/results", ndjson, cursor_param="after", first="0", page=page, expect=n))  # noqa: E731
         figures = [
             compare("NDJSON feed, whole ledger, one client", unit="results", amount=n, candidate=pull_ours, baseline=pull_bare,
-                    repeats=ctx.repeats, candidate_label="engine.api GET /v1/results (NDJSON)", baseline_label="bare aiohttp + sqlite3",
+                    repeats=ctx.heavy_repeats, candidate_label="engine.api GET /v1/results (NDJSON)", baseline_label="bare aiohttp + sqlite3",
                     aim="≥ 100k results/s", extra={"page": page, "results": n}),
         ]
         lat_ours: list[float] = []
@@ -191,7 +191,7 @@ def run(ctx: Context) -> list[Figure]:
         lat_ours.clear()
         lat_bare.clear()
         fig = compare(f"single GET by id, {CLIENTS} concurrent clients", unit="requests", amount=gets, candidate=get_ours, baseline=get_bare,
-                      repeats=ctx.repeats, candidate_label="engine.api GET /v1/results/{id}", baseline_label="bare aiohttp + sqlite3",
+                      repeats=ctx.heavy_repeats, candidate_label="engine.api GET /v1/results/{id}", baseline_label="bare aiohttp + sqlite3",
                       aim="p99 < 10 ms", warmup=False)
         fig.extra.update(
             {

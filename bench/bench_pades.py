@@ -95,7 +95,7 @@ def run(ctx: Context) -> list[Figure]:
         amount=n_ours,
         candidate=lambda: [ours.sign(pdf) for _ in range(n_ours)],
         baseline=lambda: [pyhanko_sign(pdf, theirs) for _ in range(n_theirs)],
-        repeats=ctx.repeats,
+        repeats=ctx.heavy_repeats,
         candidate_label="signing.pades.PadesSigner.sign",
         baseline_label="pyhanko.sign.signers.sign_pdf",
         aim="≥ 500/s/core",

@@ -126,7 +126,7 @@ def run(ctx: Context) -> list[Figure]:
         return [demo.simulate_plate(first_seed + i, size=size, pool_size=10, prevalence=0.02, name=f"PLBENCH{first_seed + i:05d}") for i in range(n)]
 
     figures = []
-    for label, n_plates, first, repeats in (("one plate", 1, 100, 1 if ctx.quick else 3), (f"{n_sustained} plates at once", n_sustained, 200, 1 if ctx.quick else 2)):
+    for label, n_plates, first, repeats in (("one plate", 1, 100, 1 if ctx.quick else 3), (f"{n_sustained} plates at once", n_sustained, 200, 1)):
         signed_t: list[float] = []
         certs_t: list[float] = []
         floor_t: list[float] = []

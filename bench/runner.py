@@ -257,6 +257,11 @@ class Context:
     def scale(self, quick: float, full: float) -> float:
         return quick if self.quick else full
 
+    @property
+    def heavy_repeats(self) -> int:
+        """Repeats for figures whose one call takes seconds (the full run must stay near 10 minutes)."""
+        return self.repeats if self.quick else min(self.repeats, 3)
+
 
 @dataclass(frozen=True)
 class Stage:
