@@ -21,6 +21,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Sized
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import date, datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -456,12 +457,22 @@ class CertificateWriter:
         # Keep at most two batches per worker in flight: bounded memory, busy workers.
         window = 2 * self.workers
         pending: list[Any] = []
-        for batch in batches:
-            pending.append(pool.submit(_write_batch, batch))
-            if len(pending) >= window:
-                paths.extend(Path(p) for p in pending.pop(0).result())
-        for future in pending:
-            paths.extend(Path(p) for p in future.result())
+        try:
+            for batch in batches:
+                pending.append(pool.submit(_write_batch, batch))
+                if len(pending) >= window:
+                    paths.extend(Path(p) for p in pending.pop(0).result())
+            for future in pending:
+                paths.extend(Path(p) for p in future.result())
+        except BrokenProcessPool as exc:
+            # A worker died (out of memory, killed, a crash in a native library):
+            # drop the pool so the next write starts fresh, and say what happened.
+            self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise SigningError(
+                f"a certificate worker process stopped unexpectedly after {len(paths)} certificates "
+                f"({exc}); the remaining results still have no certificate and can be written again"
+            ) from exc
         return paths
 
     def close(self) -> None:

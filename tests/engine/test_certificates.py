@@ -454,6 +454,24 @@ def test_writer_signs_a_batch_on_worker_processes(
         assert items[index][0]["person"]["full_name"] in page_text(pdf)
 
 
+class DyingSignerSpec:
+    """A signer spec whose worker process dies while opening the key (a crashed token driver)."""
+
+    def open(self) -> Signer:
+        import os
+
+        os._exit(3)
+
+
+def test_writer_reports_a_dead_worker(tmp_path: Path) -> None:
+    """A worker process that dies surfaces as SigningError, and the writer can start afresh."""
+    writer = CertificateWriter(DyingSignerSpec(), tmp_path, workers=2)  # type: ignore[arg-type]
+    with pytest.raises(SigningError, match="worker process stopped unexpectedly"):
+        writer.write(_items(40))
+    assert writer._pool is None
+    writer.close()
+
+
 def test_writer_in_process(keys: tuple[SignerSpec, Signer, x509.Certificate], tmp_path: Path) -> None:
     """With one worker the writer signs in the calling process and the files validate."""
     writer = CertificateWriter(keys[0], tmp_path, workers=1)
