@@ -25,11 +25,13 @@ import unicodedata
 import zlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from engine.errors import ConfigError
 
 if TYPE_CHECKING:
+    from reportlab.pdfgen.canvas import Canvas
+
     from signing.pades import PadesSigner, SignatureSlot
 
 __all__ = ["CertificateTemplate", "font_paths", "REPERTOIRE", "PAGE_WIDTH", "PAGE_HEIGHT"]
@@ -143,34 +145,33 @@ FOOTER_LINES = (
 )
 
 
-def _draw_static(canvas: object) -> None:
+def _draw_static(c: "Canvas") -> None:
     """Everything on the page that does not depend on the result (drawn once per process)."""
-    c = canvas  # reportlab.pdfgen.canvas.Canvas
     width, height = PAGE_WIDTH, PAGE_HEIGHT
-    c.setFillColorRGB(*ACCENT)  # type: ignore[attr-defined]
-    c.rect(0, height - 78, width, 78, stroke=0, fill=1)  # type: ignore[attr-defined]
+    c.setFillColorRGB(*ACCENT)
+    c.rect(0, height - 78, width, 78, stroke=0, fill=1)
 
-    c.setFillColorRGB(*INK)  # type: ignore[attr-defined]
-    c.setFont(BOLD, 16)  # type: ignore[attr-defined]
-    c.drawCentredString(width / 2, height - 128, "PHIẾU KẾT QUẢ XÉT NGHIỆM SARS-CoV-2")  # type: ignore[attr-defined]
-    c.setFont(REGULAR, 11)  # type: ignore[attr-defined]
-    c.drawCentredString(width / 2, height - 146, "SARS-CoV-2 RT-PCR TEST RESULT CERTIFICATE")  # type: ignore[attr-defined]
+    c.setFillColorRGB(*INK)
+    c.setFont(BOLD, 16)
+    c.drawCentredString(width / 2, height - 128, "PHIẾU KẾT QUẢ XÉT NGHIỆM SARS-CoV-2")
+    c.setFont(REGULAR, 11)
+    c.drawCentredString(width / 2, height - 146, "SARS-CoV-2 RT-PCR TEST RESULT CERTIFICATE")
 
     def section(y: float, title: str, right: float = width - MARGIN) -> None:
-        c.setFillColorRGB(*ACCENT)  # type: ignore[attr-defined]
-        c.setFont(BOLD, 10)  # type: ignore[attr-defined]
-        c.drawString(MARGIN, y, title)  # type: ignore[attr-defined]
-        c.setStrokeColorRGB(*RULE)  # type: ignore[attr-defined]
-        c.setLineWidth(0.8)  # type: ignore[attr-defined]
-        c.line(MARGIN, y - 5, right, y - 5)  # type: ignore[attr-defined]
+        c.setFillColorRGB(*ACCENT)
+        c.setFont(BOLD, 10)
+        c.drawString(MARGIN, y, title)
+        c.setStrokeColorRGB(*RULE)
+        c.setLineWidth(0.8)
+        c.line(MARGIN, y - 5, right, y - 5)
 
     def labels(rows: dict[str, Row]) -> None:
-        c.setFillColorRGB(*MUTED)  # type: ignore[attr-defined]
-        c.setFont(REGULAR, 8.5)  # type: ignore[attr-defined]
+        c.setFillColorRGB(*MUTED)
+        c.setFont(REGULAR, 8.5)
         for key, row in rows.items():
             if key == "correction":
                 continue  # only drawn (with its value) on corrected versions
-            c.drawString(LABEL_X, row.y, row.label)  # type: ignore[attr-defined]
+            c.drawString(LABEL_X, row.y, row.label)
 
     section(665, "NGƯỜI ĐƯỢC XÉT NGHIỆM / PERSON TESTED")
     labels(PERSON_ROWS)
@@ -178,48 +179,55 @@ def _draw_static(canvas: object) -> None:
     labels(SPECIMEN_ROWS)
     section(455, "XÉT NGHIỆM / TEST")
     labels(TEST_ROWS)
-    c.setFillColorRGB(*INK)  # type: ignore[attr-defined]
-    c.setFont(REGULAR, 10.5)  # type: ignore[attr-defined]
+    c.setFillColorRGB(*INK)
+    c.setFont(REGULAR, 10.5)
     for key, value in STATIC_VALUES.items():
         row = SPECIMEN_ROWS.get(key) or TEST_ROWS[key]
-        c.drawString(VALUE_X, row.y, value)  # type: ignore[attr-defined]
+        c.drawString(VALUE_X, row.y, value)
 
     x, y, w, h = RESULT_BOX
-    c.setStrokeColorRGB(*RULE)  # type: ignore[attr-defined]
-    c.setLineWidth(1.2)  # type: ignore[attr-defined]
-    c.roundRect(x, y, w, h, 6, stroke=1, fill=0)  # type: ignore[attr-defined]
-    c.setFillColorRGB(*MUTED)  # type: ignore[attr-defined]
-    c.setFont(BOLD, 9)  # type: ignore[attr-defined]
-    c.drawString(x + 12, y + h - 16, "KẾT QUẢ / RESULT")  # type: ignore[attr-defined]
+    c.setStrokeColorRGB(*RULE)
+    c.setLineWidth(1.2)
+    c.roundRect(x, y, w, h, 6, stroke=1, fill=0)
+    c.setFillColorRGB(*MUTED)
+    c.setFont(BOLD, 9)
+    c.drawString(x + 12, y + h - 16, "KẾT QUẢ / RESULT")
 
     section(275, "PHÁT HÀNH / ISSUE", right=ISSUE_RIGHT)
     labels(ISSUE_ROWS)
 
     qx, qy, side = QR_BOX
-    c.setFillColorRGB(*MUTED)  # type: ignore[attr-defined]
-    c.setFont(REGULAR, 8)  # type: ignore[attr-defined]
-    c.drawCentredString(qx + side / 2, qy - 10, "Quét mã QR để xác minh / Scan to verify")  # type: ignore[attr-defined]
+    c.setFillColorRGB(*MUTED)
+    c.setFont(REGULAR, 8)
+    c.drawCentredString(qx + side / 2, qy - 10, "Quét mã QR để xác minh / Scan to verify")
 
-    c.setStrokeColorRGB(*RULE)  # type: ignore[attr-defined]
-    c.setLineWidth(0.6)  # type: ignore[attr-defined]
-    c.line(MARGIN, 72, width - MARGIN, 72)  # type: ignore[attr-defined]
-    c.setFont(REGULAR, 7)  # type: ignore[attr-defined]
+    c.setStrokeColorRGB(*RULE)
+    c.setLineWidth(0.6)
+    c.line(MARGIN, 72, width - MARGIN, 72)
+    c.setFont(REGULAR, 7)
     for i, line in enumerate(FOOTER_LINES):
-        c.drawString(MARGIN, 60 - 10 * i, line)  # type: ignore[attr-defined]
+        c.drawString(MARGIN, 60 - 10 * i, line)
+
+
+def _pdf_string(value: str) -> bytes:
+    """A PDF text string: plain ASCII as a literal, anything else UTF-16BE with a byte-order mark."""
+    if value.isascii() and value.isprintable():
+        return b"(" + value.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)").encode("ascii") + b")"
+    return b"<FEFF" + value.encode("utf-16-be").hex().upper().encode("ascii") + b">"
 
 
 class _FaceCodes:
     """How one face's characters are written with the template's font subsets."""
 
-    def __init__(self, font: object, doc: object) -> None:
-        state = font.state[doc]  # type: ignore[attr-defined]
+    def __init__(self, font: Any, doc: Any) -> None:
+        state = font.state[doc]
         # reportlab assigns each character a code n: subset n >> 8, byte n & 0xFF.
         self.codes = {chr(u): divmod(n, 256) for u, n in state.assignments.items()}
         self.subset_names = [
-            font.getSubsetInternalName(i, doc).encode("ascii")  # type: ignore[attr-defined]
+            font.getSubsetInternalName(i, doc).encode("ascii")
             for i in range(len(state.subsets))
         ]
-        self.font_name = font.fontName  # type: ignore[attr-defined]
+        self.font_name = font.fontName
 
     def runs(self, text: str) -> list[tuple[int, bytes]]:
         """Split ``text`` into (subset, code bytes) runs; KeyError for a character not in the subsets."""
@@ -368,12 +376,15 @@ class CertificateTemplate:
         pades: "PadesSigner | None" = None,
         signed_at: datetime | None = None,
         signer_name: str | None = None,
+        info: dict[str, str] | None = None,
     ) -> tuple[bytearray, "SignatureSlot | None"]:
         """The template plus one incremental update that completes (and, with ``pades``, reserves a signature for) the page.
 
         ``over`` is drawn above the static page, ``under`` below it. Returns the
         PDF and, when signing, where the signature goes (pass both to
-        ``pades.fill``). ``document_key`` makes the second ``/ID`` entry.
+        ``pades.fill``). ``document_key`` makes the second ``/ID`` entry;
+        ``info`` replaces the document information (``Title``, ``Author``,
+        ``Subject``, ``CreationDate`` …; values are text, dates in PDF form).
         """
         out = bytearray(self.pdf)
         offsets: dict[int, int] = {}
@@ -436,6 +447,10 @@ class CertificateTemplate:
                 self._root_num,
                 b"<< /Type /Catalog /Pages %d 0 R /Version /1.7 >>" % self._pages_num,
             )
+
+        if info:
+            entries = b" ".join(b"/%s %s" % (key.encode("ascii"), _pdf_string(value)) for key, value in info.items())
+            put(self._info_num, b"<< " + entries + b" >>")
 
         xref_at = len(out)
         out.extend(b"xref\n")

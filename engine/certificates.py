@@ -19,6 +19,7 @@ import itertools
 import multiprocessing
 import os
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Sized
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -250,8 +251,6 @@ def _page(
     result: dict[str, Any], hc1: str, *, signer_name: str, development: bool
 ) -> tuple[CertificateTemplate, bytes, bytes, bytes]:
     """Template, content drawn over and under the static page, and the QR image object."""
-    import unicodedata
-
     lines = {k: unicodedata.normalize("NFC", v) for k, v in certificate_lines(result, signer_name=signer_name).items()}
     extra = [DEVELOPMENT_BANNER, DEVELOPMENT_WATERMARK] if development else []
     template = _template_for([*lines.values(), *extra])
@@ -302,10 +301,28 @@ def _document_key(result: dict[str, Any]) -> bytes:
     return f"{result.get('id')}#{result.get('version')}".encode("utf-8")
 
 
+def _document_info(result: dict[str, Any], signer_name: str) -> dict[str, str]:
+    """PDF document information: what a file manager or PDF reader shows, dated by the result's issue time."""
+    info = {
+        "Title": f"Phiếu kết quả xét nghiệm SARS-CoV-2 / SARS-CoV-2 test result {result.get('id')} v{result.get('version')}",
+        "Author": str((result.get("lab") or {}).get("name") or signer_name),
+        "Subject": f"{result.get('outcome')} — {(result.get('specimen') or {}).get('id')}",
+        "Creator": "ketqua",
+        "Producer": "ketqua (reportlab template, PAdES)",
+    }
+    try:
+        issued = datetime.fromisoformat(str(result.get("issued_at")).replace("Z", "+00:00")).astimezone(timezone.utc)
+    except ValueError:
+        return info
+    info["CreationDate"] = info["ModDate"] = issued.strftime("D:%Y%m%d%H%M%S+00'00'")
+    return info
+
+
 def render_certificate(result: dict[str, Any], hc1: str, *, signer_name: str, development: bool) -> bytes:
     """The unsigned one-page certificate PDF for one result version (sign it with ``PadesSigner.sign``)."""
     template, over, under, qr = _page(result, hc1, signer_name=signer_name, development=development)
-    pdf, _ = template.assemble(over, qr, under=under, document_key=_document_key(result))
+    pdf, _ = template.assemble(over, qr, under=under, document_key=_document_key(result),
+                               info=_document_info(result, signer_name))
     return bytes(pdf)
 
 
@@ -329,6 +346,7 @@ def sign_certificate(
         pades=pades,
         signed_at=signed_at or datetime.now(timezone.utc),
         signer_name=name,
+        info=_document_info(result, name),
     )
     assert slot is not None
     pades.fill(pdf, slot, prefix=(template.prefix_digest, len(template.pdf)))

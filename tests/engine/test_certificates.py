@@ -292,6 +292,14 @@ def test_rendering_is_deterministic() -> None:
     assert one == render_certificate(result("POSITIVE"), HC1, signer_name="x", development=False)
 
 
+def test_document_information_names_the_result() -> None:
+    """The PDF's document information carries the result id, version, lab and the issue time (not the render time)."""
+    meta = pypdf.PdfReader(io.BytesIO(render_certificate(result("POSITIVE"), HC1, signer_name="x", development=False))).metadata
+    assert meta.title.endswith("r-0d5c2a9e7b41f386 v1")
+    assert meta.author == "Trung tâm Kiểm soát Bệnh tật TP. Hồ Chí Minh"
+    assert meta.creation_date == datetime(2026, 11, 29, 15, 4, 5, tzinfo=timezone.utc)
+
+
 def test_development_key_is_said_visibly(pades: PadesSigner) -> None:
     """A certificate signed by a development key carries the DEVELOPMENT banner and watermark; a production one does not."""
     assert pades.signer.development
