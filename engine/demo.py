@@ -168,7 +168,8 @@ def simulate_plate(
             ct = {t[0]: math.nan for t in TARGETS}
         ct[CONTROL[0]] = float(rng.normal(25, 0.7))
         wells.append(Well(positions[p], pool_id, "UNKNOWN", ct, pool_id))
-        outcome = "RETEST" if conc > 0 else "NEGATIVE"
+        # A detected pool sends its specimens to stage 2, unless it holds one specimen: then it is that specimen's own test.
+        outcome = ("POSITIVE" if pool_size == 1 else "RETEST") if conc > 0 else "NEGATIVE"
         for sid, _ in members:
             expected[sid] = outcome
     for i in range(individual):
