@@ -88,6 +88,8 @@ SEX_TEXT = {
     "o": "Khác / Other",
     "khác": "Khác / Other",
 }
+#: What an inconclusive result asks of the person (printed where a positive shows its Ct values).
+INCONCLUSIVE_HINT = "Cần lấy lại mẫu để xét nghiệm lại / A new swab is needed for a repeat test"
 DEVELOPMENT_BANNER = "KHÓA PHÁT TRIỂN – KHÔNG CÓ GIÁ TRỊ / DEVELOPMENT KEY – NOT A VALID CERTIFICATE"
 DEVELOPMENT_WATERMARK = "DEVELOPMENT · PHÁT TRIỂN"
 
@@ -214,7 +216,7 @@ def certificate_lines(result: dict[str, Any], *, signer_name: str) -> dict[str, 
         "assay": _assay_text(test),
         "mode": _mode_text(test),
         "outcome": OUTCOME_TEXT[outcome][0],
-        "ct": _ct_text(evidence.get("ct")) if outcome == "POSITIVE" else "",
+        "ct": _ct_text(evidence.get("ct")) if outcome == "POSITIVE" else INCONCLUSIVE_HINT if outcome == "INCONCLUSIVE" else "",
         "issued_at": _local_time(result.get("issued_at")),
         "result_id": str(result.get("id") or "—"),
         "version": _version_text(result),

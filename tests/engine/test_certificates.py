@@ -402,13 +402,14 @@ def test_golden_positive_with_ct() -> None:
 
 
 def test_golden_inconclusive() -> None:
-    """An inconclusive result: KHÔNG XÁC ĐỊNH / INCONCLUSIVE and no Ct line."""
+    """An inconclusive result: KHÔNG XÁC ĐỊNH / INCONCLUSIVE, the re-collection hint, no Ct values."""
     payload = result("INCONCLUSIVE")
     payload["evidence"] = dict(payload["evidence"], ct={"N": 38.5})
     pdf = render_certificate(payload, HC1, signer_name="Phòng Xét nghiệm HCDC", development=False)
     assert golden(pdf) == [
         *HEADER, *PERSON, *SPECIMEN, *POOLED,
         "KHÔNG XÁC ĐỊNH / INCONCLUSIVE",
+        "Cần lấy lại mẫu để xét nghiệm lại / A new swab is needed for a repeat test",
         *ISSUE, "1", "Phòng Xét nghiệm HCDC",
     ]
 
