@@ -492,10 +492,19 @@ class Ledger:
                         "SELECT id, max(version) AS v FROM results WHERE id IN ({}) GROUP BY id", sorted({r.id for r in plate.results})
                     )
                 }
+                # A first version needs a specimen with no result at all (another run may have given it
+                # one under its own id meanwhile); a later version needs its id still at the version it supersedes.
+                already = {
+                    r["specimen_id"]
+                    for r in self._select_in(
+                        "SELECT DISTINCT specimen_id FROM results WHERE specimen_id IN ({})",
+                        sorted({r.specimen_id for r in plate.results if r.supersedes is None}),
+                    )
+                }
                 for r in plate.results:
-                    if latest.get(r.id) != r.supersedes:
+                    if latest.get(r.id) != r.supersedes or (r.supersedes is None and r.specimen_id in already):
                         raise ConflictError(
-                            f"result {r.id} moved to version {latest.get(r.id)} while plate {plate.source} was signed against {r.supersedes}"
+                            f"specimen {r.specimen_id} ({r.id}) got another result while plate {plate.source} was signed; recompute"
                         )
                 self.conn.execute(
                     "INSERT OR REPLACE INTO runs(run_id, source, format, instrument, assay, metadata, wells, committed_at) VALUES (?,?,?,?,?,?,?,?)",

@@ -264,3 +264,36 @@ def test_parked_file_is_retried_when_the_operator_asks(data_dir: DataDir) -> Non
         engine.process_pending()
         assert engine.ledger.file(sha)["state"] == "done"
     assert _decisions(data_dir) == plate.expected
+
+
+@pytest.mark.parametrize("pool_size", [1, 2, 5])
+def test_decisions_match_truth_for_several_pool_sizes(data_dir: DataDir, pool_size: int) -> None:
+    """For pools of 1, 2 and 5 specimens every specimen's decision equals the simulated truth."""
+    plate = simulate_plate(70 + pool_size, pool_size=pool_size, prevalence=0.05)
+    _drop(data_dir, "m.csv", manifest_csv(plate.manifest))
+    _drop(data_dir, "p.txt", quantstudio_text(plate))
+    with Engine(data_dir, workers=0, certificates=False) as engine:
+        engine.run_once()
+    assert _decisions(data_dir) == plate.expected
+
+
+def test_concurrent_plates_for_the_same_specimens_become_ordered_versions(data_dir: DataDir) -> None:
+    """Two retest runs of the same specimens signed in parallel workers commit as versions 1 and 2, never as two version 1s."""
+    plate = _plate(19)
+    _drop(data_dir, "m.csv", manifest_csv(plate.manifest))
+    _drop(data_dir, "p.txt", quantstudio_text(plate))
+    first, second = retest_plate(plate, seed=1, name="RT-A"), retest_plate(plate, seed=2, name="RT-B")
+    with Engine(data_dir, workers=2, certificates=False) as engine:
+        engine.run_once()
+        _drop(data_dir, "rt-a.txt", quantstudio_text(first))
+        _drop(data_dir, "rt-b.txt", quantstudio_text(second))
+        engine.run_once()
+        by_specimen: dict[str, list[dict]] = {}
+        for row in engine.ledger.results():
+            by_specimen.setdefault(row["specimen_id"], []).append(row)
+    for sid in first.expected:
+        versions = by_specimen[sid]
+        assert [v["version"] for v in versions] == [1, 2]
+        assert len({v["id"] for v in versions}) == 1
+        assert len({v["run_id"] for v in versions}) == 2  # one version from each retest run
+        assert versions[0]["superseded_by"] == 2 and versions[1]["supersedes"]["version"] == 1
