@@ -641,7 +641,10 @@ class Ledger:
             "SELECT t.specimen_id, t.kind, t.pool_id, t.reason, t.created_at, t.run_id, r.source,"
             " s.full_name, s.date_of_birth, s.collection_site, s.collected_at"
             " FROM retests t LEFT JOIN runs r USING (run_id) LEFT JOIN specimens s USING (specimen_id)"
-            " WHERE t.state='open' ORDER BY t.created_at, t.specimen_id"
+            " WHERE t.state='open'"
+            # one line per specimen: a retest that failed again (INVALID) reopens it under the newer run
+            " AND t.created_at = (SELECT max(created_at) FROM retests u WHERE u.specimen_id = t.specimen_id AND u.state='open')"
+            " ORDER BY t.created_at, t.specimen_id"
         ).fetchall()
         return [dict(r) for r in rows]
 
@@ -653,7 +656,7 @@ class Ledger:
             "files": files,
             "results": self.conn.execute("SELECT count(*) FROM results").fetchone()[0],
             "current": outcomes,
-            "open_retests": self.conn.execute("SELECT count(*) FROM retests WHERE state='open'").fetchone()[0],
+            "open_retests": self.conn.execute("SELECT count(DISTINCT specimen_id) FROM retests WHERE state='open'").fetchone()[0],
             "specimen_decisions": self.conn.execute("SELECT count(*) FROM specimen_decisions").fetchone()[0],
             "last_seq": self.last_seq(),
         }

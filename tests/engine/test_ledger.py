@@ -152,3 +152,13 @@ def test_readonly_open_of_missing_ledger_says_what_to_do(tmp_path: Path) -> None
     with pytest.raises(LedgerError, match="ketqua demo"):
         Ledger.open(tmp_path / "none.sqlite3", readonly=True)
     assert not (tmp_path / "none.sqlite3").exists()
+
+
+def test_a_specimen_retested_twice_is_listed_once(tmp_path: Path) -> None:
+    """A specimen whose individual rerun failed again appears once in the retest list, under the newer run."""
+    with Ledger.open(tmp_path / "l.sqlite3") as ledger:
+        ledger.commit_plate(_plate(ledger, "1" * 64, [], retests=["S7"]))
+        ledger.commit_plate(_plate(ledger, "2" * 64, [], retests=["S7"]))
+        (row,) = ledger.open_retests()
+        assert row["specimen_id"] == "S7" and row["run_id"] == "2" * 64
+        assert ledger.counts()["open_retests"] == 1
