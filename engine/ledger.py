@@ -566,19 +566,22 @@ class Ledger:
         return seqs
 
     def _insert_results(self, results: Sequence[SignedResult], now: str) -> list[int]:
-        seqs = []
-        for r in results:
-            cur = self.conn.execute(
-                "INSERT INTO results(id, version, specimen_id, status, run_id, payload, jws, hc1, supersedes, reason, created_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (r.id, r.version, r.specimen_id, r.status, r.run_id, r.payload, r.jws, r.hc1, r.supersedes, r.reason, now),
-            )
-            seqs.append(int(cur.lastrowid))
-            if r.supersedes is not None:
-                self.conn.execute(
-                    "UPDATE results SET superseded_by=? WHERE id=? AND version=?", (r.version, r.id, r.supersedes)
-                )
-        return seqs
+        """Insert result rows (inside the caller's transaction) and mark the versions they supersede."""
+        if not results:
+            return []
+        self.conn.executemany(
+            "INSERT INTO results(id, version, specimen_id, status, run_id, payload, jws, hc1, supersedes, reason, created_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [(r.id, r.version, r.specimen_id, r.status, r.run_id, r.payload, r.jws, r.hc1, r.supersedes, r.reason, now) for r in results],
+        )
+        # One statement inside this connection's write transaction (the only writer): AUTOINCREMENT
+        # hands out consecutive seqs, so they are the last n up to last_insert_rowid().
+        last = int(self.conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+        self.conn.executemany(
+            "UPDATE results SET superseded_by=? WHERE id=? AND version=?",
+            [(r.version, r.id, r.supersedes) for r in results if r.supersedes is not None],
+        )
+        return list(range(last - len(results) + 1, last + 1))
 
     def set_certificates(self, paths: Iterable[tuple[str, int, str]]) -> None:
         """Fill certificate paths (id, version, path) once the PDFs exist; one transaction per batch."""

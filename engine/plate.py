@@ -170,7 +170,6 @@ def manifest_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: Any, seconds: dict[str, float]) -> PlateOutcome:
     from engine.model import run_metadata
-
     from engine.pooling import decode, design_from_manifest
 
     t0 = time.perf_counter()
@@ -218,11 +217,12 @@ def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: A
     wells_col = samples.column("well").to_pylist()
     rule_col = samples.column("rule").to_pylist()
     cts_col = samples.column("cts").to_pylist()
+    outcome_col = samples.column("outcome").to_pylist()
     pool_evidence: dict[str, dict[str, Any]] = {}
     pool_decisions = []
     for pid, t in tube_of_pool.items():
         cts = {k: ct_value(v) for k, v in (cts_col[t] or [])}
-        pool_evidence[pid] = {"pool_id": pid, "well": wells_col[t], "outcome": samples.column("outcome")[t].as_py(), "ct": cts}
+        pool_evidence[pid] = {"pool_id": pid, "well": wells_col[t], "outcome": outcome_col[t], "ct": cts}
         pool_decisions.append({"pool_id": pid, "well": wells_col[t], "outcome": pool_evidence[pid]["outcome"], "evidence": {**pool_evidence[pid], "rule": rule_col[t]}})
 
     issued_at = utc_instant(job.received_at)
