@@ -16,9 +16,13 @@ exact       dd + bounded exact search: with at most D positives per plate (``max
             in none NEGATIVE; ties stay RETEST
 bp          noise model (``sensitivity``/``specificity`` per pool): belief propagation; calls only
             when the posterior is beyond ``confidence``
-ctq         dd calls + relative loads from Ct (non-negative least squares on the COMP support,
-            dilution: Ct + log2(k) in a pool of k) as evidence: loads can support a call, not
-            prove a negative (a weak positive hides under a strong one)
+ctq         exact + the pools' Cts: with at most D positives, every explanation must also have
+            loads (1+E)^-Ct (individual Ct ≤ max_ct) that reproduce each detected pool's Ct within
+            ± ct_tolerance after dilution (Ct + log2(k) in a pool of k) — a linear feasibility
+            check per explanation. Breaks ties binary search cannot (2-D array ghosts). Without a
+            bound it adds relative loads (non-negative least squares on the COMP support) as
+            evidence only: a weak positive can hide under a strong one, so loads never prove a
+            negative on their own
 ==========  =====================================================================================
 
 A pool whose result is missing, invalid or inconclusive constrains nothing; its
@@ -28,6 +32,7 @@ members are decided by their other pools or stay RETEST. Specimens tested alone
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +63,14 @@ _POOL_WORDS = {0: PoolOutcome.NOT_DETECTED.value, 1: PoolOutcome.DETECTED.value,
 EXACT_NODE_BUDGET = 2_000_000
 #: Default posterior confidence for the noise-tolerant decoder: a call is wrong with probability ≤ this.
 DEFAULT_CONFIDENCE = 1e-6
+#: Cycles a pool's measured Ct may differ from the one its members' loads predict (ctq decoder).
+DEFAULT_CT_TOLERANCE = 1.5
+#: Highest individual Ct (cycles) that still counts as a positive specimen (ctq decoder's load floor).
+DEFAULT_MAX_CT = 40.0
+#: Candidate explanations the ctq decoder will enumerate on one plate before leaving it to DD/exact.
+CTQ_MAX_SUBSETS = 3_000
+#: Linear programs the ctq decoder will solve on one plate before leaving it to DD/exact.
+CTQ_MAX_PROGRAMS = 300
 
 
 @dataclass
@@ -187,11 +200,15 @@ def decode_batch(
     specificity: float | None = None,
     confidence: float = DEFAULT_CONFIDENCE,
     bp_iterations: int = 20,
+    pool_ct: np.ndarray | None = None,
+    ct_tolerance: float = DEFAULT_CT_TOLERANCE,
+    efficiency: float = 1.0,
+    max_ct: float = DEFAULT_MAX_CT,
 ) -> BatchDecoding:
     """Decode many plates of one design at once: ``pool_codes`` is ``int8[plates, pools]``.
 
-    This is the throughput API (the simulator and the benchmarks use it); Ct-based
-    evidence is only produced by :func:`decode`.
+    This is the throughput API (the simulator and the benchmarks use it). ``pool_ct``
+    (``float32[plates, pools]``, cycles) is used by the ``ctq`` decoder only.
     """
     codes = _check_codes(design, pool_codes)
     name = _choose(design, decoder, max_positives, prevalence, sensitivity, specificity)
@@ -210,11 +227,15 @@ def decode_batch(
     elif name in ("comp", "dd", "scomp", "exact", "ctq"):
         K.dd_batch(codes, pool_ptr, pool_members, spec_ptr, spec_pools, alone, out, reason, name == "comp")
         margin = np.zeros(out.shape, dtype=np.float32)
-        if name == "exact":
-            if max_positives is None and prevalence is None:
-                raise DecodeError("the exact decoder needs a model bound: give max_positives (positives per plate) or prevalence")
+        if name == "exact" and max_positives is None and prevalence is None:
+            raise DecodeError("the exact decoder needs a model bound: give max_positives (positives per plate) or prevalence")
+        if name in ("exact", "ctq") and (max_positives is not None or prevalence is not None):
             bound = int(max_positives) if max_positives is not None else bound_from_prevalence(design.n_specimens, float(prevalence))  # type: ignore[arg-type]
             K.exact_batch(codes, pool_ptr, pool_members, spec_ptr, spec_pools, out, reason, margin, bound, EXACT_NODE_BUDGET)
+        if name == "ctq" and bound is not None and pool_ct is not None:
+            cts = np.asarray(pool_ct, dtype=np.float64).reshape(codes.shape)
+            for b in np.flatnonzero(((out == K.RETEST) & ((reason == K.R_AMBIGUOUS) | (reason == K.R_UNTESTED))).any(axis=1)):
+                _ctq_refine(design, codes[b], cts[b], out[b], reason[b], margin[b], bound, ct_tolerance, efficiency, max_ct)
     else:  # bp
         se = 1.0 if sensitivity is None else float(sensitivity)
         sp = 1.0 if specificity is None else float(specificity)
@@ -247,6 +268,8 @@ def decode(
     specificity: float | None = None,
     confidence: float = DEFAULT_CONFIDENCE,
     efficiency: float = 1.0,
+    ct_tolerance: float = DEFAULT_CT_TOLERANCE,
+    max_ct: float = DEFAULT_MAX_CT,
 ) -> Decoding:
     """Decode one plate: ``pool_codes`` int8[pools] (POOL_CODE, -1 missing), ``pool_ct`` float32[pools] (cycles).
 
@@ -266,6 +289,10 @@ def decode(
         sensitivity=sensitivity,
         specificity=specificity,
         confidence=confidence,
+        pool_ct=ct[None, :],
+        ct_tolerance=ct_tolerance,
+        efficiency=efficiency,
+        max_ct=max_ct,
     )
     outcome = batch.outcome[0]
     reason = batch.reason[0]
@@ -293,6 +320,98 @@ def decode(
     if batch.decoder == "scomp":
         decoding.likely = _scomp_likely(design, codes[0], outcome)
     return decoding
+
+
+def _ctq_refine(
+    design: Design,
+    codes: np.ndarray,
+    pool_ct: np.ndarray,
+    out: np.ndarray,
+    reason: np.ndarray,
+    margin: np.ndarray,
+    bound: int,
+    tolerance: float,
+    efficiency: float,
+    max_ct: float,
+) -> None:
+    """Decide ambiguous candidates of one plate by which explanations the pools' Cts allow.
+
+    Model: at most ``bound`` positives; a positive's individual Ct is ≤ ``max_ct``; a
+    detected pool of k reads Ct = -log_{1+E}(Σ loads / k) within ± ``tolerance`` cycles,
+    with load = (1+E)^-Ct. Every set of candidates that explains the detected pools
+    (with the definite positives) is checked for loads satisfying those bounds — a
+    linear feasibility problem. A candidate in every fitting explanation is POSITIVE,
+    in none NEGATIVE. A weak positive under a strong one stays possible, so nothing is
+    ruled out merely because the Cts are explained without it.
+    """
+    from scipy.optimize import linprog
+
+    candidates = np.flatnonzero((out == K.RETEST) & ((reason == K.R_AMBIGUOUS) | (reason == K.R_UNTESTED)))
+    definite = np.flatnonzero(out == K.POSITIVE)
+    room = bound - definite.size
+    if candidates.size == 0 or room < 0:
+        return
+    inc = design.incidence
+    measured = (codes == 1) & np.isfinite(pool_ct)
+    residual = (codes == 1) & ~inc[:, definite].any(axis=1)
+    if (codes == 1).any() and not measured[codes == 1].all():
+        return  # a detected pool without a Ct: loads cannot be checked
+    if room >= candidates.size:
+        # Every candidate fits under the bound at once: with a near-zero load any of them can
+        # join an explanation, so the Cts could rule nobody out. Not worth the linear programs.
+        return
+    n_subsets = sum(math.comb(candidates.size, k) for k in range(room + 1))
+    if n_subsets > CTQ_MAX_SUBSETS:
+        return
+    base = 1.0 + efficiency
+    rows = np.flatnonzero(measured)
+    ref = float(pool_ct[rows].min()) if rows.size else 0.0
+    k_size = design.pool_sizes[rows].astype(np.float64)
+    lo = k_size * np.power(base, -(pool_ct[rows] + tolerance - ref))
+    hi = k_size * np.power(base, -(pool_ct[rows] - tolerance - ref))
+    floor = float(np.power(base, -(max_ct - ref)))
+    cand_res = inc[np.ix_(residual, candidates)]
+    fits: list[np.ndarray] = []
+    programs = 0
+    for size in range(room + 1):
+        for subset in itertools.combinations(range(candidates.size), size):
+            chosen = list(subset)
+            if residual.any() and not cand_res[:, chosen].any(axis=1).all():
+                continue
+            programs += 1
+            if programs > CTQ_MAX_PROGRAMS:
+                return
+            members = np.concatenate([definite, candidates[chosen]])
+            if members.size == 0 or rows.size == 0:  # nothing to measure against: the loads fit trivially
+                mask = np.zeros(candidates.size, dtype=bool)
+                mask[chosen] = True
+                fits.append(mask)
+                continue
+            a = inc[np.ix_(rows, members)].astype(np.float64)
+            res = linprog(
+                np.zeros(members.size),
+                A_ub=np.vstack([a, -a]),
+                b_ub=np.concatenate([hi, -lo]),
+                bounds=[(floor, None)] * members.size,
+                method="highs",
+            )
+            if res.status == 0:
+                mask = np.zeros(candidates.size, dtype=bool)
+                mask[chosen] = True
+                fits.append(mask)
+            elif res.status != 2:
+                return  # the solver could not decide: leave the plate as it is
+    if not fits:
+        reason[candidates] = K.R_CT_CONFLICT
+        return
+    members = np.array(fits)
+    in_all = members.all(axis=0)
+    in_none = ~members.any(axis=0)
+    out[candidates[in_all]] = K.POSITIVE
+    reason[candidates[in_all]] = K.R_CT_POS
+    out[candidates[in_none]] = K.NEGATIVE
+    reason[candidates[in_none]] = K.R_CT_NEG
+    margin[candidates[in_all | in_none]] = float(len(fits))
 
 
 def _retest_kinds(outcome: np.ndarray, aliquot: np.ndarray) -> list[str]:

@@ -29,6 +29,9 @@ R_BP_NEG = 10
 R_INDIVIDUAL = 11
 R_SEARCH_LIMIT = 12
 R_BP_UNSURE = 13
+R_CT_POS = 14
+R_CT_NEG = 15
+R_CT_CONFLICT = 16
 
 REASONS = (
     "in a pool that was not detected",
@@ -45,6 +48,9 @@ REASONS = (
     "tested individually (stage 2)",
     "too many ambiguous candidates for the exact search: not decided",
     "posterior probability not decisive under the noise model (belief propagation)",
+    "in every explanation whose loads fit the pools' Cts (≤ the positives bound, Ct within tolerance after dilution)",
+    "in no explanation whose loads fit the pools' Cts (≤ the positives bound, Ct within tolerance after dilution)",
+    "no explanation fits the pools' Cts within tolerance: only definite calls are made",
 )
 
 # Outcome of a specimen tested alone, by pool code + 1 (missing, not_detected, detected, inconclusive, invalid).

@@ -141,10 +141,13 @@ def simulate(
     name = decoder
     if decoder == "auto":
         # Under noise even Dorfman needs the posterior: a missed pool would otherwise sign a false NEGATIVE.
-        name = ("dorfman" if d.is_disjoint else "exact") if model.noiseless else "bp"
+        # The simulator always knows pool Cts, so the Ct-aware exact search is the strongest proof.
+        name = ("dorfman" if d.is_disjoint else "ctq") if model.noiseless else "bp"
         decode_kw["decoder"] = name
-    if name == "exact":
+    if name in ("exact", "ctq"):
         decode_kw["max_positives"] = positives if positives is not None else bound_from_prevalence(n, prior)
+        decode_kw["efficiency"] = efficiency
+        decode_kw["max_ct"] = max(ct_range[1], cutoff) + 0.5
     if name == "bp":
         decode_kw.update(prevalence=min(max(prior, 1e-6), 0.5), sensitivity=_pool_sensitivity(d, model, cutoff, ct_range), specificity=1 - model.fp)
 
@@ -160,17 +163,20 @@ def simulate(
         pool_load = load @ inc_t / sizes
         infected_pool = pool_load > 0
         detected = infected_pool.copy()
+        pool_ct = np.where(infected_pool, -np.log(np.where(infected_pool, pool_load, 1.0)) / np.log(base), np.nan)
+        if model.sd:
+            pool_ct = pool_ct + rng.normal(0.0, model.sd, size=pool_ct.shape)
         if model.dilution:
-            with np.errstate(divide="ignore"):
-                pool_ct = -np.log(np.where(infected_pool, pool_load, 1.0)) / np.log(base)
-            if model.sd:
-                pool_ct = pool_ct + rng.normal(0.0, model.sd, size=pool_ct.shape)
             detected &= pool_ct <= cutoff
         if model.fn:
             detected &= rng.random(detected.shape) >= model.fn
         if model.fp:
-            detected |= ~infected_pool & (rng.random(detected.shape) < model.fp)
-        result = decode_batch(d, detected.astype(np.int8), **decode_kw)
+            false_hit = ~infected_pool & (rng.random(detected.shape) < model.fp)
+            detected |= false_hit
+            # a contaminated pool reads late: somewhere between 30 cycles and the cut-off
+            pool_ct = np.where(false_hit, rng.uniform(30.0, cutoff, size=pool_ct.shape), pool_ct)
+        pool_ct = np.where(detected, pool_ct, np.nan).astype(np.float32)
+        result = decode_batch(d, detected.astype(np.int8), pool_ct=pool_ct, **decode_kw)
         outcome = result.outcome
         retest = (outcome == K.RETEST) | (outcome == K.INVALID)
         called_pos = outcome == K.POSITIVE

@@ -190,6 +190,28 @@ def test_ct_loads_follow_dilution():
     assert result.evidence(3)["estimated_ct"] == pytest.approx(26.0, abs=0.01)
 
 
+def test_ctq_separates_array_ghosts_by_ct():
+    """With ≤ 2 positives, pool Cts that fit only the true pair resolve the ghosts; a looser bound does not."""
+    d = generate("array:8x12")
+    truth = np.zeros(96, bool)
+    truth[[0, 13]] = True  # Ct 25 at (row 0, col 0), Ct 32 at (row 1, col 1); ghosts at 1 and 12
+    codes = noiseless_codes(d, truth)
+    specimen_ct = {0: 25.0, 13: 32.0}
+    pool_ct = np.full(d.n_pools, np.nan, np.float32)
+    for p in np.flatnonzero(codes == 1):
+        load = sum(2.0 ** -specimen_ct[s] for s in np.flatnonzero(d.incidence[p]) if s in specimen_ct)
+        pool_ct[p] = -np.log2(load / d.pool_sizes[p])
+    tight = decode(d, codes, pool_ct, decoder="ctq", max_positives=2)
+    assert np.flatnonzero(tight.outcome == POS).tolist() == [0, 13]
+    assert tight.outcome[[1, 12]].tolist() == [NEG, NEG]
+    assert "Cts" in tight.evidence(1)["reason"]
+    loose = decode(d, codes, pool_ct, decoder="ctq", max_positives=3)
+    assert not (loose.outcome[[0, 1, 12, 13]] == NEG).any()  # {0, 1, 12} also fits: nothing is guessed
+    assert not (loose.outcome[[1, 12]] == POS).any()
+    binary = decode(d, codes, pool_ct, decoder="exact", max_positives=2)
+    assert binary.outcome[[0, 1, 12, 13]].tolist() == [RET] * 4
+
+
 def test_bp_calls_clear_cases_under_noise():
     """BP with Se/Sp < 1 calls a well-supported positive and clear negatives, and leaves doubt RETEST."""
     d = generate("kirkman:15")
@@ -286,6 +308,22 @@ def test_noiseless_calls_are_always_true(plate):
         alone = design.alone
         assert not ((out == POS) & ~truth & ~alone).any(), decoder
         assert not ((out == NEG) & truth & ~alone).any(), decoder
+
+
+@settings(max_examples=40, deadline=None)
+@given(plates(max_pools=6, max_specimens=8), st.integers(0, 2), st.randoms(use_true_random=False))
+def test_ctq_never_wrong_with_consistent_cts(plate, extra, rnd):
+    """With pool Cts that follow the dilution model, the Ct-aware search makes no wrong call."""
+    design, truth, codes = plate
+    assume(not design.alone.any())
+    specimen_ct = np.array([rnd.uniform(15.0, 38.0) for _ in range(design.n_specimens)])
+    load = np.where(truth, 2.0 ** -specimen_ct, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pool_ct = (-np.log2(design.incidence.astype(float) @ load / design.pool_sizes)).astype(np.float32)
+    pool_ct[codes != 1] = np.nan
+    out = decode(design, codes, pool_ct, decoder="ctq", max_positives=int(truth.sum()) + extra).outcome
+    assert not ((out == POS) & ~truth).any()
+    assert not ((out == NEG) & truth).any()
 
 
 @settings(max_examples=120, deadline=None)
