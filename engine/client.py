@@ -314,7 +314,9 @@ class PullClient:
             except (ValueError, aiohttp.ClientError, AttributeError):
                 detail = ""
             resp.release()
-            raise ApiError(f"{self.url}{path.split('?')[0]}: HTTP {resp.status} {resp.reason}. {detail}".strip())
+            error = ApiError(f"{self.url}{path.split('?')[0]}: HTTP {resp.status} {resp.reason}. {detail}".strip())
+            error.status = resp.status  # type: ignore[attr-defined]
+            raise error
         return resp
 
     async def load_keys(self) -> TrustedKeys:
@@ -438,8 +440,9 @@ class PullClient:
             try:
                 n, more = await self.pull_page(wait=0.0 if more or not follow else wait)
                 backoff = 1.0
-            except ApiError:
-                if not follow:
+            except ApiError as exc:
+                # Retry what may pass (server restarting, network, 429, 5xx); a refused token or cursor will not.
+                if not follow or getattr(exc, "status", None) in (400, 401, 403, 404):
                     raise
                 await asyncio.sleep(backoff)  # server restarting or network gone: try again, same cursor
                 backoff = min(backoff * 2, 60.0)
