@@ -278,6 +278,32 @@ def test_signed_certificate_validates_in_pyhanko(
     assert sig.sig_object["/SubFilter"] == "/ETSI.CAdES.detached"
 
 
+@pytest.fixture(scope="module")
+def signed_certificate(pades: PadesSigner) -> tuple[bytes, list[int]]:
+    """One signed certificate and its /ByteRange."""
+    pdf = sign_certificate(result("POSITIVE"), HC1, pades)
+    sig = PdfFileReader(io.BytesIO(pdf)).embedded_signatures[0]
+    return pdf, [int(x) for x in sig.sig_object["/ByteRange"]]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(where=st.floats(min_value=0.0, max_value=1.0, exclude_max=True), flip=st.integers(min_value=1, max_value=255))
+def test_any_changed_byte_of_a_signed_certificate_breaks_validation(
+    keys: tuple[SignerSpec, Signer, x509.Certificate], signed_certificate: tuple[bytes, list[int]], where: float, flip: int
+) -> None:
+    """Changing any one byte of a signed certificate outside /Contents (template, page, QR, signature dictionary) fails validation."""
+    pdf, (start1, length1, start2, length2) = signed_certificate
+    offset = int(where * (length1 + length2))
+    position = start1 + offset if offset < length1 else start2 + (offset - length1)
+    tampered = bytearray(pdf)
+    tampered[position] ^= flip
+    try:
+        status = validate(bytes(tampered), keys[2])
+    except Exception:
+        return  # the change broke the PDF structure: nothing validates
+    assert not (status.intact and status.valid), f"byte {position} changed but the certificate still validates"
+
+
 def test_unsigned_render_can_be_signed_later(
     keys: tuple[SignerSpec, Signer, x509.Certificate], pades: PadesSigner
 ) -> None:
