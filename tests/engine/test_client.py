@@ -254,3 +254,22 @@ def test_concurrent_ingest_and_pulls_give_every_result_exactly_once(tmp_path: Pa
     total = 40 * 24
     for got in seqs:
         assert got == list(range(1, total + 1))
+
+
+def test_follow_stops_when_the_token_is_revoked(served, tmp_path: Path) -> None:
+    """--follow retries transient failures but stops with HTTP 401 once its token is revoked."""
+    from engine.tokens import revoke_token, token_id
+
+    w, s, tok = served
+    mine = token(w, "read:results", name="follower")
+
+    async def run() -> None:
+        async with PullClient(s.url, mine, tmp_path / "out", trust=_ca(w)) as client:
+            task = asyncio.create_task(client.pull(follow=True, wait=0.2))
+            await asyncio.sleep(0.3)
+            revoke_token(w.ledger_path, token_id(mine) or "")
+            await asyncio.wait_for(task, 10)
+
+    with pytest.raises(ApiError, match="401"):
+        asyncio.run(run())
+    assert len(read_results(tmp_path / "out")) == 60
