@@ -88,7 +88,7 @@ def test_noiseless_no_wrong_certain_calls(design):
 @pytest.mark.parametrize("design", DESIGNS)
 def test_noiseless_no_wrong_certain_calls_million(design):
     """Zero wrong certain calls over 10^6 specimens per design/decoder pair, noiseless."""
-    for decoder in ["dd", "exact"] + (["dorfman"] if design.startswith("dorfman") else []):
+    for decoder in DECODERS + (["dorfman"] if design.startswith("dorfman") else []):
         report = simulate(design, specimens=1_000_000, prevalence=0.01, seed=23, decoder=decoder)
         assert report["wrong_certain_calls"] == 0, (design, decoder)
 
