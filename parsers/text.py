@@ -27,32 +27,39 @@ from engine.errors import ParseError
 from engine.model import Role
 
 __all__ = [
+    # constants
     "CT_MAX",
     "CT_MIN",
-    "Block",
-    "ct_array",
+    "GUNZIP_LIMIT",
+    "MAX_COLUMNS",
+    "NO_CT",
+    # bytes -> text -> lines
     "decode",
     "head_text",
-    "NO_CT",
-    "canonical_table",
-    "roles_from_names",
-    "clean_metadata",
+    "split_lines",
+    # tables inside text
+    "Block",
+    "read_block",
+    "split_fields",
+    # cell and column conversions
+    "ct_array",
+    "number_array",
+    "parse_ct",
     "normalise_call",
     "normalise_calls",
-    "number_array",
-    "occupied_wells",
-    "require_rows",
-    "require_values",
-    "split_fields",
     "normalise_role",
     "normalise_roles",
     "normalise_well",
     "normalise_wells",
-    "parse_ct",
     "plate_shape",
-    "read_block",
-    "split_lines",
     "well_from_index",
+    # checks and assembly
+    "canonical_table",
+    "clean_metadata",
+    "occupied_wells",
+    "require_rows",
+    "require_values",
+    "roles_from_names",
 ]
 
 #: Accepted Ct range in cycles. Real runs stop at 40-50 cycles; anything outside
@@ -464,6 +471,15 @@ NO_CT = (
     "inf",
 )
 
+def _string_array(values: pa.Array | pa.ChunkedArray | Sequence[str | None]) -> pa.Array:
+    """One contiguous Arrow array from whatever a parser holds: a column, a chunked column or a list of cells."""
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks()
+    if not isinstance(values, pa.Array):
+        return pa.array(list(values), type=pa.string())
+    return values
+
+
 _NUMBER = r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$"
 
 
@@ -500,10 +516,7 @@ def ct_array(
     Abbott m2000 and RDML) become NaN. Anything else non-numeric, or a number
     outside 0-50 cycles, raises ParseError naming the line and the field.
     """
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if not isinstance(values, pa.Array):
-        values = pa.array(list(values), type=pa.string())
+    values = _string_array(values)
     if not pa.types.is_string(values.type) and not pa.types.is_large_string(values.type):
         values = values.cast(pa.string())
     n = len(values)
@@ -606,10 +619,7 @@ def normalise_wells(
     plate (e.g. ``Q1`` or ``A25`` on 384), raises ParseError with its line.
     Null/empty cells raise unless ``allow_null``.
     """
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if not isinstance(values, pa.Array):
-        values = pa.array(list(values), type=pa.string())
+    values = _string_array(values)
     rows, cols = plate_shape(plate)
     n = len(values)
     if n == 0:
@@ -727,10 +737,7 @@ def normalise_roles(
 
     Unrecognised words become ``default``; empty cells become ``empty`` (or ``default``).
     """
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if not isinstance(values, pa.Array):
-        values = pa.array(list(values), type=pa.string())
+    values = _string_array(values)
     if len(values) == 0:
         return pa.array([], type=pa.string())
     key = pc.utf8_lower(pc.utf8_trim_whitespace(pc.fill_null(values, "")))
@@ -866,10 +873,7 @@ def normalise_calls(values: pa.Array | Sequence[str | None]) -> pa.Array:
     positive); anything else, ``Inconclusive`` or empty becomes null so the
     assay rule decides from the Ct values.
     """
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if not isinstance(values, pa.Array):
-        values = pa.array(list(values), type=pa.string())
+    values = _string_array(values)
     if len(values) == 0:
         return pa.array([], type=pa.string())
     key = pc.replace_substring_regex(pc.utf8_lower(pc.utf8_trim_whitespace(pc.fill_null(values, ""))), r"[\s_]+", " ")

@@ -263,3 +263,18 @@ _CALL_TEXTS = ["POSITIVE", "Negative", "Invalid", "Inconclusive", "NOT DETECTED"
 def test_vectorised_calls_agree_with_scalar(words: list[str]) -> None:
     """The column form of call normalisation gives exactly the scalar form's answer for each word."""
     assert text.normalise_calls(words).to_pylist() == [text.normalise_call(w) for w in words]
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    """``text.__all__`` names every public helper and constant of the module once, and nothing else."""
+    import inspect
+
+    public = {
+        name
+        for name, value in vars(text).items()
+        if not name.startswith("_")
+        and ((inspect.isfunction(value) or inspect.isclass(value)) and value.__module__ == text.__name__
+             or name.isupper())
+    }
+    assert len(text.__all__) == len(set(text.__all__))
+    assert set(text.__all__) == public
