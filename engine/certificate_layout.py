@@ -366,6 +366,25 @@ class CertificateTemplate:
         parts.append(b"ET\n")
         return b" ".join(parts)
 
+    def wrap(self, text: str, *, face: Face = REGULAR, size: float = 9, max_width: float, max_lines: int = 4) -> list[str]:
+        """Greedy word wrap into at most ``max_lines`` lines (the last one cut with an ellipsis by :meth:`text`)."""
+        words = unicodedata.normalize("NFC", text).split()
+        lines: list[str] = []
+        current = ""
+        for index, word in enumerate(words):
+            trial = f"{current} {word}" if current else word
+            if current and self.width(trial, face, size) > max_width:
+                lines.append(current)
+                current = word
+                if len(lines) == max_lines - 1:
+                    current = " ".join(words[index:])  # the rest goes on the last line
+                    break
+            else:
+                current = trial
+        if current:
+            lines.append(current)
+        return lines
+
     def watermark(self, text: str, *, size: float = 54, rgb: tuple[float, float, float] = (1.0, 0.86, 0.86)) -> bytes:
         """Large diagonal text across the page (drawn under everything else)."""
         text = unicodedata.normalize("NFC", text)

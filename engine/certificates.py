@@ -282,9 +282,12 @@ def _page(
     for key, row in ISSUE_ROWS.items():
         if key == "correction":
             if "correction" in lines:
-                # One string, label included: a text layer then reads "…Correction: reason", not run together.
-                ops.append(t(f"{row.label}: {lines['correction']}", MARGIN + 12, row.y, size=9, rgb=ALERT,
-                             max_width=ISSUE_RIGHT - MARGIN - 12))
+                # Label and reason as running text (a text layer then reads "…Correction: reason"),
+                # wrapped in the column left of the QR code.
+                width = ISSUE_RIGHT - MARGIN - 12
+                wrapped = template.wrap(f"{row.label}: {lines['correction']}", size=8.5, max_width=width)
+                for k, line in enumerate(wrapped):
+                    ops.append(t(line, MARGIN + 12, row.y - 11 * k, size=8.5, rgb=ALERT, max_width=width))
             continue
         ops.append(t(lines[key], ISSUE_VALUE_X, row.y, size=9.5, rgb=INK, max_width=issue_width))
     # The QR: one image, scaled so the symbol plus its quiet zone fills the box.

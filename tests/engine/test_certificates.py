@@ -460,6 +460,16 @@ def test_golden_corrected_version() -> None:
     ]
 
 
+def test_long_correction_reason_wraps_without_losing_words() -> None:
+    """A long correction reason is wrapped onto several lines beside the QR, every word still in the text layer."""
+    reason = "corrected manifest PL261129-00001-manifest-v2.csv: full_name, date_of_birth, phone changed"
+    payload = result("NEGATIVE", version=2, supersedes={"id": "r-0d5c2a9e7b41f386", "version": 1},
+                     correction={"reason": reason})
+    lines = page_lines(render_certificate(payload, HC1, signer_name="x", development=False))
+    start = next(i for i, line in enumerate(lines) if line.startswith("Lý do đính chính / Correction:"))
+    assert " ".join(lines[start:start + 3]) == f"Lý do đính chính / Correction: {reason}"
+
+
 # -- the writer ------------------------------------------------------------------------------------------
 
 
