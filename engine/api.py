@@ -386,9 +386,9 @@ async def results_feed(request: web.Request) -> web.StreamResponse:
         "Cache-Control": "no-store",
     }
     if not ndjson:
-        items, _ = feed.items(after, hi, limit) if hi > after else ([], after)
-        FEED_ITEMS.inc(len(items))
-        body = b",".join(items)
+        body, count, _ = feed.page(after, hi, limit, b",") if hi > after else (b"", 0, after)
+        FEED_ITEMS.inc(count)
+        body = body[:-1]  # the last separator
         tail = b'],"next":"%s","more":%s}' % (next_cursor.encode("ascii"), b"true" if more else b"false")
         return web.Response(body=b'{"items":[' + body + tail, content_type="application/json", headers=headers)
 
@@ -399,16 +399,15 @@ async def results_feed(request: web.Request) -> web.StreamResponse:
     pos = after
     sent = 0
     while pos < hi:
-        items, last = feed.items(pos, hi, s.chunk)
+        chunk, count, last = feed.page(pos, hi, s.chunk)
         if last <= pos:  # cannot happen while the writer keeps seq dense; never loop forever
             break
-        items.append(b"")
         try:
-            await response.write(b"\n".join(items))
+            await response.write(chunk)
         except ConnectionError:  # the consumer went away mid-stream; its cursor has not moved
             FEED_ITEMS.inc(sent)
             return response
-        sent += len(items) - 1
+        sent += count
         pos = last
     FEED_ITEMS.inc(sent)
     await response.write_eof()

@@ -27,27 +27,42 @@ from typing import Any
 _COLUMNS = "seq, id, version, status, supersedes, superseded_by, created_at, payload, jws, hc1, certificate"
 
 
-def _plain(*values: bytes) -> bool:
-    """True when none of the values needs JSON escaping ('"' and '\\' are all our encoders could produce)."""
-    return not any(b'"' in v or b"\\" in v for v in values)
+def _needs_escape(rid: bytes, created: bytes, jws: bytes, hc1: bytes) -> bool:
+    """True when a stored string holds '"' or '\\' (all our encoders could ever produce that JSON must escape).
+
+    ``status`` is not checked: the ledger's CHECK constraint limits it to three words.
+    """
+    return (
+        b'"' in jws or b"\\" in jws or b'"' in hc1 or b"\\" in hc1
+        or b'"' in rid or b"\\" in rid or b'"' in created or b"\\" in created
+    )
+
+
+def _extend_items(rows: list[tuple[Any, ...]], out: list[bytes], sep: bytes) -> None:
+    """Append the byte pieces of each row's item, each followed by ``sep``, to ``out`` (joined once by the caller)."""
+    add = out.extend
+    for seq, rid, version, status, sup, by, created, payload, jws, hc1, cert in rows:
+        if _needs_escape(rid, created, jws, hc1):
+            add((_slow_item((seq, rid, version, status, sup, by, created, payload, jws, hc1, cert)), sep))
+            continue
+        v = b"%d" % version
+        base = b"/v1/results/" + rid
+        add((
+            b'{"seq":%d,"id":"' % seq, rid, b'","version":', v, b',"status":"', status,
+            b'","supersedes":null' if sup is None else b'","supersedes":{"id":"%s","version":%d}' % (rid, sup),
+            b',"superseded_by":null,"created_at":"' if by is None else b',"superseded_by":%d,"created_at":"' % by,
+            created, b'","payload":', payload, b',"jws":"', jws, b'","hc1":"', hc1,
+            b'","links":{"self":"', base, b"?version=", v, b'","fhir":"', base, b"/fhir?version=", v,
+            b'"}}' if cert is None else b'","certificate":"' + base + b"/certificate.pdf?version=" + v + b'"}}',
+            sep,
+        ))
 
 
 def _item(row: tuple[Any, ...]) -> bytes:
-    """One item (a JSON object, no newline) from a row of :data:`_COLUMNS` read as bytes."""
-    seq, rid, version, status, sup, by, created, payload, jws, hc1, cert = row
-    if not _plain(rid, status, created, jws, hc1):
-        return _slow_item(row)
-    v = b"%d" % version
-    base = b"/v1/results/" + rid
-    return b"".join((
-        b'{"seq":%d,"id":"' % seq, rid, b'","version":', v, b',"status":"', status,
-        b'","supersedes":', b"null" if sup is None else b'{"id":"%s","version":%d}' % (rid, sup),
-        b',"superseded_by":', b"null" if by is None else b"%d" % by,
-        b',"created_at":"', created, b'","payload":', payload, b',"jws":"', jws, b'","hc1":"', hc1,
-        b'","links":{"self":"', base, b"?version=", v, b'","fhir":"', base, b"/fhir?version=", v, b'"',
-        b"" if cert is None else b',"certificate":"' + base + b"/certificate.pdf?version=" + v + b'"',
-        b"}}",
-    ))
+    """One item (a JSON object, no separator) from a row of :data:`_COLUMNS` read as bytes."""
+    out: list[bytes] = []
+    _extend_items([row], out, b"")
+    return b"".join(out)
 
 
 def _slow_item(row: tuple[Any, ...]) -> bytes:
@@ -111,14 +126,26 @@ class FeedReader:
         ).fetchone()
         return int(row[0]) if row is not None else max(after, self.last_seq())
 
-    def items(self, after: int, upto: int, limit: int) -> tuple[list[bytes], int]:
-        """Items (JSON bytes) for ``after < seq ≤ upto`` (at most ``limit``), and the last seq included."""
+    def page(self, after: int, upto: int, limit: int, sep: bytes = b"\n") -> tuple[bytes, int, int]:
+        """Items for ``after < seq ≤ upto`` (at most ``limit``), each followed by ``sep``, as one bytes object.
+
+        Returns ``(bytes, count, last seq included)``; ``last`` is ``after`` when there is none.
+        """
         rows = self.conn.execute(
             f"SELECT {_COLUMNS} FROM results WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?", (after, upto, limit)
         ).fetchall()
         if not rows:
-            return [], after
-        return [_item(row) for row in rows], int(rows[-1][0])
+            return b"", 0, after
+        out: list[bytes] = []
+        _extend_items(rows, out, sep)
+        return b"".join(out), len(rows), int(rows[-1][0])
+
+    def items(self, after: int, upto: int, limit: int) -> tuple[list[bytes], int]:
+        """Items as separate JSON byte strings (for callers that need them one by one, e.g. export files)."""
+        rows = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM results WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?", (after, upto, limit)
+        ).fetchall()
+        return [_item(row) for row in rows], (int(rows[-1][0]) if rows else after)
 
     def one(self, rid: str, version: int | None) -> bytes | None:
         """The item of one result version (the latest when ``version`` is None), or None."""

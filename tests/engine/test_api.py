@@ -483,6 +483,8 @@ def test_byte_feed_equals_the_ledger_reference_items(tmp_path: Path) -> None:
         with Ledger.open(w.ledger_path) as ledger:
             reference = [json.loads(item_json(r)) for r in ledger.feed_page(0, 100)]
         assert last == 8 and [json.loads(i) for i in items] == reference
+        assert reader.page(0, 100, 100) == (b"\n".join(items) + b"\n", 8, 8)
+        assert reader.page(2, 5, 100, b",") == (b",".join(items[2:5]) + b",", 3, 5)
         assert reference[0]["links"]["certificate"].endswith("/certificate.pdf?version=1")
         assert reference[0]["superseded_by"] == 2 and reference[6]["supersedes"] == {"id": first[0]["id"], "version": 1}
         assert json.loads(reader.one(first[0]["id"], None) or b"null") == reference[6]
