@@ -24,7 +24,8 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait, FIRST_COMPLETED
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,12 @@ class Engine:
             ctx = mp.get_context("fork") if os.name == "posix" else mp.get_context()
             self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
         return self._executor
+
+    def reset_executor(self) -> None:
+        """Drop a broken process pool (a worker was killed, e.g. by the OOM killer); the next use forks a new one."""
+        if self._executor is not None and getattr(self._executor, "_broken", False):
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     def close(self) -> None:
         if self._cert_writer is not None:
@@ -374,6 +381,9 @@ class Engine:
                 try:
                     outcome = fut.result()
                 except Exception as exc:  # a worker died (OOM, killed): the plate is retried later, not lost
+                    if isinstance(exc, BrokenProcessPool):
+                        self.reset_executor()
+                        executor = self.executor()
                     self._transient(row, f"worker failed: {type(exc).__name__}: {exc}")
                     continue
                 done += self._count(self.apply(outcome), row, queue, summary)
@@ -502,6 +512,8 @@ class Service:
                     self.cert_wake.set()
             except Exception as exc:  # noqa: BLE001 - the engine never stops for one plate
                 log.error("plate failed", sha256=sha, error=f"{type(exc).__name__}: {exc}")
+                if isinstance(exc, BrokenProcessPool):
+                    eng.reset_executor()
                 row = eng.ledger.file(sha)
                 if row is not None:
                     eng._transient(row, f"{type(exc).__name__}: {exc}")

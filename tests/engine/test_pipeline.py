@@ -297,3 +297,34 @@ def test_concurrent_plates_for_the_same_specimens_become_ordered_versions(data_d
         assert len({v["id"] for v in versions}) == 1
         assert len({v["run_id"] for v in versions}) == 2  # one version from each retest run
         assert versions[0]["superseded_by"] == 2 and versions[1]["supersedes"]["version"] == 1
+
+
+def _die_once(job: object) -> object:
+    """Stand-in worker function: the first call kills its worker process outright, later calls work."""
+    import os
+
+    from engine.plate import process_plate
+
+    flag = Path(job.archive_path).parent.parent / "died-once"  # type: ignore[attr-defined]
+    if not flag.exists():
+        flag.write_text("x")
+        os._exit(9)
+    return process_plate(job)  # type: ignore[arg-type]
+
+
+def test_a_killed_worker_process_loses_no_plate(data_dir: DataDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When a worker process dies mid-plate, the pool is replaced and the plates are retried to completion."""
+    import engine.pipeline as pipeline
+
+    plates = [_plate(80), _plate(81)]
+    _drop(data_dir, "m.csv", manifest_csv(plates[0].manifest + plates[1].manifest))
+    for i, plate in enumerate(plates):
+        _drop(data_dir, f"p{i}.txt", quantstudio_text(plate))
+    monkeypatch.setattr(pipeline, "process_plate", _die_once)  # fork workers inherit the patch
+    with Engine(data_dir, workers=1, certificates=False) as engine:
+        engine.config = type(engine.config)(intake=type(engine.config.intake)(backoff_seconds=0))
+        engine.run_once()
+        assert engine.ledger.events(kind="retry")
+        engine.run_once()
+        assert {f["state"] for f in engine.ledger.files()} == {"done"}
+    assert _decisions(data_dir) == {**plates[0].expected, **plates[1].expected}
