@@ -112,6 +112,7 @@ class ApiSettings:
 
 # ---------------------------------------------------------------------- cursors
 _CURSOR_VERSION = 1
+COUNTS_TTL_S = 5.0  # ledger totals in /v1/metrics are at most this old
 _CURSOR_RAW = 1 + 8 + 10  # version byte, seq (uint64 big-endian), HMAC-SHA256 truncated to 80 bits
 _CURSOR_TEXT = re.compile(r"^[A-Za-z0-9_-]{26}$")  # unpadded base64url of the 19 bytes: one spelling only
 
@@ -183,11 +184,39 @@ class ApiState:
         self._jwks: bytes | None = None
         self.started = time.time()
         self.exports: Any = None  # engine.export.ExportJobs, attached by create_app
+        self._counts: dict[str, Any] | None = None
+        self._counts_at = 0.0
+        self._counts_task: asyncio.Future | None = None
 
     def close(self) -> None:
         self.tokens.close()
         self.feed.close()
         self.ledger.close()
+
+    async def ledger_counts(self) -> dict[str, Any]:
+        """Ledger totals for /v1/metrics, at most every ``COUNTS_TTL_S``, read off the event loop.
+
+        The totals scan whole tables; on a national-scale ledger that takes long
+        enough that it must not stall the feed, so a worker thread with its own
+        connection reads them, and concurrent scrapes share one read.
+        """
+        now = time.monotonic()
+        if self._counts is not None and now - self._counts_at < COUNTS_TTL_S:
+            return self._counts
+        if self._counts_task is None:
+            def read() -> dict[str, Any]:
+                with Ledger.open(self.ledger_path) as ledger:
+                    return ledger.counts()
+
+            self._counts_task = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(None, read))
+        task = self._counts_task
+        try:
+            counts = await asyncio.shield(task)
+        finally:
+            if self._counts_task is task and task.done():
+                self._counts_task = None
+        self._counts, self._counts_at = counts, time.monotonic()
+        return counts
 
     def rate_check(self, who: str) -> float:
         """0 when the request may proceed, else the seconds until the token's bucket has a request again."""
@@ -495,7 +524,7 @@ async def health(request: web.Request) -> web.Response:
 async def metrics_text(request: web.Request) -> web.Response:
     """Prometheus text: the process's instruments plus ledger totals read now."""
     state = _state(request)
-    counts = state.ledger.counts()
+    counts = await state.ledger_counts()
     LAST_SEQ.set(counts["last_seq"])
     RESULTS.set(counts["results"])
     for outcome in ("POSITIVE", "NEGATIVE", "INCONCLUSIVE"):
