@@ -6,7 +6,6 @@ import contextlib
 import csv
 import io
 import json
-import os
 import signal
 import socket
 import subprocess
