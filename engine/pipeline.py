@@ -470,8 +470,8 @@ class Service:
                 eng.expire_waiting()
                 for row in eng.ledger.files(["received"], kind="manifest"):
                     eng.handle_manifest(row)
-                states = ["received", "waiting_manifest"] if manifest_seen or last_rescan == now else ["received"]
-                for row in eng.ledger.files(states, kind="analyzer"):
+                # Also the waiting plates: a manifest may have arrived, or a restart left them behind.
+                for row in eng.ledger.files(["received", "waiting_manifest"], kind="analyzer"):
                     if (row["retry_at"] or 0) <= now and row["sha256"] not in self.queued:
                         self.received_at.setdefault(row["sha256"], time.monotonic())
                         await self._enqueue(row["sha256"])
