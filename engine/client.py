@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import fcntl
 import json
 import multiprocessing
 import os
@@ -241,11 +242,19 @@ class PullClient:
         self._results: Any = None
         self.skipped_total = 0
         self.workers = max(1, workers)
+        self._lock: Any = None
         self._pool: ProcessPoolExecutor | None = None
 
     # ----------------------------------------------------------- lifecycle
     async def __aenter__(self) -> "PullClient":
         self.out.mkdir(parents=True, exist_ok=True)
+        # One writer per folder: a second pull into the same folder would interleave appends.
+        self._lock = open(self.out / ".lock", "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise ApiError(f"another pull is writing to {self.out}; wait for it or use another --out") from None
         self.state = self._load_state()
         self._results = open(self.out / RESULTS_FILE, "ab")
         connector = aiohttp.TCPConnector(limit=4, ssl=self.ssl_context if self.ssl_context is not None else True)
@@ -263,6 +272,8 @@ class PullClient:
             await self.session.close()
         if self._results is not None:
             self._results.close()
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
 
     def _load_state(self) -> PullState:
         path = self.out / STATE_FILE

@@ -273,3 +273,18 @@ def test_follow_stops_when_the_token_is_revoked(served, tmp_path: Path) -> None:
     with pytest.raises(ApiError, match="401"):
         asyncio.run(run())
     assert len(read_results(tmp_path / "out")) == 60
+
+
+def test_two_pulls_into_one_folder_are_refused(served, tmp_path: Path) -> None:
+    """While one client holds an output folder, a second one is refused instead of interleaving appends."""
+    w, s, tok = served
+
+    async def run() -> None:
+        async with PullClient(s.url, tok, tmp_path / "out"):
+            with pytest.raises(ApiError, match="another pull"):
+                async with PullClient(s.url, tok, tmp_path / "out"):
+                    pass
+
+    asyncio.run(run())
+    stats, _ = _pull(s.url, tok, tmp_path / "out")  # released afterwards
+    assert stats.items == 60
