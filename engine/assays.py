@@ -103,6 +103,8 @@ class AssayProfile:
     manufacturer: str = ""
     assay_names: tuple[str, ...] = ()
     source: str = ""
+    trust_instrument_calls: bool = False
+    detected_if_any: tuple[str, ...] = ()
     _lookup: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     # -- the attributes docs/interfaces.md promises --------------------------------
@@ -126,6 +128,8 @@ class AssayProfile:
         op = "<" if self.strict_cutoff else "≤"
         names = "/".join(f"{t.name} Ct {op} {t.cutoff:g}" for t in self.viral)
         parts = [f"{self.name}: ≥{self.detected_min} of {names} → detected"]
+        if self.detected_if_any:
+            parts.append(f"{' or '.join(self.detected_if_any)} alone → detected")
         if self.inconclusive_min < self.detected_min:
             parts.append(f"≥{self.inconclusive_min} → inconclusive")
         if self.internal_control is not None:
@@ -203,6 +207,12 @@ class AssayProfile:
         cut = np.array([tg.cutoff for tg in self._all_targets], dtype=np.float32)
         with np.errstate(invalid="ignore"):
             amplified = ct_mat < cut if self.strict_cutoff else ct_mat <= cut
+        calls = wells.column("call").combine_chunks()
+        has_calls = calls.null_count < len(calls)
+        if self.trust_instrument_calls and has_calls:
+            # Instruments that interpret (cobas over HL7/ASTM) often send the call without a Ct.
+            said = pc.fill_null(pc.equal(pc.utf8_lower(calls), PoolOutcome.DETECTED.value), False).to_numpy(zero_copy_only=False)
+            np.logical_or.at(amplified, (g, t), said[ours])
         n_pos = amplified[:, :n_viral].sum(axis=1)
         missing = ~present[:, :n_viral].all(axis=1)
         if self.internal_control is not None and self.internal_control_when_negative:
@@ -210,14 +220,16 @@ class AssayProfile:
         else:
             ic_ok = np.ones(n_groups, dtype=bool)
         flagged = np.zeros(n_groups, dtype=bool)
-        calls = wells.column("call").combine_chunks()
-        if calls.null_count < len(calls):
+        if has_calls:
             bad = pc.fill_null(pc.equal(pc.utf8_lower(calls), "invalid"), False).to_numpy(zero_copy_only=False)
             np.logical_or.at(flagged, gid, bad)
 
         outcome = np.full(n_groups, _INVALID, dtype=np.int8)
         reason = np.full(n_groups, 3, dtype=np.int8)  # index into reasons below
         detected = n_pos >= self.detected_min
+        if self.detected_if_any:
+            sufficient = [i for i, tg in enumerate(self.viral) if tg.name in self.detected_if_any]
+            detected |= amplified[:, sufficient].any(axis=1)
         inconclusive = ~detected & (n_pos >= self.inconclusive_min) & (n_pos > 0) & ~missing
         negative = (n_pos == 0) & ~missing & ic_ok
         outcome[detected] = _DETECTED
@@ -427,6 +439,10 @@ def _from_toml(data: bytes, source: str) -> AssayProfile:
     if reactions not in ("multiplex", "singleplex"):
         raise AssayError(f"{source}: 'reactions' must be 'multiplex' or 'singleplex', got {reactions!r}")
     controls = doc.get("controls", {})
+    sufficient = rule.get("detected_if_any", [])
+    names = {t.name for t in viral}
+    if not isinstance(sufficient, list) or any(n not in names for n in sufficient):
+        raise AssayError(f"{source}: 'rule.detected_if_any' must list viral target names among {sorted(names)}")
     return AssayProfile(
         name=need(doc, "name", str, ""),
         kit=need(doc, "kit", str, ""),
@@ -442,6 +458,8 @@ def _from_toml(data: bytes, source: str) -> AssayProfile:
         manufacturer=str(doc.get("manufacturer", "")),
         assay_names=tuple(str(a) for a in doc.get("assay_names", [])),
         source=source,
+        trust_instrument_calls=bool(doc.get("trust_instrument_calls", False)),
+        detected_if_any=tuple(sufficient),
     )
 
 

@@ -261,3 +261,44 @@ def test_vectorized_rule_matches_per_tube_rule(rows):
         return "not_detected" if ms2 == ms2 and ms2 <= 37.0 else "invalid"
 
     assert got == [rule(*cts) for cts in rows]
+
+
+FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "real"
+
+
+def test_real_cobas_hl7_result_is_interpreted():
+    """The real cobas 6800 HL7 SARS-CoV-2 message (calls, no Ct) picks the cobas profile and reads not detected."""
+    from parsers import parse_file
+
+    wells = parse_file(FIXTURES / "hl7_v2" / "hl7.txt")
+    profile = profile_for(wells)
+    assert profile.name == "cobas"
+    tubes = profile.interpret(wells)
+    assert tubes.column("sample_id").to_pylist() == ["TBY 7363"]
+    assert tubes.column("outcome").to_pylist() == ["not_detected"]
+    assert profile.control_failures(tubes) == []  # the instrument validates its own run controls
+
+
+@pytest.mark.parametrize(
+    ("calls", "expected"),
+    [
+        (("detected", "not_detected"), "detected"),  # Target 1 alone is SARS-CoV-2 specific
+        (("not_detected", "detected"), "inconclusive"),  # Target 2 alone: presumptive positive
+        (("detected", "detected"), "detected"),
+        (("not_detected", "not_detected"), "not_detected"),
+        (("invalid", "not_detected"), "invalid"),
+    ],
+)
+def test_cobas_rule_uses_instrument_calls(calls, expected):
+    """cobas: Target 1 detected → detected, Target 2 only → inconclusive, from the instrument's calls."""
+    table = plate([(None, "X1", "sample", {"TGT1": NAN, "TGT2": NAN})], calls={"None/TGT1": calls[0], "None/TGT2": calls[1]})
+    assert load_profile("cobas").interpret(table).column("outcome").to_pylist() == [expected]
+
+
+def test_real_non_covid_run_is_refused():
+    """A real QuantStudio run of another assay (3'UTR standard curve) is refused with its target named."""
+    from parsers import parse_file
+
+    wells = parse_file(FIXTURES / "quantstudio_txt" / "example_quantsudio_results_only.txt")
+    with pytest.raises(AssayError, match="3'UTR"):
+        profile_for(wells).interpret(wells)
