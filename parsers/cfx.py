@@ -32,8 +32,8 @@ from parsers.text import (
     canonical_table,
     clean_metadata,
     ct_array,
-    decode,
-    head_text,
+    decode_lines,
+    head_lines,
     normalise_roles,
     normalise_wells,
     occupied_wells,
@@ -41,7 +41,6 @@ from parsers.text import (
     require_rows,
     roles_from_names,
     split_fields,
-    split_lines,
 )
 
 # The row-index column before "Well" has no title; CFX Maestro 2.x "Export to CSV" may leave it out.
@@ -106,7 +105,7 @@ class CfxCqResults:
     @staticmethod
     def sniff(head: bytes, name: str) -> float:
         """The ``,Well,Fluor,`` header (any separator) is unique to Bio-Rad CFX software."""
-        lines = split_lines(head_text(head))
+        lines = head_lines(head)
         i = _find_header(lines)
         if i is None:
             return 0.0
@@ -115,8 +114,7 @@ class CfxCqResults:
     @staticmethod
     def parse(data: bytes, source: str, run_id: str) -> pa.Table:
         """Canonical rows, one per well × fluor; NaN/N/A Cq → NaN; empty wells dropped."""
-        text, encoding = decode(data, source)
-        lines = split_lines(text)
+        lines, encoding = decode_lines(data, source)
         header = _find_header(lines)
         if header is None:
             raise ParseError(

@@ -56,7 +56,7 @@ from parsers.text import (
     canonical_table,
     clean_metadata,
     ct_array,
-    decode,
+    decode_lines,
     normalise_calls,
     normalise_roles,
     normalise_wells,
@@ -64,7 +64,6 @@ from parsers.text import (
     read_block,
     require_rows,
     roles_from_names,
-    split_lines,
 )
 
 #: Environment variable naming the mapping file used by ``--format generic-csv``.
@@ -205,8 +204,7 @@ def parse_with_mapping(
         mapping = load_mapping(mapping)
     elif not isinstance(mapping, CsvMapping):
         mapping = CsvMapping.from_dict(mapping)
-    text, encoding = decode(data, source, mapping.encoding)
-    lines = split_lines(text)
+    lines, encoding = decode_lines(data, source, mapping.encoding)
     if mapping.header_line is not None:
         header = mapping.header_line - 1
         if header >= len(lines):

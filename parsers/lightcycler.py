@@ -32,15 +32,15 @@ from parsers.text import (
     canonical_table,
     clean_metadata,
     ct_array,
-    decode,
-    head_text,
+    decode_lines,
+    head_lines,
     normalise_roles,
     normalise_wells,
     number_array,
     read_block,
     require_rows,
     roles_from_names,
-    split_lines,
+    skip_blank,
 )
 
 _EXPERIMENT = re.compile(r"^[ \t]*Experiment:(?P<name>.*?)Selected Filter:(?P<filter>.*)$", re.IGNORECASE)
@@ -78,9 +78,7 @@ def _blocks(lines: list[str], source: str) -> list[tuple[int, int, str | None, s
         m = _EXPERIMENT.match(lines[start])
         assert m is not None
         stop = starts[n + 1] if n + 1 < len(starts) else len(lines)
-        header = start + 1
-        while header < stop and not lines[header].strip():
-            header += 1
+        header = skip_blank(lines, start + 1, stop)
         if header >= stop or not _is_header(lines[header]):
             raise ParseError(
                 f"the block for filter '{m['filter'].strip()}' has no results table",
@@ -103,7 +101,7 @@ class LightCyclerText:
     @staticmethod
     def sniff(head: bytes, name: str) -> float:
         """The Experiment/Selected Filter line is the LightCycler's signature."""
-        lines = split_lines(head_text(head))[:20]
+        lines = head_lines(head)[:20]
         if lines and _EXPERIMENT.match(lines[0]):
             return 0.96
         if any(_is_header(line) for line in lines):
@@ -113,8 +111,7 @@ class LightCyclerText:
     @staticmethod
     def parse(data: bytes, source: str, run_id: str) -> pa.Table:
         """Canonical rows, one per position × channel block; empty Cp → NaN."""
-        text, encoding = decode(data, source)
-        lines = split_lines(text)
+        lines, encoding = decode_lines(data, source)
         blocks = _blocks(lines, source)
         meta = clean_metadata(
             [

@@ -37,7 +37,7 @@ from parsers.text import (
     canonical_table,
     clean_metadata,
     ct_array,
-    decode,
+    decode_lines,
     head_text,
     normalise_calls,
     normalise_roles,
@@ -45,7 +45,7 @@ from parsers.text import (
     occupied_wells,
     read_block,
     require_rows,
-    split_lines,
+    table_stop,
 )
 
 _DYE = re.compile(r"^\s*(?P<kind>Target|Control)\s+Dye\s*\[(?P<dye>[^\]]*)\]\s*parameters", re.IGNORECASE)
@@ -66,10 +66,7 @@ def _table_after(lines: list[str], start: int, source: str, what: str) -> Block:
     if header >= len(lines) or not _TABLE_HEADER.match(lines[header]):
         raise ParseError(f"the {what} has no per-well table", source=source, line=start + 1,
                          expected="a 'Location, Well, …' table header; the log may be truncated")
-    stop = header + 1
-    while stop < len(lines) and not _ends_table(lines[stop]):
-        stop += 1
-    block = read_block(lines, header, stop, "\t", source=source)
+    block = read_block(lines, header, table_stop(lines, header, ends=_ends_table), "\t", source=source)
     require_rows(block, what, source=source)
     return block
 
@@ -162,8 +159,7 @@ class M2000ResultsLog:
     @staticmethod
     def parse(data: bytes, source: str, run_id: str) -> pa.Table:
         """Canonical rows, one per well × dye table; CN ``-1.00`` → NaN."""
-        text, encoding = decode(data, source)
-        lines = split_lines(text)
+        lines, encoding = decode_lines(data, source)
         dye_starts = [(i, m) for i, line in enumerate(lines) if (m := _DYE.match(line))]
         if not dye_starts:
             raise ParseError("no 'Target Dye [...] parameters' block found", source=source, line=1,

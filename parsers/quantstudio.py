@@ -45,7 +45,9 @@ from parsers.text import (
     read_block,
     require_rows,
     roles_from_names,
+    skip_blank,
     split_lines,
+    table_stop,
     well_from_index,
 )
 
@@ -60,6 +62,10 @@ def _key_value(line: str) -> tuple[str, str] | None:
         return None
     key, _, value = line[1:].partition("=")
     return key.strip(), value.strip()
+
+
+def _blank_or_key_value(line: str) -> bool:
+    return not line.strip() or _key_value(line) is not None
 
 
 def _header(lines: list[str]) -> dict[str, str]:
@@ -125,14 +131,10 @@ def _results_span(lines: list[str], source: str) -> tuple[int, int]:
         start = starts[0]
         following = [i for i, _ in sections if i > start]
         end = following[0] if following else len(lines)
-        header = start + 1
-        while header < end and not lines[header].strip():
-            header += 1
+        header = skip_blank(lines, start + 1, end)
     else:
         # Results only, without a section title: the first tab line after the "* " header.
-        header = 0
-        while header < len(lines) and (not lines[header].strip() or _key_value(lines[header])):
-            header += 1
+        header = skip_blank(lines, 0, blank=_blank_or_key_value)
         end = len(lines)
     if header >= end or "\t" not in lines[header]:
         raise ParseError(
@@ -142,10 +144,7 @@ def _results_span(lines: list[str], source: str) -> tuple[int, int]:
             expected="a tab-separated table starting with a 'Well' header",
         )
     # The table ends at the first blank line: a "key = value" results-metadata block may follow.
-    stop = header + 1
-    while stop < end and lines[stop].strip():
-        stop += 1
-    return header, stop
+    return header, table_stop(lines, header, end)
 
 
 def _wells(block: Block, plate: int, source: str) -> pa.Array:

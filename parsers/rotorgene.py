@@ -35,15 +35,16 @@ from parsers.text import (
     canonical_table,
     clean_metadata,
     ct_array,
-    decode,
+    decode_lines,
     head_text,
     normalise_roles,
     occupied_wells,
     read_block,
     require_rows,
     roles_from_names,
+    skip_blank,
     split_fields,
-    split_lines,
+    table_stop,
 )
 
 _SECTION_WORDS = "quantitative analysis of"
@@ -84,9 +85,7 @@ def _sections(lines: list[str], source: str) -> list[tuple[int, int, str, str | 
     for n, title in enumerate(titles):
         channel, assay = _section_title(lines[title])  # type: ignore[misc]
         end = titles[n + 1] if n + 1 < len(titles) else len(lines)
-        header = title + 1
-        while header < end and _is_blank(lines[header]):
-            header += 1
+        header = skip_blank(lines, title + 1, end, blank=_is_blank)
         if header >= end or not _HEADER.match(lines[header][:300]):
             raise ParseError(
                 f"the section '{lines[title].strip(' ;,')}' has no results table",
@@ -94,10 +93,7 @@ def _sections(lines: list[str], source: str) -> list[tuple[int, int, str, str | 
                 line=title + 1,
                 expected="a header 'No.;Color;Name;Type;Ct;…' below the section title",
             )
-        stop = header + 1
-        while stop < end and not _is_blank(lines[stop]):
-            stop += 1
-        found.append((header, stop, channel, assay))
+        found.append((header, table_stop(lines, header, end, ends=_is_blank), channel, assay))
     return found
 
 def _run_metadata(lines: list[str], first_section: int, encoding: str) -> dict[str, str]:
@@ -140,8 +136,7 @@ class RotorGeneExport:
     @staticmethod
     def parse(data: bytes, source: str, run_id: str) -> pa.Table:
         """Canonical rows, one per tube × section; empty Ct → NaN; well is null (rotor)."""
-        text, encoding = decode(data, source)
-        lines = split_lines(text)
+        lines, encoding = decode_lines(data, source)
         sections = _sections(lines, source)
         meta = {**_run_metadata(lines, sections[0][0], encoding), "format": "rotorgene"}
         tables = []

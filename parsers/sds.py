@@ -35,8 +35,8 @@ from parsers.text import (
     canonical_table,
     clean_metadata,
     ct_array,
-    decode,
-    head_text,
+    decode_lines,
+    head_lines,
     normalise_roles,
     normalise_wells,
     occupied_wells,
@@ -44,7 +44,7 @@ from parsers.text import (
     require_rows,
     roles_from_names,
     split_fields,
-    split_lines,
+    table_stop,
 )
 
 _TITLE = re.compile(r"^\s*SDS\s+(?P<version>\d+(?:\.\d+)*)\s+(?P<kind>[^\t]*)", re.IGNORECASE)
@@ -91,8 +91,7 @@ class SdsResults:
     @staticmethod
     def sniff(head: bytes, name: str) -> float:
         """The ``SDS 2.x … Results`` title line, or a tab header with Detector and Ct."""
-        text = head_text(head)
-        lines = split_lines(text)
+        lines = head_lines(head)
         if lines and _TITLE.match(lines[0]) and "result" in lines[0].lower():
             return 0.96
         if _find_header(lines[:200]) is not None:
@@ -102,8 +101,7 @@ class SdsResults:
     @staticmethod
     def parse(data: bytes, source: str, run_id: str) -> pa.Table:
         """Canonical rows of the results table; ``Undetermined`` → NaN; Flagged → call invalid."""
-        text, encoding = decode(data, source)
-        lines = split_lines(text)
+        lines, encoding = decode_lines(data, source)
         header = _find_header(lines)
         if header is None:
             raise ParseError(
@@ -112,10 +110,7 @@ class SdsResults:
                 line=1,
                 expected="a tab-separated header with Pos (or Well), Sample, Detector, Task and Ct",
             )
-        stop = header + 1
-        while stop < len(lines) and lines[stop].strip():
-            stop += 1
-        block = read_block(lines, header, stop, "\t", source=source)
+        block = read_block(lines, header, table_stop(lines, header), "\t", source=source)
         require_rows(block, "results", source=source)
         ct = ct_array(block.require("Ct"), lines=block.lines, source=source, field="Ct")
         sample = block.require("Sample", "Sample Name")

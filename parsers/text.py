@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,8 +35,12 @@ __all__ = [
     "NO_CT",
     # bytes -> text -> lines
     "decode",
+    "decode_lines",
+    "head_lines",
     "head_text",
+    "skip_blank",
     "split_lines",
+    "table_stop",
     # tables inside text
     "Block",
     "read_block",
@@ -262,6 +266,50 @@ def split_lines(text: str) -> list[str]:
     if lines and lines[-1] == "":
         lines.pop()
     return lines
+
+
+def decode_lines(data: bytes, source: str | None = None, encoding: str | None = None) -> tuple[list[str], str]:
+    """:func:`decode` then :func:`split_lines`: an export's lines (numbered as a technician sees them) and encoding."""
+    text, encoding = decode(data, source, encoding)
+    return split_lines(text), encoding
+
+
+def head_lines(head: bytes) -> list[str]:
+    """The lines of a file's first bytes, leniently decoded: what a sniffer looks at (never raises)."""
+    return split_lines(head_text(head))
+
+
+def _is_blank(line: str) -> bool:
+    return not line.strip()
+
+
+def skip_blank(lines: Sequence[str], start: int, stop: int | None = None, *,
+               blank: Callable[[str], bool] = _is_blank) -> int:
+    """Index of the first line from ``start`` that is not ``blank``; ``stop`` (default: the end) when none is.
+
+    Exports leave blank lines (Rotor-Gene: separator-only lines) between a
+    section title and its table header; ``blank`` says what counts as empty.
+    """
+    stop = len(lines) if stop is None else stop
+    i = start
+    while i < stop and blank(lines[i]):
+        i += 1
+    return i
+
+
+def table_stop(lines: Sequence[str], header: int, stop: int | None = None, *,
+               ends: Callable[[str], bool] = _is_blank) -> int:
+    """End (exclusive) of the table whose header is ``lines[header]``: the first later line that ``ends`` it.
+
+    Most exports close a table with a blank line, after which come things that
+    are not rows (QuantStudio's results metadata, the SDS plate trailer).
+    Returns ``stop`` (default: the end) when no line ends the table before it.
+    """
+    stop = len(lines) if stop is None else stop
+    i = header + 1
+    while i < stop and not ends(lines[i]):
+        i += 1
+    return i
 
 
 # ---------------------------------------------------------------------------

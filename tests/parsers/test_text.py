@@ -278,3 +278,21 @@ def test_all_lists_exactly_the_public_names() -> None:
     }
     assert len(text.__all__) == len(set(text.__all__))
     assert set(text.__all__) == public
+
+
+def test_section_table_span_helpers() -> None:
+    """skip_blank finds a section's table header and table_stop the line that ends its rows."""
+    lines = ["[Results]", "", "  ", "Well\tCT", "A1\t20", "A2\t21", "", "Analysis Type = Singleplex"]
+    header = text.skip_blank(lines, 1)
+    assert header == 3
+    assert text.table_stop(lines, header) == 6
+    assert text.table_stop(lines, header, 5) == 5
+    assert text.skip_blank(lines, 1, 3) == 3
+    assert text.skip_blank([";;", "x"], 0, blank=lambda line: not line.strip(";")) == 1
+
+
+def test_decode_lines_splits_cr_only_text() -> None:
+    """decode_lines decodes and splits CR-only text (SDS 2.x, old LightCycler PCs) in one step."""
+    lines, encoding = text.decode_lines(b"\xef\xbb\xbfa\rb\rc\r", "x")
+    assert (lines, encoding) == (["a", "b", "c"], "utf-8-sig")
+    assert text.head_lines(b"a\rb") == ["a", "b"]
