@@ -115,12 +115,12 @@ class ExportJobs:
         files: dict[str, Any] = {}
         current: dict[str, dict[str, Any]] = {}  # kind -> its open output entry
         index: dict[str, int] = {}
+        pos = job.after
         try:
             bundle = None
             if "Bundle" in job.types:
                 from engine.payloads import fhir_bundle as bundle
 
-            pos = job.after
             while pos < job.upto and not job.cancel.is_set():
                 step = min(5000, job.upto - pos)
                 rows = ledger.feed_page(pos, step) if "Bundle" in job.types else []
@@ -129,9 +129,12 @@ class ExportJobs:
                     break
                 for kind in job.types:
                     lines = (
-                        [p.decode("utf-8") for p in parts]
+                        parts
                         if kind == "Result"
-                        else [json.dumps(bundle(json.loads(r["payload"]), r["jws"]), ensure_ascii=False) for r in rows]  # type: ignore[misc]
+                        else [
+                            json.dumps(bundle(json.loads(r["payload"]), r["jws"]), ensure_ascii=False).encode("utf-8")  # type: ignore[misc]
+                            for r in rows
+                        ]
                     )
                     start = 0
                     while start < len(lines):
@@ -140,19 +143,21 @@ class ExportJobs:
                                 files[kind].close()
                             index[kind] = index.get(kind, 0) + 1
                             name = f"{kind.lower()}-{index[kind]:04d}.ndjson"
-                            files[kind] = open(job.folder / name, "w", encoding="utf-8")
+                            files[kind] = open(job.folder / name, "wb")
                             current[kind] = {"type": kind, "url": f"/v1/exports/{job.id}/{name}", "count": 0}
                             job.outputs.append(current[kind])
                         take = lines[start : start + FILE_ITEMS - current[kind]["count"]]
-                        files[kind].write("\n".join(take) + "\n")
+                        files[kind].write(b"\n".join(take) + b"\n")
                         current[kind]["count"] += len(take)
                         start += len(take)
                 pos = last
                 job.done = pos - job.after
-            job.upto = min(job.upto, pos)  # what was really exported (cancel stops early)
         except Exception as exc:  # reported in the manifest; the server stays up
             job.error = f"export stopped: {type(exc).__name__}"
         finally:
+            # The manifest's `next` is where the files really end (a cancel or an error stops early):
+            # a consumer continuing the feed from it misses nothing.
+            job.upto = min(job.upto, pos)
             for fh in files.values():
                 fh.close()
             feed.close()
