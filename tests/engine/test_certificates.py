@@ -258,6 +258,12 @@ def test_qr_is_one_image_not_one_operator_per_module() -> None:
     assert image["/BitsPerComponent"] == 1 and image["/Width"] == qr_modules(HC1).shape[1]
 
 
+def test_oversize_hc1_is_refused_with_its_length() -> None:
+    """A payload beyond a version-40 QR at level Q is refused, naming its length, instead of a zxing error."""
+    with pytest.raises(SigningError, match="5004 characters"):
+        qr_modules("HC1:" + "A" * 5000)
+
+
 def test_empty_hc1_is_refused() -> None:
     """A certificate without an HC1 payload is refused: the QR is what verifiers scan."""
     with pytest.raises(SigningError, match="empty HC1"):
