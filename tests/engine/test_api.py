@@ -576,3 +576,26 @@ def test_old_exports_are_deleted_at_the_next_kickoff(server: ServerThread, resul
     status, headers, _ = server.request("/v1/$export", results_token)
     assert status == 202 and not old.exists()
     assert server.request(headers["content-location"], results_token, method="DELETE")[0] == 202
+
+
+def test_access_log_holds_no_personal_data_ids_or_secrets(
+    server: ServerThread, results_token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Log lines name route templates, status and token id only: no names, national ids, result ids, cursors or tokens."""
+    with caplog.at_level(logging.INFO, logger="ketqua.api"):
+        _, _, body = server.request("/v1/results?limit=3", results_token)
+        page = json.loads(body)
+        rid = page["items"][0]["id"]
+        server.request(f"/v1/results/{rid}", results_token)
+        server.request(f"/v1/results/{rid}/fhir", results_token)
+        server.request(f"/v1/results?after={page['next']}", results_token)
+        server.request("/v1/results?after=bogus", results_token)
+        server.request(f"/v1/results/{rid}", "kq_0123456789abcdef_" + "A" * 43)
+        time.sleep(0.1)
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "ketqua.api")
+    assert "/v1/results/{id} 200" in text and "/v1/results 400" in text
+    secrets = [rid, page["next"], results_token, results_token[20:]]
+    for item in page["items"]:
+        person = item["payload"]["person"]
+        secrets += [person["full_name"], person["national_id"], person["phone"], item["payload"]["specimen"]["id"]]
+    assert not [s for s in secrets if s in text]
