@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -35,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     rv.set_defaults(func=run_revoke)
 
 
-def _ledger_path(args: argparse.Namespace):
+def _ledger_path(args: argparse.Namespace) -> Path:
+    """The ledger file of ``--data`` (its folder is created: tokens may come before the first run)."""
     from engine.datadir import DataDir
 
     data = DataDir.at(args.data)
