@@ -148,6 +148,8 @@ def simulate(
         decode_kw["max_positives"] = positives if positives is not None else bound_from_prevalence(n, prior)
         decode_kw["efficiency"] = efficiency
         decode_kw["max_ct"] = max(ct_range[1], cutoff) + 0.5
+        # the Ct tolerance must cover the measurement noise: 5 standard deviations at least
+        decode_kw["ct_tolerance"] = max(1.5, 5.0 * model.sd)
     if name == "bp":
         decode_kw.update(prevalence=min(max(prior, 1e-6), 0.5), sensitivity=_pool_sensitivity(d, model, cutoff, ct_range), specificity=1 - model.fp)
 
