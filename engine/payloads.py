@@ -141,8 +141,13 @@ def _json_type(value: Any) -> str:
     return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
-def check_result(result: Mapping[str, Any]) -> None:
-    """Raise :class:`SigningError` naming the field when ``result`` is not a signable result object."""
+def check_result(result: Mapping[str, Any], *, strict: bool = True) -> None:
+    """Raise :class:`SigningError` naming the field when ``result`` is not a signable result object.
+
+    ``strict=False`` accepts fields this version does not know (a newer
+    producer's additions) while still checking the known ones: readers use it,
+    the signer does not.
+    """
     rid = result.get("id", "?") if isinstance(result, Mapping) else "?"
     if not isinstance(result, Mapping):
         raise SigningError(f"a result payload must be a JSON object, got {_json_type(result)}")
@@ -165,7 +170,7 @@ def check_result(result: Mapping[str, Any]) -> None:
                 if value is not None and _json_type(value) not in ("number", "integer"):
                     raise SigningError(f"result {rid}: Ct '{path}' is {value!r} (expected cycles as a number, or null)")
                 return
-            if path.startswith(("test.", "evidence.")):
+            if path.startswith(("test.", "evidence.")) or not strict:
                 return  # stages may add evidence/test details; they are signed as they are
             raise SigningError(f"result {rid}: field '{path}' is not part of {SCHEMA}")
         kind = _json_type(value)
@@ -224,7 +229,7 @@ def fhir_bundle(result: Mapping[str, Any], jws: str) -> dict[str, Any]:
     JWS payload is the canonical JSON of ``result``, from which every resource
     here was derived.
     """
-    check_result(result)
+    check_result(result, strict=False)  # a Bundle can be built from a payload a newer version signed
     if not jws or jws.count(".") != 2:
         raise SigningError(f"result {result['id']}: the JWS is not a compact JWS (three dot-separated parts)")
     status = fhir_status(result)

@@ -78,6 +78,15 @@ def test_malformed_result_is_refused_naming_the_field(change: Any, message: str)
         canonical_result(payload)
 
 
+def test_bundle_tolerates_fields_from_a_newer_producer() -> None:
+    """fhir_bundle accepts a payload with a field this version does not know; signing it is still refused."""
+    payload = copy.deepcopy(result())
+    payload["lab"]["address"] = "167 Pasteur, Quận 3"
+    Bundle.model_validate(fhir_bundle(payload, JWS))
+    with pytest.raises(SigningError, match="lab.address"):
+        canonical_result(payload)
+
+
 def test_stages_may_add_test_and_evidence_details() -> None:
     """Extra members under test and evidence (decoder details) are accepted and signed as they are."""
     payload = copy.deepcopy(result())
