@@ -426,6 +426,7 @@ class Service:
         self.plates: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size or max(4, 4 * max(1, engine.workers)))
         self.queued: set[str] = set()  # in the queue or in a worker: never twice at once
         self.cert_wake = asyncio.Event()
+        self.cert_wake.set()  # first thing: finish certificates a previous run left pending
         self.received_at: dict[str, float] = {}
 
     async def _enqueue(self, sha: str) -> None:
@@ -525,10 +526,13 @@ class Service:
     async def certify(self) -> None:
         """Render certificates behind the commits (in a thread; the writer uses its own processes)."""
         while not self.stop.is_set():
-            try:
-                await asyncio.wait_for(self.cert_wake.wait(), timeout=5.0)
-            except asyncio.TimeoutError:
-                pass
+            woke = asyncio.ensure_future(self.cert_wake.wait())
+            stop = asyncio.ensure_future(self.stop.wait())
+            await asyncio.wait({woke, stop}, timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
+            for fut in (woke, stop):
+                fut.cancel()
+            if self.stop.is_set():
+                return
             self.cert_wake.clear()
             if not self.engine.certificates_enabled:
                 continue
@@ -590,8 +594,12 @@ async def serve(engine: Engine, *, port: int | None = 8080, host: str = "127.0.0
     await service.plates.join()
     for task in workers:
         task.cancel()
-    certifier.cancel()
-    await asyncio.gather(*workers, certifier, return_exceptions=True)
+    # The certificate stage finishes the batch it is signing (the rest resume from the ledger next start).
+    try:
+        await asyncio.wait_for(certifier, timeout=120)
+    except (asyncio.TimeoutError, asyncio.CancelledError):
+        pass
+    await asyncio.gather(*workers, return_exceptions=True)
     if until is not None:
         relay_task.cancel()
     if runner is not None:

@@ -328,3 +328,32 @@ def test_a_killed_worker_process_loses_no_plate(data_dir: DataDir, monkeypatch: 
         engine.run_once()
         assert {f["state"] for f in engine.ledger.files()} == {"done"}
     assert _decisions(data_dir) == {**plates[0].expected, **plates[1].expected}
+
+
+def test_service_renders_certificates_left_pending_by_an_earlier_run(data_dir: DataDir) -> None:
+    """Results committed without certificates (a stop or crash before rendering) get their signed PDFs when the service starts."""
+    plate = simulate_plate(90, pool_size=4, prevalence=0.02)
+    _drop(data_dir, "m.csv", manifest_csv(plate.manifest))
+    _drop(data_dir, "p.txt", quantstudio_text(plate))
+    with Engine(data_dir, workers=0, certificates=False) as engine:
+        signed = engine.run_once().signed
+    engine = Engine(data_dir, workers=0, certificates=True)
+    stop = asyncio.Event()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(serve(engine, port=None, until=stop)))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with Ledger.open(data_dir.ledger, readonly=True) as reader:
+                if not reader.pending_certificates(1):
+                    break
+            time.sleep(0.2)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=120)
+        engine.close()
+    with Ledger.open(data_dir.ledger, readonly=True) as reader:
+        rows = reader.results()
+    assert len(rows) == signed and all(r["certificate"] for r in rows)
+    assert all(Path(r["certificate"]).read_bytes()[:5] == b"%PDF-" for r in rows)
