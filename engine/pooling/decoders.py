@@ -274,7 +274,8 @@ def decode(
     """Decode one plate: ``pool_codes`` int8[pools] (POOL_CODE, -1 missing), ``pool_ct`` float32[pools] (cycles).
 
     RETEST specimens get ``"rerun"`` when a stored aliquot exists (``aliquot[i]``), else
-    ``"recollect"``; INVALID (a failed tube tested alone) likewise.
+    ``"recollect"``; INVALID (a failed tube tested alone) likewise; INCONCLUSIVE (signed)
+    always ``"recollect"``: a new swab is needed.
     """
     codes = _check_codes(design, pool_codes)
     ct = np.full(design.n_pools, np.nan, dtype=np.float32) if pool_ct is None else np.asarray(pool_ct, dtype=np.float32).reshape(-1)
@@ -415,8 +416,10 @@ def _ctq_refine(
 
 
 def _retest_kinds(outcome: np.ndarray, aliquot: np.ndarray) -> list[str]:
+    """RETEST/INVALID: rerun a stored aliquot when there is one, else recollect; INCONCLUSIVE: recollect."""
     needs = (outcome == K.RETEST) | (outcome == K.INVALID)
     kinds = np.where(needs, np.where(aliquot, "rerun", "recollect"), "")
+    kinds = np.where(outcome == K.INCONCLUSIVE, "recollect", kinds)
     return kinds.tolist()
 
 
@@ -532,7 +535,7 @@ def complete(
         if code in (0, 1, 2):
             result.outcome[i] = K.ALONE_OUTCOME[code + 1]
             result.reason[i] = K.R_INDIVIDUAL
-            result.retest[i] = ""
+            result.retest[i] = "recollect" if code == 2 else ""
     return result
 
 

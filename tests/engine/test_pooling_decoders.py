@@ -66,7 +66,7 @@ def test_dorfman_contract_from_manifest():
     result = decode(d, codes, ct, aliquot=aliquot)
     assert result.decoder == "dorfman"
     assert [o.value for o in result.outcomes] == ["RETEST", "RETEST", "NEGATIVE", "NEGATIVE", "RETEST", "RETEST", "POSITIVE", "NEGATIVE", "INCONCLUSIVE", "INVALID"]
-    assert result.retest == ["rerun", "recollect", "", "", "rerun", "recollect", "", "", "", "rerun"]
+    assert result.retest == ["rerun", "recollect", "", "", "rerun", "recollect", "", "", "recollect", "rerun"]
     ev = result.evidence(0)
     assert ev["pools"] == [{"pool_id": "P1", "outcome": "detected", "ct": 31.2, "size": 2, "ct_if_sole_positive": 30.2}]
     assert ev["decoder"] == "dorfman" and ev["design"] == d.spec and "ambiguous" in ev["reason"]
@@ -234,7 +234,7 @@ def test_complete_stage_two():
     codes = np.array([1, 0], dtype=np.int8)
     result = complete(d, codes, None, {"S1": (0, NAN), "S2": (1, 27.5), "S3": (2, 36.9)})
     assert result.outcome.tolist() == [NEG, POS, INC, RET, NEG, NEG, NEG, NEG]
-    assert result.retest[3] == "recollect" and result.retest[1] == ""
+    assert result.retest[3] == "recollect" and result.retest[1] == "" and result.retest[2] == "recollect"
     assert result.evidence(1)["individual"] == {"outcome": "detected", "ct": 27.5}
     with pytest.raises(DecodeError, match="not in design"):
         complete(d, codes, None, {"X9": (0, NAN)})
