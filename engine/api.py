@@ -15,13 +15,17 @@ writing transaction, so once a reader sees ``seq = n`` every smaller ``seq`` is
 committed too. A page's upper bound is read *before* anything is streamed and
 the cursor points exactly there, so a cursor never passes an uncommitted row.
 
-Items are built from the stored text (the canonical payload and the JWS are
-already JSON/base64url in the ledger) by string concatenation: no JSON parsing
-per item, which is what lets one client pull ~10^5 results/s.
+Items are assembled as bytes from the stored text by :mod:`engine.feed` (the
+canonical payload and the JWS are already JSON/base64url in the ledger): no
+JSON parsing or UTF-8 round trip per item; about 0.8 s of server CPU per 10^5
+NDJSON items, and a single GET costs what a bare aiohttp handler does.
 
 Cursors are opaque: base64url of (format version, seq) with an HMAC under a key
 kept in ``<data>/keys/api-cursor.key``, so a malformed or forged cursor is a
 400, never a 500 and never a silent restart from zero.
+
+Limits and TLS come from :class:`ApiSettings`, or from ``[api]`` in
+``<data>/ketqua.toml`` (:func:`api_config`); docs/api.md is the operator's page.
 """
 
 from __future__ import annotations
