@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  plate      {plate.name}: {report['wells']} wells, QuantStudio 5 export {plate_file.name}")
     print(f"  manifest   {manifest_file.name}: {len(plate.manifest)} rows")
     print(f"  files      {summary.files} received, {summary.duplicates} duplicate, {summary.quarantined} quarantined, {summary.waiting} waiting for a manifest")
-    print(f"  pools      {pools} of {args.pool_size} (+ {len(plate.wells) - pools - 2} tested alone, PC, NTC); {detected} wells with viral signal")
+    print(f"  pools      {pools} pools of {args.pool_size} (+ {len(plate.wells) - pools - 2} specimens tested alone, PC, NTC); {detected} wells with viral signal")
     print(f"  specimens  {report['specimens']} decided")
     print(f"  signed     {summary.signed} results this run; current results in the ledger: {outcomes}")
     print(f"  retests    {summary.retests} specimens need an individual run or a new swab (`ketqua retests`)")
