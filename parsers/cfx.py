@@ -26,21 +26,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.errors import ParseError
-from engine.model import Role
 from parsers.registry import register
+from parsers.tabular import drop_empty_wells, instrument_roles, preamble_pairs
 from parsers.text import (
     canonical_table,
     clean_metadata,
     ct_array,
     decode_lines,
     head_lines,
-    normalise_roles,
     normalise_wells,
-    occupied_wells,
     read_block,
     require_rows,
-    roles_from_names,
-    split_fields,
 )
 
 # The row-index column before "Well" has no title; CFX Maestro 2.x "Export to CSV" may leave it out.
@@ -80,15 +76,12 @@ def _find_header(lines: list[str]) -> int | None:
 
 def _run_metadata(lines: list[str], header: int, sep: str, encoding: str) -> dict[str, str]:
     pairs: list[tuple[str, str | None]] = [("encoding", encoding)]
-    for line in lines[:header]:
-        fields = [f for f in split_fields(line, sep) if f]
-        if len(fields) >= 2:
-            key = fields[0].rstrip(":").lower()
-            if key in _META_KEYS:
-                value = fields[1]
-                if key.endswith(" version") and not key.startswith("software"):
-                    value = f"{fields[0][: -len(' version')]} {value}"  # "CFX Maestro 2.3"
-                pairs.append((_META_KEYS[key], value))
+    for key, fields in preamble_pairs(lines[:header], sep):
+        if key in _META_KEYS:
+            value = fields[1]
+            if key.endswith(" version") and not key.startswith("software"):
+                value = f"{fields[0][: -len(' version')]} {value}"  # "CFX Maestro 2.3"
+            pairs.append((_META_KEYS[key], value))
     meta = clean_metadata(pairs)
     meta.setdefault("instrument", "Bio-Rad CFX")
     return meta
@@ -139,20 +132,9 @@ class CfxCqResults:
                 expected="a column named Cq",
             )
         ct = ct_array(block.columns[cq_idx], lines=block.lines, source=source, field=block.header[cq_idx], decimal=decimal)
-        sample = block.get("Sample", "Sample Name")
-        if sample is None:
-            sample = pa.nulls(block.num_rows, pa.string())
-        content = block.get("Content")
-        role = normalise_roles(
-            content if content is not None else pa.nulls(block.num_rows, pa.string()),
-            default=Role.UNKNOWN,
-            empty=Role.SAMPLE,
-        )
-        role = roles_from_names(role, sample)
-        keep = occupied_wells(sample, role, ct, block.lines, source=source, field="Sample")
-        if not keep.all():
-            mask = pa.array(keep)
-            block, ct, sample, role = block.filter(keep), ct[keep], sample.filter(mask), role.filter(mask)
+        sample = block.get_or_nulls("Sample", "Sample Name")
+        role = instrument_roles(block.get_or_nulls("Content"), sample)
+        block, ct, (sample, role) = drop_empty_wells(block, ct, sample, role, source=source, field="Sample")
         require_rows(block, "Cq Results", source=source)
         wells = normalise_wells(block.require("Well"), plate=384, source=source, lines=block.lines)
         fluor = block.get("Fluor")

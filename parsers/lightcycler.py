@@ -28,18 +28,17 @@ import pyarrow.compute as pc
 from engine.errors import ParseError
 from engine.model import Role
 from parsers.registry import register
+from parsers.tabular import instrument_roles, invalid_if_marked
 from parsers.text import (
     canonical_table,
     clean_metadata,
     ct_array,
     decode_lines,
     head_lines,
-    normalise_roles,
     normalise_wells,
     number_array,
     read_block,
     require_rows,
-    roles_from_names,
     skip_blank,
 )
 
@@ -128,21 +127,15 @@ class LightCyclerText:
             cp_field = block.header[block.find("Cp", "Cq", "Ct") or 0]
             ct = ct_array(block.require("Cp", "Cq", "Ct"), lines=block.lines, source=source, field=cp_field)
             name = block.require("Name", "Sample Name")
-            kind = block.get("Type", "Sample Type")
-            if kind is not None:  # older exports: Unknown / Standard / Negative Control / Positive Control
-                role = normalise_roles(kind, default=Role.UNKNOWN, empty=Role.SAMPLE)
-            else:
-                role = pa.repeat(pa.scalar(Role.SAMPLE.value), block.num_rows)
+            # Older exports type wells (Unknown / Standard / Negative Control…); newer ones have no
+            # role column, so every well is a sample unless its name says it is a control.
+            role = instrument_roles(block.get_or_nulls("Type", "Sample Type"), name)
             standard = block.get("Standard")
             if standard is not None:
+                # A standard's concentration makes it a standard whatever its name or type says.
                 concentration = number_array(standard)
                 role = pc.if_else(pa.array(np.nan_to_num(concentration) > 0), pa.scalar(Role.STD.value), role)
-            role = roles_from_names(role, name)
-            include = block.get("Include", "Inc")
-            call = None
-            if include is not None:
-                excluded = pc.equal(pc.utf8_lower(pc.fill_null(include, "true")), "false")
-                call = pc.if_else(excluded, pa.scalar("invalid"), pa.scalar(None, pa.string()))
+            call = invalid_if_marked(block.get("Include", "Inc"), "false")
             tables.append(
                 canonical_table(
                     run_id=run_id,

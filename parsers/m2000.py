@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 from engine.errors import ParseError
 from engine.model import Role
 from parsers.registry import register
+from parsers.tabular import drop_empty_wells, invalid_where
 from parsers.text import (
     Block,
     canonical_table,
@@ -42,7 +43,6 @@ from parsers.text import (
     normalise_calls,
     normalise_roles,
     normalise_wells,
-    occupied_wells,
     read_block,
     require_rows,
     table_stop,
@@ -93,12 +93,6 @@ def _plate_info(lines: list[str], encoding: str) -> dict[str, str]:
     )
 
 
-def _text(results: Block, name: str) -> pa.Array:
-    """A column of the result table, or nulls when this software version does not write it."""
-    column = results.get(name)
-    return column if column is not None else pa.nulls(results.num_rows, pa.string())
-
-
 def _calls(results: Block) -> pa.Array:
     """The instrument's interpretation of the target, in DESIGN.md words (null if none).
 
@@ -106,25 +100,24 @@ def _calls(results: Block) -> pa.Array:
     Interpretation); a reported quantity (``767 Copies / mL``, ``< 40 Copies / mL``)
     means the target was detected.
     """
-    reported = _text(results, "ReportedResult")
-    by_words = pc.coalesce(normalise_calls(reported), normalise_calls(_text(results, "Interpretation")))
+    reported = results.get_or_nulls("ReportedResult")
+    by_words = pc.coalesce(normalise_calls(reported), normalise_calls(results.get_or_nulls("Interpretation")))
     quantity = pc.match_substring_regex(pc.fill_null(reported, ""), r"\d")
     call = pc.coalesce(by_words, pc.if_else(quantity, pa.scalar("detected"), pa.scalar(None, pa.string())))
-    return pc.if_else(_invalid(results), pa.scalar("invalid"), call)
+    return invalid_where(_invalid(results), call)
 
 
 def _invalid(results: Block) -> pa.Array:
-    status = pc.utf8_lower(pc.fill_null(_text(results, "Status"), "valid"))
-    error = pc.fill_null(_text(results, "ErrorCode"), "")
+    status = pc.utf8_lower(pc.fill_null(results.get_or_nulls("Status"), "valid"))
+    error = pc.fill_null(results.get_or_nulls("ErrorCode"), "")
     return pc.or_(pc.not_equal(status, "valid"), pc.greater(pc.utf8_length(error), 0))
 
 
 def _roles(results: Block) -> pa.Array:
-    kind = pc.utf8_lower(pc.fill_null(_text(results, "SampleType"), ""))
-    control_name = results.get("ControlName")
-    by_control = normalise_roles(control_name if control_name is not None else pa.nulls(results.num_rows, pa.string()))
+    kind = pc.utf8_lower(pc.fill_null(results.get_or_nulls("SampleType"), ""))
+    by_control = normalise_roles(results.get_or_nulls("ControlName"))
     # Abbott control kits name their tubes like HIV_NEG / HIV_LOPOS / HIV_HIPOS.
-    sample_id = pc.utf8_upper(pc.fill_null(_text(results, "SampleId"), ""))
+    sample_id = pc.utf8_upper(pc.fill_null(results.get_or_nulls("SampleId"), ""))
     by_id = pc.if_else(pc.match_substring(sample_id, "NEG"), pa.scalar(Role.NC.value),
                        pc.if_else(pc.match_substring(sample_id, "POS"), pa.scalar(Role.PC.value), pa.scalar(Role.UNKNOWN.value)))
     control_role = pc.if_else(pc.equal(by_control, Role.UNKNOWN.value), by_id, by_control)
@@ -195,12 +188,9 @@ class M2000ResultsLog:
             if kind == "Target":
                 call = pc.take(calls, idx)
             else:
-                call = pc.if_else(pc.take(invalid, idx), pa.scalar("invalid"), pa.scalar(None, pa.string()))
-            keep = occupied_wells(sample, role, ct, block.lines, source=source, field="SampleId")
-            if not keep.all():
-                mask = pa.array(keep)
-                block, ct, wells = block.filter(keep), ct[keep], wells.filter(mask)
-                sample, role, call = sample.filter(mask), role.filter(mask), call.filter(mask)
+                call = invalid_where(pc.take(invalid, idx))
+            block, ct, (sample, role, wells, call) = drop_empty_wells(block, ct, sample, role, wells, call,
+                                                                      source=source, field="SampleId")
             if block.num_rows == 0:
                 continue
             tables.append(

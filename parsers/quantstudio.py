@@ -30,8 +30,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.errors import ParseError
-from engine.model import Role
 from parsers.registry import register
+from parsers.tabular import drop_empty_wells, instrument_roles, invalid_if_marked
 from parsers.text import (
     Block,
     canonical_table,
@@ -39,12 +39,9 @@ from parsers.text import (
     ct_array,
     decode,
     head_text,
-    normalise_roles,
     normalise_wells,
-    occupied_wells,
     read_block,
     require_rows,
-    roles_from_names,
     skip_blank,
     split_lines,
     table_stop,
@@ -177,24 +174,13 @@ def parse_results(text: str, encoding: str, source: str, run_id: str, *, format_
         )
     ct = ct_array(block.columns[ct_idx], lines=block.lines, source=source, field=block.header[ct_idx])
     sample = block.require("Sample Name", "Sample")
-    task = block.get("Task")
     # A Task the software added later (e.g. "Accuracy Control") is not a person's sample.
-    role = normalise_roles(
-        task if task is not None else pa.nulls(block.num_rows, pa.string()), default=Role.UNKNOWN, empty=Role.SAMPLE
-    )
-    role = roles_from_names(role, sample)
-    keep = occupied_wells(sample, role, ct, block.lines, source=source, field="Sample Name")
-    if not keep.all():
-        block = block.filter(keep)
-        ct, sample, role = ct[keep], sample.filter(pa.array(keep)), role.filter(pa.array(keep))
+    role = instrument_roles(block.get_or_nulls("Task"), sample)
+    block, ct, (sample, role) = drop_empty_wells(block, ct, sample, role, source=source, field="Sample Name")
     require_rows(block, "[Results]", source=source)
     plate = _plate_size(header)
     wells = _wells(block, plate, source)
-    omit = block.get("Omit")
-    call = None
-    if omit is not None:
-        omitted = pc.equal(pc.utf8_lower(pc.fill_null(omit, "false")), "true")
-        call = pc.if_else(omitted, pa.scalar("invalid"), pa.scalar(None, pa.string()))
+    call = invalid_if_marked(block.get("Omit"), "true")
     meta = _run_metadata(header, encoding)
     meta["format"] = format_name
     return canonical_table(

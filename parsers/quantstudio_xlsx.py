@@ -23,17 +23,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.errors import ParseError
-from engine.model import Role
 from parsers.registry import register
+from parsers.tabular import instrument_roles, invalid_if_marked
 from parsers.text import (
     canonical_table,
     clean_metadata,
     ct_array,
     normalise_calls,
-    normalise_roles,
     normalise_wells,
     occupied_wells,
-    roles_from_names,
     well_from_index,
 )
 
@@ -242,7 +240,7 @@ class QuantStudioWorkbook:
         sample = sheet.column(sample_idx)  # type: ignore[arg-type]
         task_idx = sheet.find("Task", "Sample type", "Sample Type")
         task = sheet.column(task_idx) if task_idx is not None else pa.nulls(len(sheet.rows), pa.string())
-        role = roles_from_names(normalise_roles(task, default=Role.UNKNOWN, empty=Role.SAMPLE), sample)
+        role = instrument_roles(task, sample)
         # Rows without a well are notes under the table; rows without a sample are empty wells.
         keep = nonblank & occupied_wells(sample, role, ct, lines, source=source, field="Sample")
         target = sheet.column(target_idx)
@@ -270,9 +268,7 @@ class QuantStudioWorkbook:
         if call_idx is not None:
             call = normalise_calls(sheet.column(call_idx).filter(mask))
         if omit_idx is not None:
-            omitted = pc.equal(pc.utf8_lower(pc.fill_null(sheet.column(omit_idx).filter(mask), "false")), "true")
-            base = call if call is not None else pa.nulls(len(lines), pa.string())
-            call = pc.if_else(omitted, pa.scalar("invalid"), base)
+            call = invalid_if_marked(sheet.column(omit_idx).filter(mask), "true", call)
         return canonical_table(
             run_id=run_id, source=source, line=lines, metadata=meta, well=wells, sample_id=sample,
             role=role, target=target, dye=dye, ct=ct, call=call,

@@ -29,21 +29,17 @@ import re
 import pyarrow as pa
 
 from engine.errors import ParseError
-from engine.model import Role
 from parsers.registry import register
+from parsers.tabular import drop_empty_wells, instrument_roles, preamble_pairs
 from parsers.text import (
     canonical_table,
     clean_metadata,
     ct_array,
     decode_lines,
     head_text,
-    normalise_roles,
-    occupied_wells,
     read_block,
     require_rows,
-    roles_from_names,
     skip_blank,
-    split_fields,
     table_stop,
 )
 
@@ -101,14 +97,10 @@ def _run_metadata(lines: list[str], first_section: int, encoding: str) -> dict[s
             "run start": "run_start", "run finish": "run_end", "software version": "software"}
     found: dict[str, str] = {}
     pairs: list[tuple[str, str | None]] = [("encoding", encoding)]
-    for line in lines[:first_section]:
-        sep = ";" if line.count(";") >= line.count(",") else ","
-        fields = [f for f in split_fields(line, sep) if f]
-        if len(fields) >= 2:
-            key = fields[0].rstrip(":").lower()
-            found[key] = fields[1]
-            if key in keys:
-                pairs.append((keys[key], fields[1]))
+    for key, fields in preamble_pairs(lines[:first_section]):
+        found[key] = fields[1]
+        if key in keys:
+            pairs.append((keys[key], fields[1]))
     if "date" in found:
         pairs.append(("run_start", f"{found['date']} {found.get('time', '')}".strip()))
     pairs.append(("instrument", "Qiagen Rotor-Gene Q"))
@@ -145,18 +137,9 @@ class RotorGeneExport:
             block = read_block(lines, header, stop, sep, source=source)
             require_rows(block, f"'{channel}' section", source=source)
             ct = ct_array(block.require("Ct"), lines=block.lines, source=source, field="Ct", decimal=",")
-            name = block.get("Name")
-            if name is None:
-                name = pa.nulls(block.num_rows, pa.string())
-            kind = block.get("Type")
-            role = normalise_roles(
-                kind if kind is not None else pa.nulls(block.num_rows, pa.string()), default=Role.UNKNOWN, empty=Role.SAMPLE
-            )
-            role = roles_from_names(role, name)
-            keep = occupied_wells(name, role, ct, block.lines, source=source, field="Name")
-            if not keep.all():
-                mask = pa.array(keep)
-                block, ct, name, role = block.filter(keep), ct[keep], name.filter(mask), role.filter(mask)
+            name = block.get_or_nulls("Name")
+            role = instrument_roles(block.get_or_nulls("Type"), name)
+            block, ct, (name, role) = drop_empty_wells(block, ct, name, role, source=source, field="Name")
             if block.num_rows == 0:
                 continue
             tables.append(

@@ -26,23 +26,19 @@ from __future__ import annotations
 import re
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from engine.errors import ParseError
-from engine.model import Role
 from parsers.registry import register
+from parsers.tabular import drop_empty_wells, instrument_roles, invalid_if_marked
 from parsers.text import (
     canonical_table,
     clean_metadata,
     ct_array,
     decode_lines,
     head_lines,
-    normalise_roles,
     normalise_wells,
-    occupied_wells,
     read_block,
     require_rows,
-    roles_from_names,
     split_fields,
     table_stop,
 )
@@ -114,27 +110,12 @@ class SdsResults:
         require_rows(block, "results", source=source)
         ct = ct_array(block.require("Ct"), lines=block.lines, source=source, field="Ct")
         sample = block.require("Sample", "Sample Name")
-        task = block.get("Task")
-        role = normalise_roles(
-            task if task is not None else pa.nulls(block.num_rows, pa.string()), default=Role.UNKNOWN, empty=Role.SAMPLE
-        )
-        role = roles_from_names(role, sample)
-        keep = occupied_wells(sample, role, ct, block.lines, source=source, field="Sample")
-        if not keep.all():
-            mask = pa.array(keep)
-            block, ct, sample, role = block.filter(keep), ct[keep], sample.filter(mask), role.filter(mask)
+        role = instrument_roles(block.get_or_nulls("Task"), sample)
+        block, ct, (sample, role) = drop_empty_wells(block, ct, sample, role, source=source, field="Sample")
         require_rows(block, "results", source=source)
         wells = normalise_wells(block.require("Pos", "Well"), plate=384, source=source, lines=block.lines,
                                 field=block.header[block.find("Pos", "Well")])  # type: ignore[index]
-        flag = block.get("Flag")
-        call = None
-        if flag is not None:
-            flagged = pc.equal(pc.utf8_lower(pc.fill_null(flag, "")), "flagged")
-            call = pc.if_else(flagged, pa.scalar("invalid"), pa.scalar(None, pa.string()))
-        omit = block.get("Omit")
-        if omit is not None:
-            omitted = pc.equal(pc.utf8_lower(pc.fill_null(omit, "")), "true")
-            call = pc.if_else(omitted, pa.scalar("invalid"), call if call is not None else pa.scalar(None, pa.string()))
+        call = invalid_if_marked(block.get("Omit"), "true", invalid_if_marked(block.get("Flag"), "flagged"))
         return canonical_table(
             run_id=run_id,
             source=source,

@@ -358,6 +358,11 @@ class Block:
         idx = self.find(*names)
         return None if idx is None else self.columns[idx]
 
+    def get_or_nulls(self, *names: str) -> pa.Array:
+        """Like :meth:`get`, but an absent column is all nulls: an optional column this software version omits."""
+        col = self.get(*names)
+        return col if col is not None else pa.nulls(self.num_rows, pa.string())
+
     def require(self, *names: str) -> pa.Array:
         """Like :meth:`get`, but a missing column is a ParseError naming the header line."""
         col = self.get(*names)
