@@ -100,8 +100,8 @@ def run(ctx: Context) -> list[Figure]:
     from signing.pades import PadesSigner
 
     k = common.keys(ctx)
-    n = int(ctx.scale(64, 1200))
-    n_naive = int(ctx.scale(4, 40))
+    n = int(ctx.scale(64, 600))
+    n_naive = int(ctx.scale(4, 20))
     items = _items(ctx, n)
     ours = PadesSigner(k.signer)
     theirs = pyhanko_signer(k)

@@ -159,18 +159,18 @@ def _numba_cold_warm(ctx: Context) -> Figure:
 
 @stage("pooling", "pool decoders (numba) vs a pure-Python decoder", requires=("engine.pooling.designs", "engine.pooling.decoders"), order=20)
 def run(ctx: Context) -> list[Figure]:
-    plates_dorfman = int(ctx.scale(2000, 20_000))
+    plates_dorfman = int(ctx.scale(2000, 10_000))
     figures = [
         _figure(ctx, "Dorfman stage 1, dorfman:10 (3,840 specimens/plate)", "dorfman:10", 3840, "dorfman",
                 plates=plates_dorfman, baseline_plates=int(ctx.scale(10, 40)), unit="specimens", aim="≥ 50M specimens/s/core"),
         _figure(ctx, "array:16x24 stage 1 (COMP+DD)", "array:16x24", None, "dd",
-                plates=int(ctx.scale(20_000, 200_000)), baseline_plates=int(ctx.scale(200, 1000)), unit="specimens", aim="≥ 50M specimens/s/core"),
+                plates=int(ctx.scale(20_000, 50_000)), baseline_plates=int(ctx.scale(200, 1000)), unit="specimens", aim="≥ 50M specimens/s/core"),
         _figure(ctx, "COMP+DD, P-BEST 384×48 at 1 % prevalence", "pbest:384x48", None, "dd",
-                plates=int(ctx.scale(20_000, 200_000)), baseline_plates=int(ctx.scale(100, 500)), unit="plates", prevalence=0.01,
+                plates=int(ctx.scale(20_000, 50_000)), baseline_plates=int(ctx.scale(100, 500)), unit="plates", prevalence=0.01,
                 aim="≥ 50k plates/s/core"),
     ]
     exact = _figure(ctx, "exact search, ambiguous P-BEST 384×48 plates (6 positives, bound 6)", "pbest:384x48", None, "exact",
-                    plates=int(ctx.scale(40, 200)), baseline_plates=int(ctx.scale(20, 60)), unit="plates", positives=6, max_positives=6,
+                    plates=int(ctx.scale(40, 200)), baseline_plates=int(ctx.scale(20, 40)), unit="plates", positives=6, max_positives=6,
                     only_ambiguous=True, aim="median ≤ 2 ms/plate")
     _exact_latency(ctx, exact)
     figures.append(exact)

@@ -29,7 +29,7 @@ def run(ctx: Context) -> list[Figure]:
     from signing.canonical import canonical_json
     from signing.jws import sign_compact
 
-    n = int(ctx.scale(1000, 5000))
+    n = int(ctx.scale(1000, 3000))
     k = common.keys(ctx)
     signer, key = k.signer, k.private_key
     payloads = ctx.cached(f"payloads-{n}", lambda: workloads.result_payloads(n, ctx.seed))

@@ -134,15 +134,18 @@ def simulate_design(incidence: np.ndarray, n_plates: int, *, prevalence: float |
     incidence = np.asarray(incidence, dtype=bool)
     n_pools, n_specimens = incidence.shape
     if positives is not None:
-        keys = rng.random((n_plates, n_specimens))
+        keys = rng.random((n_plates, n_specimens), dtype=np.float32)
         idx = np.argpartition(keys, positives, axis=1)[:, :positives] if positives else np.empty((n_plates, 0), int)
         truth = np.zeros((n_plates, n_specimens), dtype=bool)
         np.put_along_axis(truth, idx, True, axis=1)
     else:
-        truth = rng.random((n_plates, n_specimens)) < (prevalence or 0.0)
-    hits = truth.astype(np.uint8) @ incidence.T.astype(np.uint8)
+        truth = rng.random((n_plates, n_specimens), dtype=np.float32) < (prevalence or 0.0)
+    # float32 so the product goes through BLAS (integer matmul in numpy is a slow loop); counts are exact.
+    hits = truth.astype(np.float32) @ incidence.T.astype(np.float32)
     codes = (hits > 0).astype(np.int8)
-    ct = np.where(codes > 0, rng.normal(28.0, 3.0, codes.shape), np.nan).astype(np.float32)
+    ct = np.full(codes.shape, np.nan, dtype=np.float32)
+    detected = codes > 0
+    ct[detected] = rng.normal(28.0, 3.0, int(detected.sum()))
     return PooledPlates(incidence=incidence, truth=truth, pool_codes=codes, pool_ct=ct)
 
 
