@@ -357,3 +357,24 @@ def test_service_renders_certificates_left_pending_by_an_earlier_run(data_dir: D
         rows = reader.results()
     assert len(rows) == signed and all(r["certificate"] for r in rows)
     assert all(Path(r["certificate"]).read_bytes()[:5] == b"%PDF-" for r in rows)
+
+
+def test_lab_configuration_is_read_and_bad_settings_are_named(data_dir: DataDir) -> None:
+    """ketqua.toml sets the lab printed on results; an unknown or mistyped setting is refused by name."""
+    from engine.config import load_config
+    from engine.errors import ConfigError
+
+    data_dir.config.write_text('[lab]\nid = "VN-79-TEST"\nname = "Phòng xét nghiệm Thử"\nlicence = "BYT-1"\n[intake]\nstable_seconds = 1\n', encoding="utf-8")
+    config = load_config(data_dir)
+    assert (config.lab.id, config.lab.name, config.intake.stable_seconds) == ("VN-79-TEST", "Phòng xét nghiệm Thử", 1.0)
+    plate = _plate(95)
+    _drop(data_dir, "m.csv", manifest_csv(plate.manifest))
+    _drop(data_dir, "p.txt", quantstudio_text(plate))
+    with Engine(data_dir, workers=0, certificates=False) as engine:
+        engine.run_once()
+        payload = json.loads(engine.ledger.results()[0]["payload"])
+    assert payload["lab"] == {"id": "VN-79-TEST", "name": "Phòng xét nghiệm Thử", "licence": "BYT-1"}
+    for text, word in (("[intake]\nstable_secs = 1\n", "stable_secs"), ("[intake]\npoll_seconds = 'fast'\n", "poll_seconds"), ("[lab\n", "TOML")):
+        data_dir.config.write_text(text, encoding="utf-8")
+        with pytest.raises(ConfigError, match=word):
+            load_config(data_dir)
