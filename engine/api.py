@@ -112,6 +112,9 @@ class ApiSettings:
     max_request_bytes: int = 16 * 1024  # no endpoint takes a body
     token_refresh_s: float = 1.0  # revocations take effect within this
     max_export_jobs: int = 2  # concurrent bulk exports
+    # PEM files (leaf first, then its chain) of signer certificates retired by a key rotation:
+    # published in /v1/keys beside the current signer so older results still verify.
+    previous_signers: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------- cursors
@@ -240,11 +243,24 @@ class ApiState:
     def jwks_bytes(self) -> bytes:
         """The JWKS of the configured signer (opened once; a PKCS#11 signer is not kept open)."""
         if self._jwks is None:
+            from cryptography.hazmat.primitives import serialization
+
             from signing.jws import jwks
-            from signing.keys import load_signer_spec
+            from signing.keys import load_certificates, load_signer_spec
 
             signer = load_signer_spec(self.data).open()
-            self._jwks = json.dumps(jwks(signer), separators=(",", ":")).encode("ascii")
+            published = jwks(signer)
+            known = {k["kid"] for k in published["keys"]}
+            for path in self.settings.previous_signers:
+                # After a key rotation, results signed by the retired key stay in the feed and must stay verifiable.
+                certs = load_certificates(path if Path(path).is_absolute() else self.data.root / path)
+                for jwk in jwks(certs[:1])["keys"]:
+                    if jwk["kid"] not in known:
+                        chain = [c for c in certs[1:] if c.issuer != c.subject]  # roots stay with the verifier
+                        jwk["x5c"] += [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode("ascii") for c in chain]
+                        published["keys"].append(jwk)
+                        known.add(jwk["kid"])
+            self._jwks = json.dumps(published, separators=(",", ":")).encode("ascii")
         return self._jwks
 
 
@@ -601,6 +617,7 @@ def api_config(data: DataDir) -> tuple[ApiSettings, ssl.SSLContext | None]:
         tls_certificate = "tls/server.pem"   # paths relative to the data folder
         tls_key = "tls/server.key"
         tls_client_ca = "tls/clients-ca.pem" # set => mutual TLS: a client certificate is required
+        previous_signers = ["keys/signer-2026.pem"] # retired signer certificates still published in /v1/keys
     """
     import tomllib
 
@@ -620,8 +637,11 @@ def api_config(data: DataDir) -> tuple[ApiSettings, ssl.SSLContext | None]:
     unknown = sorted(set(table) - known - set(_TLS_KEYS))
     if unknown:
         raise ConfigError(f"{path}: [api] has unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known | set(_TLS_KEYS)))}")
-    values: dict[str, Any] = {}
-    for key in known & set(table):
+    previous = table.get("previous_signers", [])
+    if not isinstance(previous, list) or not all(isinstance(p, str) for p in previous):
+        raise ConfigError(f"{path}: [api] previous_signers must be a list of certificate file paths")
+    values: dict[str, Any] = {"previous_signers": tuple(previous)}
+    for key in (known & set(table)) - {"previous_signers"}:
         default, value = getattr(defaults, key), table[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise ConfigError(f"{path}: [api] {key} must be a positive number, got {value!r}")

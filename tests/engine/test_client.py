@@ -288,3 +288,46 @@ def test_two_pulls_into_one_folder_are_refused(served, tmp_path: Path) -> None:
     asyncio.run(run())
     stats, _ = _pull(s.url, tok, tmp_path / "out")  # released afterwards
     assert stats.items == 60
+
+
+def test_key_rotation_keeps_older_results_verifiable(tmp_path: Path) -> None:
+    """After the lab rotates its signer, [api] previous_signers keeps the retired key in /v1/keys, so a pull verifies both generations."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from signing.keys import load_signer_spec
+    from signing.pki import issue_leaf
+
+    w = make_world(tmp_path / "lab")
+    commit(w, signed_plate(w, 1, 4))  # signed by the first signer
+    keys = w.data.keys
+    (keys / "signer-retired.pem").write_bytes((keys / "signer.pem").read_bytes())
+    ca_cert = x509.load_pem_x509_certificate((keys / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((keys / "ca.key").read_bytes(), password=None)
+    new_key = ec.generate_private_key(ec.SECP256R1())
+    new_cert = issue_leaf(ca_cert, ca_key, new_key.public_key(), kind="signer")  # type: ignore[arg-type]
+    (keys / "signer.key").write_bytes(
+        new_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    (keys / "signer.pem").write_bytes(new_cert.public_bytes(serialization.Encoding.PEM))
+    w.signer = load_signer_spec(w.data).open()
+    commit(w, signed_plate(w, 2, 4))  # signed by the new signer
+    tok = token(w)
+
+    s = ServerThread(w).start()  # no previous_signers: the retired key is not published
+    try:
+        with pytest.raises(VerificationError, match="seq 1") as err:
+            _pull(s.url, tok, tmp_path / "without", trust=_ca(w), workers=1)
+        assert err.value.reason == "unknown-kid"
+    finally:
+        s.stop()
+
+    w.data.config.write_text('[api]\nprevious_signers = ["keys/signer-retired.pem"]\n', encoding="utf-8")
+    s = ServerThread(w, settings=None).start()
+    try:
+        _, _, body = s.request("/v1/keys", tok)
+        assert len(json.loads(body)["keys"]) == 2
+        stats, _ = _pull(s.url, tok, tmp_path / "with", trust=_ca(w), workers=1)
+        assert stats.items == 8
+    finally:
+        s.stop()
