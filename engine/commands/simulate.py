@@ -23,6 +23,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--cutoff", type=float, default=37.0, help="Ct cut-off (cycles) for the dilution model")
     p.add_argument("--ct-range", default="15:38", metavar="LO:HI", help="individual Ct range of infected specimens (uniform)")
     p.add_argument("--confidence", type=float, default=1e-6, help="posterior error allowed per call (bp decoder)")
+    p.add_argument(
+        "--negatives-from-bound",
+        action="store_true",
+        help="let exact/ctq call NEGATIVE a specimen in no explanation within the positives bound (default: RETEST)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=run)
 
@@ -46,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         cutoff=args.cutoff,
         ct_range=(lo, hi),
         confidence=args.confidence,
+        negatives_from_bound=args.negatives_from_bound,
     )
     if args.json:
         print(json.dumps(report))

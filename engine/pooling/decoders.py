@@ -12,8 +12,9 @@ comp        in a not-detected pool → NEGATIVE; everything else RETEST
 dd          comp + the only possible positive of a detected pool → POSITIVE (definite defective)
 scomp       dd calls; SCOMP's greedy cover is reported as evidence ("likely"), never as a call
 exact       dd + bounded exact search: with at most D positives per plate (``max_positives``, or
-            from ``prevalence`` with a 1e-9 tail), a candidate in every explanation is POSITIVE,
-            in none NEGATIVE; ties stay RETEST
+            from ``prevalence`` with a 1e-9 tail), a candidate in every explanation is POSITIVE;
+            one in none is NEGATIVE only with ``negatives_from_bound`` (else RETEST, reason given);
+            ties stay RETEST
 bp          noise model (``sensitivity``/``specificity`` per pool): belief propagation; calls only
             when the posterior is beyond ``confidence``
 ctq         exact + the pools' Cts: with at most D positives, every explanation must also have
@@ -204,11 +205,17 @@ def decode_batch(
     ct_tolerance: float = DEFAULT_CT_TOLERANCE,
     efficiency: float = 1.0,
     max_ct: float = DEFAULT_MAX_CT,
+    negatives_from_bound: bool = False,
 ) -> BatchDecoding:
     """Decode many plates of one design at once: ``pool_codes`` is ``int8[plates, pools]``.
 
     This is the throughput API (the simulator and the benchmarks use it). ``pool_ct``
     (``float32[plates, pools]``, cycles) is used by the ``ctq`` decoder only.
+
+    The exact and ctq searches also find specimens that belong to no explanation within
+    the bound; those become NEGATIVE only with ``negatives_from_bound=True``. By default
+    a NEGATIVE needs a pool that was not detected, and they stay RETEST with the reason
+    in their evidence.
     """
     codes = _check_codes(design, pool_codes)
     name = _choose(design, decoder, max_positives, prevalence, sensitivity, specificity)
@@ -236,6 +243,9 @@ def decode_batch(
             cts = np.asarray(pool_ct, dtype=np.float64).reshape(codes.shape)
             for b in np.flatnonzero(((out == K.RETEST) & ((reason == K.R_AMBIGUOUS) | (reason == K.R_UNTESTED))).any(axis=1)):
                 _ctq_refine(design, codes[b], cts[b], out[b], reason[b], margin[b], bound, ct_tolerance, efficiency, max_ct)
+        if not negatives_from_bound:
+            by_bound = (out == K.NEGATIVE) & ((reason == K.R_EXACT_NEG) | (reason == K.R_CT_NEG))
+            out[by_bound] = K.RETEST
     else:  # bp
         se = 1.0 if sensitivity is None else float(sensitivity)
         sp = 1.0 if specificity is None else float(specificity)
@@ -270,6 +280,7 @@ def decode(
     efficiency: float = 1.0,
     ct_tolerance: float = DEFAULT_CT_TOLERANCE,
     max_ct: float = DEFAULT_MAX_CT,
+    negatives_from_bound: bool = False,
 ) -> Decoding:
     """Decode one plate: ``pool_codes`` int8[pools] (POOL_CODE, -1 missing), ``pool_ct`` float32[pools] (cycles).
 
@@ -294,6 +305,7 @@ def decode(
         ct_tolerance=ct_tolerance,
         efficiency=efficiency,
         max_ct=max_ct,
+        negatives_from_bound=negatives_from_bound,
     )
     outcome = batch.outcome[0]
     reason = batch.reason[0]

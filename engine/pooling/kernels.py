@@ -41,7 +41,7 @@ REASONS = (
     "none of its pools gave a usable result (missing, invalid or inconclusive)",
     "its pool was detected but every member is in a pool that was not detected: the results contradict each other",
     "in every explanation of the pool results with no more positives than the model allows (exact search)",
-    "in no explanation of the pool results with no more positives than the model allows (exact search)",
+    "in no explanation of the pool results with no more positives than the model allows (exact search); NEGATIVE only when negatives from the bound are enabled",
     "the pool results need more positives than the model allows: only definite calls are made",
     "posterior probability of infection above the confidence threshold (belief propagation)",
     "posterior probability of infection below the confidence threshold (belief propagation)",
@@ -49,7 +49,7 @@ REASONS = (
     "too many ambiguous candidates for the exact search: not decided",
     "posterior probability not decisive under the noise model (belief propagation)",
     "in every explanation whose loads fit the pools' Cts (≤ the positives bound, Ct within tolerance after dilution)",
-    "in no explanation whose loads fit the pools' Cts (≤ the positives bound, Ct within tolerance after dilution)",
+    "in no explanation whose loads fit the pools' Cts (≤ the positives bound, Ct within tolerance after dilution); NEGATIVE only when negatives from the bound are enabled",
     "no explanation fits the pools' Cts within tolerance: only definite calls are made",
 )
 

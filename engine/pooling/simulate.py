@@ -109,6 +109,7 @@ def simulate(
     ct_range: tuple[float, float] = (15.0, 38.0),
     efficiency: float = 1.0,
     confidence: float = 1e-6,
+    negatives_from_bound: bool = False,
 ) -> dict[str, Any]:
     """Run the design + decoder over about ``specimens`` specimens and report what a lab cares about.
 
@@ -150,6 +151,7 @@ def simulate(
         decode_kw["max_ct"] = max(ct_range[1], cutoff) + 0.5
         # the Ct tolerance must cover the measurement noise: 5 standard deviations at least
         decode_kw["ct_tolerance"] = max(1.5, 5.0 * model.sd)
+        decode_kw["negatives_from_bound"] = negatives_from_bound
     if name == "bp":
         decode_kw.update(prevalence=min(max(prior, 1e-6), 0.5), sensitivity=_pool_sensitivity(d, model, cutoff, ct_range), specificity=1 - model.fp)
 

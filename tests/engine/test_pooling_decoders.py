@@ -119,7 +119,11 @@ def test_exact_search_resolves_a_unique_explanation():
         exact = decode(d, codes, decoder="exact", max_positives=4)
         called = exact.outcome != RET
         assert ((exact.outcome == POS) == truth)[called].all()  # never a wrong call
-        if called.all():
+        assert not ((exact.outcome == NEG) & (dd != NEG)).any()  # NEGATIVE still needs a clean pool
+        full = decode(d, codes, decoder="exact", max_positives=4, negatives_from_bound=True)
+        if (full.outcome != RET).all():
+            assert ((full.outcome == POS) == truth).all()
+            assert ((exact.outcome == POS) == truth).all()
             resolved += 1
             i = int(np.flatnonzero((exact.outcome == POS) & (dd == RET))[0]) if ((exact.outcome == POS) & (dd == RET)).any() else None
             if i is not None:
@@ -134,8 +138,11 @@ def test_exact_search_with_specimens_tested_alone():
     inc[1, [1, 2]] = True  # pool B: S1, S2
     inc[2, 3] = True  # S3 alone
     d = Design(("A", "B", "S3"), ("S0", "S1", "S2", "S3"), inc, "mixed", "manifest")
-    out = decode(d, np.array([1, 1, 1], np.int8), decoder="exact", max_positives=2).outcome
+    out = decode(d, np.array([1, 1, 1], np.int8), decoder="exact", max_positives=2, negatives_from_bound=True).outcome
     assert out.tolist() == [NEG, POS, NEG, POS]  # S1 alone explains A and B within the bound of 2
+    default = decode(d, np.array([1, 1, 1], np.int8), decoder="exact", max_positives=2)
+    assert default.outcome.tolist() == [RET, POS, RET, POS]  # no pool was negative for S0, S2: not signed
+    assert "no explanation" in default.evidence(0)["reason"]
 
 
 def test_exact_bound_exceeded_keeps_only_definite_calls():
@@ -201,9 +208,10 @@ def test_ctq_separates_array_ghosts_by_ct():
     for p in np.flatnonzero(codes == 1):
         load = sum(2.0 ** -specimen_ct[s] for s in np.flatnonzero(d.incidence[p]) if s in specimen_ct)
         pool_ct[p] = -np.log2(load / d.pool_sizes[p])
-    tight = decode(d, codes, pool_ct, decoder="ctq", max_positives=2)
+    tight = decode(d, codes, pool_ct, decoder="ctq", max_positives=2, negatives_from_bound=True)
     assert np.flatnonzero(tight.outcome == POS).tolist() == [0, 13]
     assert tight.outcome[[1, 12]].tolist() == [NEG, NEG]
+    assert decode(d, codes, pool_ct, decoder="ctq", max_positives=2).outcome[[0, 1, 12, 13]].tolist() == [POS, RET, RET, POS]
     assert "Cts" in tight.evidence(1)["reason"]
     loose = decode(d, codes, pool_ct, decoder="ctq", max_positives=3)
     assert not (loose.outcome[[0, 1, 12, 13]] == NEG).any()  # {0, 1, 12} also fits: nothing is guessed
@@ -333,7 +341,7 @@ def test_exact_equals_brute_force(plate, extra):
     design, truth, codes = plate
     assume(not design.alone.any())
     bound = int(truth.sum()) + extra
-    out = decode(design, codes, decoder="exact", max_positives=bound).outcome
+    out = decode(design, codes, decoder="exact", max_positives=bound, negatives_from_bound=True).outcome
     n = design.n_specimens
     inc = design.incidence
     feasible = []
