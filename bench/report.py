@@ -63,7 +63,7 @@ def markdown(report: dict[str, Any]) -> str:
                 continue
             cand = f["candidate"]
             base = f["baseline"]
-            ratio = f"{f['ratio']:.2f}×" if f.get("ratio") is not None else "–"
+            ratio = f"{f['ratio']:.3g}×" if f.get("ratio") is not None else "–"
             lines.append(
                 "| {stage} | {name} | {cm} | {ctp} | {bm} | {btp} | {ratio} | {aim} | {notes} |".format(
                     stage=st["name"],

@@ -28,6 +28,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -483,7 +484,7 @@ def table(results: Sequence[StageResult]) -> str:
                     f"    ketqua: {cand.label if cand else ''}",
                     _fmt_seconds(cand.median if cand else None),
                     _fmt_range(cand),
-                    f"{ratio:.2f}×" if ratio is not None else "",
+                    f"{ratio:.3g}×" if ratio is not None else "",
                     _fmt_rate(tp / fig.cores if tp is not None else None, fig.unit),
                     fig.aim or "",
                 )
@@ -562,25 +563,29 @@ def write_png(path: Path, results: Sequence[StageResult], title: str) -> None:
         for f in figs:
             tp = f.throughput(f.candidate)
             btp = f.throughput(f.baseline)
-            labels.append(f"{f.name}\n({f.unit}/s/core)")
+            labels.append("\n".join(textwrap.wrap(f.name, 44)) + f"\n({f.unit}/s/core)")
             cand.append(tp / f.cores if tp else 0.0)
             base.append(btp / f.baseline_cores if btp else 0.0)
         y = list(range(len(figs)))
         ax.barh([v + 0.2 for v in y], cand, height=0.38, color="#1f77b4", label="ketqua")
         ax.barh([v - 0.2 for v in y], base, height=0.38, color="#bbbbbb", label="baseline")
         for yi, f in zip(y, figs):
-            if f.ratio is not None:
-                ax.annotate(f"{f.ratio:.2f}× time", (max(cand[yi], base[yi]) or 1, yi), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7)
+            if f.ratio is not None and f.ratio > 0:
+                text = f"{1 / f.ratio:.3g}× faster" if f.ratio < 1 else f"{f.ratio:.3g}× slower"
+                ax.annotate(text, (max(cand[yi], base[yi]) or 1, yi), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7)
         ax.set_yticks(y)
         ax.set_yticklabels(labels, fontsize=7)
         ax.invert_yaxis()
-        if any(v > 0 for v in cand + base):
+        positive = [v for v in cand + base if v > 0]
+        if positive:
             ax.set_xscale("log")
+            ax.set_xlim(min(positive) / 2, max(positive) * 6)  # room on the right for the annotations
         ax.set_title(f"{res.stage.name}: {res.stage.title}", fontsize=9, loc="left")
         ax.tick_params(axis="x", labelsize=7)
-        ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, ["ketqua", "baseline (same run)"], loc="upper right", fontsize=8, ncol=2)
+    fig.suptitle(title, fontsize=10, x=0.01, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (sum(heights) + 0.8)))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
