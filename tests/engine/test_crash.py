@@ -143,12 +143,12 @@ def test_random_kill_9_rounds_lose_nothing_and_duplicate_nothing(tmp_path: Path,
             write_atomically(data.inbox / name, body)
             dropped[name] = body
         pid = _fork_engine(root)
-        time.sleep(rng.uniform(0.02, 1.0))
+        time.sleep(rng.uniform(0.05, 1.2))
         _kill9(pid)
         progress.append(_check(data, dropped, expected))
     print("progress per round:", progress)
     # The kills really interrupted work in progress: plates completed across many rounds, not all at once.
-    assert sum(1 for a, b in zip([0, *progress], progress) if b > a) >= 10
+    assert sum(1 for a, b in zip([0, *progress], progress) if b > a) >= 5
     assert progress[-1] < PLATES
     for name, body in queue:
         write_atomically(data.inbox / name, body)
