@@ -240,7 +240,10 @@ def decode_batch(
             bound = int(max_positives) if max_positives is not None else bound_from_prevalence(design.n_specimens, float(prevalence))  # type: ignore[arg-type]
             K.exact_batch(codes, pool_ptr, pool_members, spec_ptr, spec_pools, out, reason, margin, bound, EXACT_NODE_BUDGET)
         if name == "ctq" and bound is not None and pool_ct is not None:
-            cts = np.asarray(pool_ct, dtype=np.float64).reshape(codes.shape)
+            cts = np.asarray(pool_ct, dtype=np.float64)
+            if cts.size != codes.size:
+                raise DecodeError(f"pool Cts have shape {cts.shape}, pool results {codes.shape}: one Ct per pool and plate")
+            cts = cts.reshape(codes.shape)
             for b in np.flatnonzero(((out == K.RETEST) & ((reason == K.R_AMBIGUOUS) | (reason == K.R_UNTESTED))).any(axis=1)):
                 _ctq_refine(design, codes[b], cts[b], out[b], reason[b], margin[b], bound, ct_tolerance, efficiency, max_ct)
         if not negatives_from_bound:
