@@ -8,8 +8,9 @@ the bare baseline of ``bench/api_server.py``. The client runs here, on uvloop.
 * **Pull rate**: one client reads the whole feed as NDJSON pages, following
   ketqua's opaque cursor (the baseline's numeric ``after``), and counts the
   lines. Aim (issue 8): ≥ 100,000 results/s.
-* **Single GET**: 50 concurrent clients each fetch random results by id, one
-  after another; latency p50/p99 per side. ketqua's side authenticates every
+* **Single GET**: 50 concurrent clients, each on its own keep-alive connection
+  (a minimal HTTP/1.1 client, so client overhead does not mask the server),
+  fetch random results by id one after another; latency p50/p99 per side. ketqua's side authenticates every
   request: each client holds its own bearer token, as 50 consumers would, so
   the per-token rate limit is not what is measured. Aim: p99 < 10 ms at 50 clients.
 
@@ -123,22 +124,57 @@ async def pull_all(session: Any, url: str, headers: dict[str, str], *, cursor_pa
     return got
 
 
-async def get_many(session: Any, url_of: Any, tokens: list[dict[str, str]], ids: list[str], total: int, latencies: list[float], seed: int) -> None:
-    """``CLIENTS`` concurrent clients, each GETting random results one after another."""
+class KeepAliveClient:
+    """One HTTP/1.1 keep-alive connection speaking just enough HTTP for ``GET`` with a
+    ``Content-Length`` answer. aiohttp's client costs several times what its server does;
+    with 50 clients in one process that cost, not the server, would set the latency."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, headers: dict[str, str]) -> None:
+        self.reader, self.writer = reader, writer
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.prefix = "GET {} HTTP/1.1\r\nHost: " + host + "\r\n" + extra + "\r\n"
+
+    @classmethod
+    async def connect(cls, port: int, headers: dict[str, str]) -> "KeepAliveClient":
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer, f"127.0.0.1:{port}", headers)
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        self.writer.write(self.prefix.format(path).encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+                break
+        body = await self.reader.readexactly(length)
+        return status, body
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def get_many(port: int, path_of: Any, tokens: list[dict[str, str]], ids: list[str], total: int, latencies: list[float], seed: int) -> None:
+    """``len(tokens)`` concurrent clients, each on its own connection, GETting random results one after another."""
     per = total // len(tokens)
+    clients = [await KeepAliveClient.connect(port, t) for t in tokens]
 
     async def client(i: int) -> None:
         rng = random.Random(seed * 1000 + i)
         for _ in range(per):
-            rid = ids[rng.randrange(len(ids))]
+            path = path_of(ids[rng.randrange(len(ids))])
             t0 = time.perf_counter()
-            async with session.get(url_of(rid), headers=tokens[i]) as resp:
-                await resp.read()
-                if resp.status != 200:
-                    raise AssertionError(f"GET {url_of(rid)} answered {resp.status}")
+            status, _ = await clients[i].get(path)
             latencies.append(time.perf_counter() - t0)
+            if status != 200:
+                raise AssertionError(f"GET {path} answered {status}")
 
-    await asyncio.gather(*(client(i) for i in range(len(tokens))))
+    try:
+        await asyncio.gather(*(client(i) for i in range(len(tokens))))
+    finally:
+        for c in clients:
+            c.close()
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -184,8 +220,8 @@ def run(ctx: Context) -> list[Figure]:
         lat_ours: list[float] = []
         lat_bare: list[float] = []
         no_auth = [{} for _ in range(CLIENTS)]
-        get_ours = lambda: loop.run_until_complete(get_many(session, lambda rid: f"{ours.base}/v1/results/{rid}", tokens, ids, gets, lat_ours, ctx.seed))  # noqa: E731
-        get_bare = lambda: loop.run_until_complete(get_many(session, lambda rid: f"{bare.base}/bare/results/{rid}", no_auth, ids, gets, lat_bare, ctx.seed))  # noqa: E731
+        get_ours = lambda: loop.run_until_complete(get_many(ours.port, lambda rid: f"/v1/results/{rid}", tokens, ids, gets, lat_ours, ctx.seed))  # noqa: E731
+        get_bare = lambda: loop.run_until_complete(get_many(bare.port, lambda rid: f"/bare/results/{rid}", no_auth, ids, gets, lat_bare, ctx.seed))  # noqa: E731
         get_ours()  # warm both servers' caches and connections, then measure from a clean slate
         get_bare()
         lat_ours.clear()
