@@ -79,6 +79,9 @@ def _baseline_for(key: str, data: bytes) -> tuple[str, Callable[[], Any]]:
     if key == "lightcycler":
         # Each channel block repeats the Experiment line; a hand-written read skips the odd rows.
         return "pyarrow.csv.read_csv", _arrow_reader(data, delimiter="\t", skip_rows=1, skip_invalid=True)
+    if key == "sds":
+        # CR-only line ends: Arrow's reader accepts a lone CR as a line end.
+        return "pyarrow.csv.read_csv", _arrow_reader(data, delimiter="\t", skip_rows=data[: data.index(b"#\tPlate")].count(b"\r"))
     if key == "rotorgene":
         # Rotor-Gene pads every line to 14 fields, so the whole file reads as one table of strings.
         return "pyarrow.csv.read_csv", _arrow_reader(data, delimiter=";", skip_rows=6, header=False)

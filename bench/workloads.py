@@ -251,6 +251,32 @@ def rotorgene_csv(plate: Plate, *, target_bytes: int | None = None) -> bytes:
     return _repeat("\ufeff" + head, "".join(body), "", target_bytes)
 
 
+_SDS_TASK = {"sample": "Unknown", "ntc": "NTC", "pc": "Unknown", "nc": "Unknown", "std": "Standard", "unknown": "Unknown"}
+
+
+def sds_txt(plate: Plate, *, target_bytes: int | None = None) -> bytes:
+    """Applied Biosystems SDS 2.3 (7900HT) "Results" export: CR-only line ends (the software came
+    from the Mac), a ``key<TAB>value`` header, then one row per well × detector with
+    ``Undetermined`` when nothing amplified."""
+    head = (
+        "SDS 2.3 RQ Results\t1.2\r"
+        f"Filename\t{plate.run_name}.sds\r"
+        "Assay Type\tAbsolute Quantification\r"
+        f"Run DateTime\t{plate.started:%a %b %d %H:%M:%S} ICT {plate.started:%Y}\r"
+        "Operator\tktv.lan\r"
+        "\r"
+        "#\tPlate\tPos\tFlag\tSample\tDetector\tTask\tCt\tDelta Ct\tAvg Delta Ct\tOmit\r"
+    )
+    rows = []
+    n = 0
+    for t, target in enumerate(plate.targets):
+        cts = _fmt_ct(plate.ct[:, t], "Undetermined", digits=6)
+        for w, well in enumerate(plate.wells):
+            n += 1
+            rows.append(f"{n}\t{plate.run_name}\t{well}\tPassed\t{plate.sample_ids[w]}\t{target}\t{_SDS_TASK.get(plate.roles[w], 'Unknown')}\t{cts[w]}\t\t\tFALSE\r")
+    return _repeat(head, "".join(rows), "", target_bytes)
+
+
 STX, ETX, ETB = "\x02", "\x03", "\x17"
 
 
@@ -323,6 +349,7 @@ WRITERS: dict[str, tuple[Callable[..., bytes], str]] = {
     "cfx": (cfx_csv, "parsers.cfx"),
     "cfx-vi": (lambda plate, **kw: cfx_csv(plate, locale="vi", **kw), "parsers.cfx"),
     "lightcycler": (lightcycler_txt, "parsers.lightcycler"),
+    "sds": (sds_txt, "parsers.sds"),
     "rotorgene": (rotorgene_csv, "parsers.rotorgene"),
     "astm": (astm, "parsers.astm"),
     "hl7": (hl7_oul, "parsers.hl7v2"),
