@@ -293,14 +293,8 @@ class Intake:
 
     def scan(self, *, stable_seconds: float | None = None) -> list[Taken]:
         """One pass over the inbox: take every complete file. ``stable_seconds=0`` for backfills."""
-        stable = self.settings.stable_seconds if stable_seconds is None else stable_seconds
-        now = time.monotonic()
         taken: list[Taken] = []
-        present = set()
-        for path in self.candidates():
-            present.add(str(path))
-            if not self.is_complete(path, now, stable):
-                continue
+        for path in self.ready(stable_seconds=stable_seconds):
             try:
                 item = self.take(path)
             except IntakeError as exc:
@@ -308,12 +302,6 @@ class Intake:
                 continue
             if item is not None:
                 taken.append(item)
-        for key in list(self._seen):
-            if key not in present:
-                del self._seen[key]
-        for key in list(self._ready):
-            if key not in present:
-                del self._ready[key]
         return taken
 
     def _failed(self, path: Path, error: str) -> None:
@@ -330,8 +318,12 @@ class Intake:
             seen.retry_at = time.monotonic() + self.settings.backoff_seconds * 2 ** (seen.failures - 1)
             log.warning("intake retry", path=str(path), error=error, attempts=seen.failures)
 
-    def take(self, path: Path) -> Taken | None:
-        """Archive, record, acknowledge one file; None if it changed while being read (not complete yet)."""
+    def archive(self, path: Path) -> tuple[str, int, str] | None:
+        """Read one file and store its bytes in the archive: ``(sha256, size, kind)``, or None if not complete.
+
+        Touches no ledger, so the service runs it in a thread while the event
+        loop keeps serving; the ledger record is :meth:`record`.
+        """
         rel = path.relative_to(self.inbox).as_posix()
         try:
             before = path.stat()
@@ -354,7 +346,12 @@ class Intake:
             write_archive(self.data.archive, sha, data)
         except OSError as exc:
             raise IntakeError(f"{rel}: cannot be archived ({exc.strerror}); will retry") from exc
-        fresh = self.ledger.receive_file(sha, rel, len(data), kind)
+        return sha, len(data), kind
+
+    def record(self, path: Path, sha: str, size: int, kind: str) -> Taken:
+        """Record an archived file in the ledger, then acknowledge it by removing it from the inbox."""
+        rel = path.relative_to(self.inbox).as_posix()
+        fresh = self.ledger.receive_file(sha, rel, size, kind)
         try:
             path.unlink()
         except FileNotFoundError:
@@ -363,5 +360,40 @@ class Intake:
             # Recorded already; a later scan finds it again as a duplicate and retries the removal.
             log.warning("cannot remove from inbox", path=rel, error=str(exc))
         self._seen.pop(str(path), None)
-        log.info("received" if fresh else "duplicate", file=rel, sha256=sha, kind=kind, size=len(data))
+        log.info("received" if fresh else "duplicate", file=rel, sha256=sha, kind=kind, size=size)
         return Taken(sha, rel, kind, fresh)
+
+    def take(self, path: Path) -> Taken | None:
+        """Archive, record, acknowledge one file; None if it changed while being read (not complete yet)."""
+        archived = self.archive(path)
+        return None if archived is None else self.record(path, *archived)
+
+    def ready(self, *, stable_seconds: float | None = None) -> list[Path]:
+        """Files complete now (cheap: stat only); forgets files that left the inbox."""
+        stable = self.settings.stable_seconds if stable_seconds is None else stable_seconds
+        now = time.monotonic()
+        present: set[str] = set()
+        out = []
+        for path in self.candidates():
+            present.add(str(path))
+            if self.is_complete(path, now, stable):
+                out.append(path)
+        for table in (self._seen, self._ready):
+            for key in [k for k in table if k not in present]:
+                del table[key]
+        return out
+
+    async def scan_async(self) -> list[Taken]:
+        """:meth:`scan` for the event loop: reading and archiving run in a thread, ledger writes stay here."""
+        import asyncio
+
+        taken: list[Taken] = []
+        for path in self.ready():
+            try:
+                archived = await asyncio.to_thread(self.archive, path)
+            except IntakeError as exc:
+                self._failed(path, str(exc))
+                continue
+            if archived is not None:
+                taken.append(self.record(path, *archived))
+        return taken

@@ -458,8 +458,8 @@ class Service:
         while not self.stop.is_set():
             wake.clear()
             eng.intake.events()
-            # On the loop thread: intake writes the ledger, and the ledger has one writer connection.
-            taken = eng.intake.scan()
+            # Reads and archive copies run in a thread; ledger writes stay on this thread (one writer connection).
+            taken = await eng.intake.scan_async()
             manifest_seen = False
             for t in taken:
                 (FILES if t.fresh else DUPLICATES).inc()
