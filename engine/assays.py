@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -105,7 +105,6 @@ class AssayProfile:
     source: str = ""
     trust_instrument_calls: bool = False
     detected_if_any: tuple[str, ...] = ()
-    _lookup: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     # -- the attributes docs/interfaces.md promises --------------------------------
     @property

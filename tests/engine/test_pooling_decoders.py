@@ -369,3 +369,23 @@ def test_batch_equals_single_plate_decoding():
     batch = decode_batch(d, codes, decoder="exact", max_positives=8)
     for b in range(50):
         assert (decode(d, codes[b], decoder="exact", max_positives=8).outcome == batch.outcome[b]).all()
+
+
+@pytest.mark.parametrize("decoder", ["comp", "dd", "scomp", "exact", "ctq", "bp"])
+def test_evidence_is_json_for_every_decoder(decoder):
+    """Every specimen's evidence serialises to JSON (it is signed into the result payload)."""
+    import json
+
+    d = generate("kirkman:15")
+    truth = np.zeros(d.n_specimens, bool)
+    truth[[2, 9]] = True
+    codes = noiseless_codes(d, truth)
+    codes[0] = -1
+    pool_ct = np.where(codes == 1, 30.0, np.nan).astype(np.float32)
+    kw = {"max_positives": 2} if decoder in ("exact", "ctq") else {}
+    if decoder == "bp":
+        kw = {"sensitivity": 0.99, "specificity": 0.999, "prevalence": 0.02}
+    result = decode(d, codes, pool_ct, decoder=decoder, **kw)
+    for i in range(d.n_specimens):
+        text = json.dumps(result.evidence(i))
+        assert d.specimen_ids[i] in text
