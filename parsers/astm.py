@@ -28,9 +28,10 @@ import numpy as np
 import pyarrow as pa
 
 from engine.errors import ParseError
-from engine.model import Role, well_table
+from engine.model import Role
+from parsers.lis import ResultRows, field_at, iso_timestamp, numbered_records
 from parsers.registry import register
-from parsers.text import ct_array, decode, head_text, normalise_call, normalise_role, split_lines
+from parsers.text import decode, head_text, normalise_call, normalise_role, split_lines
 
 STX, ETX, ETB, ENQ, EOT, ACK, NAK = b"\x02", b"\x03", b"\x17", b"\x05", b"\x04", b"\x06", b"\x15"
 _LINK_CONTROL = frozenset(b"\x04\x05\x06\x15\r\n \t")
@@ -198,11 +199,6 @@ def _delimiters(record: str, source: str, line: int) -> Delimiters:
     return Delimiters(*chars)
 
 
-def _field(fields: list[str], index: int) -> str:
-    """Field ``index`` as numbered by the standard minus one (``fields[0]`` is the record type)."""
-    return fields[index] if index < len(fields) else ""
-
-
 # ---------------------------------------------------------------------------
 # Vendor layouts of the universal test id
 # ---------------------------------------------------------------------------
@@ -296,17 +292,6 @@ def _classify(layout: _Layout, comps: list[str], units: str) -> tuple[str, str]:
 # ---------------------------------------------------------------------------
 
 
-def _iso(stamp: str) -> str:
-    """ASTM date-times are YYYYMMDD[HHMM[SS]] local time; written ISO 8601 without a zone."""
-    m = re.fullmatch(r"(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(\d{2})?)?", stamp.strip())
-    if not m:
-        return stamp.strip()
-    y, mo, d, h, mi, s = m.groups()
-    if h is None:
-        return f"{y}-{mo}-{d}"
-    return f"{y}-{mo}-{d}T{h}:{mi}:{s or '00'}"
-
-
 def _message_records(data: bytes, source: str) -> tuple[list[str], str]:
     """The records of the file (deframed if it is an E1381 capture) and the text encoding."""
     if STX in data[:4096] or (STX in data and ETX in data):
@@ -355,10 +340,7 @@ class AstmParser:
         patient_id = ""
         in_message = False
         last_line = 0
-        for line_no, raw in enumerate(records, start=1):
-            record = raw.strip("\x00\r\n")
-            if not record.strip():
-                continue
+        for line_no, record in numbered_records(records, lambda raw: raw.strip("\x00\r\n")):
             last_line = line_no
             kind = record[0].upper()
             if kind == "H":
@@ -367,7 +349,7 @@ class AstmParser:
                                      line=line_no, expected="an L (terminator) record closing each message")
                 delims = _delimiters(record, source, line_no)
                 fields = [record[0], record[2:5]] + record[5:].split(delims.field)[1:]
-                sender = delims.components(_field(fields, 4))
+                sender = delims.components(field_at(fields, 4))
                 vendor = _vendor(sender)
                 layout = _LAYOUTS[vendor]
                 _header_metadata(meta, vendor, sender, fields, delims)
@@ -394,8 +376,8 @@ class AstmParser:
                 order = None
             elif kind == "P":
                 order = None
-                patient_id = next((delims.components(_field(fields, i))[0] for i in (3, 2, 4)
-                                   if _field(fields, i).strip()), "")
+                patient_id = next((delims.components(field_at(fields, i))[0] for i in (3, 2, 4)
+                                   if field_at(fields, i).strip()), "")
             elif kind == "O":
                 order = _new_order(fields, delims, patient_id, line_no, source)
                 orders.append(order)
@@ -434,25 +416,25 @@ def _header_metadata(meta: dict[str, str], vendor: str, sender: list[str], field
 
 
 def _new_order(fields: list[str], delims: Delimiters, patient_id: str, line: int, source: str) -> _Order:
-    specimen = delims.components(_field(fields, 2))[0]
-    instrument_specimen = delims.components(_field(fields, 3))[0]
+    specimen = delims.components(field_at(fields, 2))[0]
+    instrument_specimen = delims.components(field_at(fields, 3))[0]
     sample_id = specimen or instrument_specimen or patient_id
     if not sample_id:
         raise ParseError("the order record names no specimen", source=source, line=line, field="O-3 specimen ID",
                          expected="the specimen (or pool) id in O-3 or O-4")
     role = normalise_role(sample_id, default=Role.SAMPLE)
     # O-12 action code Q = quality control: a control whose kind the name did not reveal is not a patient.
-    if _field(fields, 11).strip().upper() == "Q" and role == Role.SAMPLE:
+    if field_at(fields, 11).strip().upper() == "Q" and role == Role.SAMPLE:
         role = Role.UNKNOWN
     return _Order(sample_id=sample_id, role=role.value, line=line)
 
 
 def _add_result(order: _Order, layout: _Layout, delims: Delimiters, fields: list[str], line: int,
                 meta: dict[str, str], source: str) -> None:
-    comps = delims.components(_field(fields, 2))
-    value_parts = delims.components(_field(fields, 3))
+    comps = delims.components(field_at(fields, 2))
+    value_parts = delims.components(field_at(fields, 3))
     value = next((v for v in value_parts if v), "")
-    target, kind = _classify(layout, comps, _field(fields, 4))
+    target, kind = _classify(layout, comps, field_at(fields, 4))
     if layout.name == "genexpert" and not target:
         # GeneXpert omits the analyte on some interpretation records (e.g. IS1081-IS6110 FAIL);
         # it is the analyte of the Ct/EndPt records that follow, resolved when they arrive.
@@ -467,11 +449,11 @@ def _add_result(order: _Order, layout: _Layout, delims: Delimiters, fields: list
     order.pending.clear()
     _merge(order, key, kind, value, line)
     for key, index in (("operator", 10), ("run_start", 11), ("run_end", 12)):
-        raw = delims.components(_field(fields, index))[0] if _field(fields, index) else ""
+        raw = delims.components(field_at(fields, index))[0] if field_at(fields, index) else ""
         if raw and key not in meta:
-            meta[key] = _iso(raw) if key != "operator" else raw
-    if "serial" not in meta and _field(fields, 13).strip():
-        meta["serial"] = delims.components(_field(fields, 13))[0]
+            meta[key] = iso_timestamp(raw) if key != "operator" else raw
+    if "serial" not in meta and field_at(fields, 13).strip():
+        meta["serial"] = delims.components(field_at(fields, 13))[0]
     if layout.name == "genexpert" and "assay" not in meta and len(comps) > 4 and comps[4]:
         meta["assay"] = comps[4]
 
@@ -495,40 +477,15 @@ def _merge(order: _Order, key: tuple[str, str], kind: str, value: str, line: int
 
 
 def _table(orders: list[_Order], layout: _Layout, meta: dict[str, str], source: str, run_id: str) -> pa.Table:
-    lines: list[int] = []
-    samples: list[str] = []
-    roles: list[str] = []
-    targets: list[str] = []
-    cts: list[str | None] = []
-    ct_lines: list[int] = []
-    calls: list[str | None] = []
+    rows = ResultRows()
     for order in orders:
         for (_, target), row in order.rows.items():
-            lines.append(row["line"])
-            samples.append(order.sample_id)
-            roles.append(order.role)
-            targets.append(target)
-            cts.append(row["ct"])
-            ct_lines.append(row.get("ct_line", row["line"]))
-            calls.append("invalid" if order.invalid else row["call"])
-    if not lines:
+            rows.add(line=row["line"], ct_line=row.get("ct_line", row["line"]), sample_id=order.sample_id,
+                     role=order.role, target=target, ct=row["ct"], call="invalid" if order.invalid else row["call"])
+    if not rows:
         raise ParseError("the message holds no result (R) records", source=source,
                          expected="at least one R record with a test result")
-    ct = ct_array(pa.array(cts, type=pa.string()), lines=np.asarray(ct_lines), source=source, field="R-4 Ct value")
+    ct = rows.cts(source=source, field="R-4 Ct value")
     if layout.name == "genexpert":
         ct[ct == 0.0] = np.nan  # GeneXpert reports Ct 0.0 for a probe that did not amplify
-    n = len(lines)
-    return well_table(
-        {
-            "run_id": [run_id] * n,
-            "instrument": [meta.get("instrument")] * n,
-            "source": [source] * n,
-            "line": np.asarray(lines, dtype=np.int32),
-            "sample_id": samples,
-            "role": roles,
-            "target": targets,
-            "ct": ct,
-            "call": calls,
-        },
-        meta,
-    )
+    return rows.table(ct, run_id=run_id, source=source, metadata=meta)

@@ -27,13 +27,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-import numpy as np
 import pyarrow as pa
 
 from engine.errors import ParseError
-from engine.model import Role, well_table
+from engine.model import Role
+from parsers.lis import ResultRows, field_at, iso_timestamp, numbered_records
 from parsers.registry import register
-from parsers.text import ct_array, decode, head_text, normalise_call, normalise_role, split_lines
+from parsers.text import decode, head_text, normalise_call, normalise_role, split_lines
 
 _MLLP_END = re.compile(r"(?:\r\n|\r|\n)?\x1c(?:\r\n|\r|\n)?")
 _SEGMENT_ID = re.compile(r"^[A-Z][A-Z0-9]{2}$")
@@ -147,22 +147,6 @@ class _Group:
         return self.spm or self.obr or self.orc or self.obx_id or self.pid
 
 
-def _field(fields: list[str], n: int) -> str:
-    return fields[n] if n < len(fields) else ""
-
-
-def _iso(stamp: str) -> str:
-    """HL7 DTM (YYYYMMDD[HHMM[SS[.S]]][+ZZZZ]) as ISO 8601; kept as written when it is something else."""
-    m = re.fullmatch(r"(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(\d{2})?(?:\.\d+)?)?([+-]\d{4})?", stamp.strip())
-    if not m:
-        return stamp.strip()
-    y, mo, d, h, mi, s, tz = m.groups()
-    out = f"{y}-{mo}-{d}" if h is None else f"{y}-{mo}-{d}T{h}:{mi}:{s or '00'}"
-    if tz and h is not None:
-        out += f"{tz[:3]}:{tz[3:]}"
-    return out
-
-
 def _target(comps: list[str]) -> str:
     comps = comps + ["", "", ""]
     code, text, system = comps[0], comps[1], comps[2].upper()
@@ -214,16 +198,13 @@ class Hl7v2Parser:
         pid = ""
         pending_orc = ""
         messages = 0
-        for line, raw in enumerate(segments, start=1):
-            segment = raw.strip("\x00").lstrip()
-            if not segment.strip():
-                continue
+        for line, segment in numbered_records(segments, lambda raw: raw.strip("\x00").lstrip()):
             seg_id = segment[:3]
             if seg_id == "MSH":
                 enc = _encoding(segment, source, line)
                 fields = segment.split(enc.field)
                 # MSH-1 is the separator itself, so MSH-n is fields[n - 1].
-                message_type = "^".join(enc.components(_field(fields, 8))[:2])
+                message_type = "^".join(enc.components(field_at(fields, 8))[:2])
                 _msh_metadata(meta, enc, fields)
                 group, pid, pending_orc = None, "", ""
                 messages += 1
@@ -246,25 +227,25 @@ class Hl7v2Parser:
                 )
             fields = segment.split(enc.field)
             if seg_id == "SFT" and "software" not in meta:
-                product = " ".join(x for x in (enc.first(_field(fields, 3)), enc.first(_field(fields, 2))) if x)
+                product = " ".join(x for x in (enc.first(field_at(fields, 3)), enc.first(field_at(fields, 2))) if x)
                 if product:
                     meta["software"] = product
             elif seg_id == "PID":
-                pid = enc.first(_field(fields, 3))
+                pid = enc.first(field_at(fields, 3))
                 group = None
             elif seg_id == "ORC":
-                pending_orc = enc.first(_field(fields, 3)) or enc.first(_field(fields, 2))
+                pending_orc = enc.first(field_at(fields, 3)) or enc.first(field_at(fields, 2))
             elif seg_id == "SPM":
-                spm = enc.first(_field(fields, 2))
-                role_code = enc.first(_field(fields, 11)).upper()
+                spm = enc.first(field_at(fields, 2))
+                role_code = enc.first(field_at(fields, 11)).upper()
                 if group is not None and group.started_by == "OBR" and not group.spm:
                     group.spm, group.role_code = spm, role_code  # ORU v2.5.1: SPM after its OBX
                 else:
                     group = _Group(spm=spm, pid=pid, role_code=role_code, started_by="SPM")
                     groups.append(group)
             elif seg_id == "OBR":
-                obr = enc.first(_field(fields, 3)) or enc.first(_field(fields, 2))
-                assay = enc.components(_field(fields, 4))
+                obr = enc.first(field_at(fields, 3)) or enc.first(field_at(fields, 2))
+                assay = enc.components(field_at(fields, 4))
                 if "assay" not in meta and any(assay):
                     meta["assay"] = (assay + ["", ""])[1] or assay[0]
                 if group is not None and group.started_by == "SPM" and not group.obr and not group.rows:
@@ -289,22 +270,22 @@ class Hl7v2Parser:
 
 
 def _msh_metadata(meta: dict[str, str], enc: Encoding, fields: list[str]) -> None:
-    app = enc.components(_field(fields, 2))
+    app = enc.components(field_at(fields, 2))
     if "instrument" not in meta and (app[0] if app else ""):
         meta["instrument"] = app[0]
-    stamp = _field(fields, 6)
+    stamp = field_at(fields, 6)
     if "run_end" not in meta and stamp.strip():
-        meta["message_time"] = _iso(enc.components(stamp)[0])
+        meta["message_time"] = iso_timestamp(enc.components(stamp)[0], fraction_and_zone=True)
 
 
 def _observation(group: _Group, enc: Encoding, fields: list[str], line: int, meta: dict[str, str],
                  source: str) -> None:
-    ident = enc.components(_field(fields, 3))
-    value_type = _field(fields, 2).strip().upper()
-    value = enc.first(_field(fields, 5))
-    units = enc.first(_field(fields, 6)).lower()
-    flags = enc.first(_field(fields, 8))
-    status = _field(fields, 11).strip().upper()
+    ident = enc.components(field_at(fields, 3))
+    value_type = field_at(fields, 2).strip().upper()
+    value = enc.first(field_at(fields, 5))
+    units = enc.first(field_at(fields, 6)).lower()
+    flags = enc.first(field_at(fields, 8))
+    status = field_at(fields, 11).strip().upper()
     name = _target(ident)
     words = " ".join(ident).lower()
     if any(c.lower() in _SAMPLE_ID_OBS for c in ident[:2]):
@@ -330,7 +311,7 @@ def _observation(group: _Group, enc: Encoding, fields: list[str], line: int, met
     else:
         call = None
         # A coded value (CWE: 260373001^Detected^SCT) carries the word in its text component.
-        for part in enc.components(_field(fields, 5)):
+        for part in enc.components(field_at(fields, 5)):
             if part.lower() not in _NO_VALUE and not _is_number(part):
                 call = normalise_call(part)
                 if call is not None:
@@ -341,15 +322,15 @@ def _observation(group: _Group, enc: Encoding, fields: list[str], line: int, met
             call = "invalid"
         if row["call"] is None:
             row["call"] = call
-    operator = enc.components(_field(fields, 16))
+    operator = enc.components(field_at(fields, 16))
     if "operator" not in meta:
         who = operator[0] if operator and operator[0] and not operator[0].isdigit() else " ".join(
             c for c in operator[1:3][::-1] if c)
         if who:
             meta["operator"] = who
-    analysed = enc.first(_field(fields, 19)) or enc.first(_field(fields, 14))
+    analysed = enc.first(field_at(fields, 19)) or enc.first(field_at(fields, 14))
     if analysed and "run_end" not in meta:
-        meta["run_end"] = _iso(analysed)
+        meta["run_end"] = iso_timestamp(analysed, fraction_and_zone=True)
 
 
 def _role(group: _Group) -> str:
@@ -373,13 +354,7 @@ def _role(group: _Group) -> str:
 
 
 def _table(groups: list[_Group], meta: dict[str, str], source: str, run_id: str) -> pa.Table:
-    lines: list[int] = []
-    ct_lines: list[int] = []
-    samples: list[str | None] = []
-    roles: list[str] = []
-    targets: list[str] = []
-    cts: list[str | None] = []
-    calls: list[str | None] = []
+    rows = ResultRows()
     for group in groups:
         if not group.rows:
             continue
@@ -390,32 +365,13 @@ def _table(groups: list[_Group], meta: dict[str, str], source: str, run_id: str)
                              expected="the specimen id in SPM-2, OBR-3/OBR-2 or ORC-3")
         role = _role(group)
         for target, row in group.rows.items():
-            lines.append(row["line"])
-            ct_lines.append(row["ct_line"])
-            samples.append(sample_id)
-            roles.append(role)
-            targets.append(target)
-            cts.append(row["ct"])
-            calls.append(row["call"])
-    if not lines:
+            rows.add(line=row["line"], ct_line=row["ct_line"], sample_id=sample_id, role=role, target=target,
+                     ct=row["ct"], call=row["call"])
+    if not rows:
         raise ParseError("the message holds no observations (OBX segments)", source=source,
                          expected="at least one OBX segment with a result")
-    ct = ct_array(pa.array(cts, type=pa.string()), lines=np.asarray(ct_lines), source=source, field="OBX-5 Ct value")
+    ct = rows.cts(source=source, field="OBX-5 Ct value")
     metadata = {k: v for k, v in meta.items() if k not in ("message_type", "message_time")}
     if "run_end" not in metadata and meta.get("message_time"):
         metadata["run_end"] = meta["message_time"]
-    n = len(lines)
-    return well_table(
-        {
-            "run_id": [run_id] * n,
-            "instrument": [meta.get("instrument")] * n,
-            "source": [source] * n,
-            "line": np.asarray(lines, dtype=np.int32),
-            "sample_id": samples,
-            "role": roles,
-            "target": targets,
-            "ct": ct,
-            "call": calls,
-        },
-        metadata,
-    )
+    return rows.table(ct, run_id=run_id, source=source, metadata=metadata)
