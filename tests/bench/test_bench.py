@@ -178,7 +178,7 @@ def test_ketqua_bench_lists_the_same_stages(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_writers_produce_what_the_fixtures_look_like() -> None:
-    """The CFX, Rotor-Gene, LightCycler and ASTM writers follow the real exports' structure."""
+    """The CFX, Rotor-Gene, LightCycler, SDS and ASTM writers follow the real exports' structure."""
     plate = workloads.Plate(
         wells=["A1", "A2"], sample_ids=["P-1", "NTC"], roles=["sample", "ntc"], targets=("N", "MS2"), dyes=("VIC", "JUN"),
         ct=__import__("numpy").array([[24.5, 26.0], [float("nan"), float("nan")]], dtype="float32"),
@@ -192,6 +192,8 @@ def test_writers_produce_what_the_fixtures_look_like() -> None:
     assert all(line.count(";") == 13 for line in rg.decode("utf-8-sig").split("\r\n") if line)
     lc = workloads.lightcycler_txt(plate).decode()
     assert "Selected Filter: HEX (533-580)" in lc and "True\t65280\tA2\tNTC\t\t" in lc
+    sds = workloads.sds_txt(plate)
+    assert b"\n" not in sds and sds.startswith(b"SDS 2.3 RQ Results\t") and b"\tA2\tPassed\tNTC\tN\tNTC\tUndetermined\t" in sds
     frames = workloads.astm(plate, target_bytes=2000)
     for frame in frames.split(b"\r\n")[:-1]:
         assert frame[:1] == b"\x02"
