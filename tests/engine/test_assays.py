@@ -302,3 +302,20 @@ def test_real_non_covid_run_is_refused():
     wells = parse_file(FIXTURES / "quantstudio_txt" / "example_quantsudio_results_only.txt")
     with pytest.raises(AssayError, match="3'UTR"):
         profile_for(wells).interpret(wells)
+
+
+def test_two_runs_in_one_table_are_kept_apart():
+    """Tubes of different runs never merge, and each run's controls are judged on their own."""
+    import pyarrow as pa
+
+    good = plate([taqpath_tube("A1", "P1", NAN, NAN, NAN, 28.0), *CONTROLS])
+    bad_tubes = [taqpath_tube("A1", "P1", 25.0, 26.0, NAN, 28.0), taqpath_tube("H11", "PC", 24, 25, 26, NAN, "pc"), taqpath_tube("H12", "NTC", 35.0, NAN, NAN, NAN, "ntc")]
+    bad = plate(bad_tubes)
+    bad = bad.set_column(0, "run_id", pa.array(["b" * 64] * bad.num_rows))
+    both = pa.concat_tables([good, bad])
+    profile = load_profile("taqpath")
+    tubes = profile.interpret(both)
+    assert tubes.num_rows == 6
+    assert tubes.column("outcome").to_pylist()[:1] + tubes.column("outcome").to_pylist()[3:4] == ["not_detected", "detected"]
+    failures = profile.control_failures(tubes)
+    assert len(failures) == 1 and failures[0].startswith("run bbbbbbbbbbbb") and "ORF1ab at Ct 35.00" in failures[0]
