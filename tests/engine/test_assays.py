@@ -311,7 +311,7 @@ def test_two_runs_in_one_table_are_kept_apart():
     good = plate([taqpath_tube("A1", "P1", NAN, NAN, NAN, 28.0), *CONTROLS])
     bad_tubes = [taqpath_tube("A1", "P1", 25.0, 26.0, NAN, 28.0), taqpath_tube("H11", "PC", 24, 25, 26, NAN, "pc"), taqpath_tube("H12", "NTC", 35.0, NAN, NAN, NAN, "ntc")]
     bad = plate(bad_tubes)
-    bad = bad.set_column(0, "run_id", pa.array(["b" * 64] * bad.num_rows))
+    bad = bad.set_column(0, good.schema.field("run_id"), pa.array(["b" * 64] * bad.num_rows))
     both = pa.concat_tables([good, bad])
     profile = load_profile("taqpath")
     tubes = profile.interpret(both)
