@@ -61,6 +61,8 @@ class VerificationReport:
     expires_at: dt.datetime | None = None
     chain: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: The verified signer certificate (not serialised); a PDF's signer is a candidate for its own QR.
+    certificate: x509.Certificate | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (times ISO 8601 UTC)."""
@@ -325,6 +327,7 @@ def verify_pdf(
                 signed_at=signed_at,
                 content={"field": sig.field_name, "bytes": len(pdf)},
                 notes=notes,
+                certificate=signer,
             )
         )
     return reports[-1]

@@ -106,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"INVALID {kind.upper()} ({exc.reason}): {exc}")
             continue
         for report in reports:
+            if report.kind == "pdf" and report.certificate is not None:
+                # The QR on a certificate is signed by the same key as the PDF; that signer,
+                # already validated against --trust, is a candidate DSC for the HC1 check.
+                candidates.append(report.certificate)
             if args.json:
                 print(json.dumps(report.to_dict(), ensure_ascii=False))
             else:

@@ -232,3 +232,13 @@ def test_cli_keys_init_and_show(tmp_path: Path, capsys) -> None:
     status, text = _run(capsys, "keys", "show", "--data", str(root))
     key_body = (root / "keys" / "signer.key").read_text().splitlines()[1]
     assert "PRIVATE KEY" not in text and key_body not in text and signer["sha256"] in text
+
+
+def test_cli_pdf_qr_verifies_with_only_the_root_ca(signed_pdf: bytes, data: DataDir, tmp_path: Path, capsys) -> None:
+    """With only ``--trust ca.pem`` (no data folder holding signer.pem), the QR is checked against the PDF's own validated signer."""
+    path = tmp_path / "cert.pdf"
+    path.write_bytes(signed_pdf)
+    elsewhere = tmp_path / "no-data-folder"
+    status, out = _run(capsys, "verify", "--data", str(elsewhere), "--trust", str(data.keys / "ca.pem"), str(path))
+    assert status == 0, out
+    assert "OK PDF" in out and "OK HC1" in out
