@@ -31,9 +31,9 @@ import numpy as np
 import pyarrow as pa
 
 from engine.errors import ParseError
-from engine.model import Role, well_table
+from engine.model import Role
 from parsers.registry import register
-from parsers.text import ct_array, normalise_role, normalise_wells
+from parsers.text import canonical_table, ct_array, normalise_role, normalise_wells
 
 #: Largest XML accepted (inflated size): far above any real plate, far below a zip bomb.
 MAX_XML_BYTES = 512 * 1024 * 1024
@@ -389,19 +389,15 @@ class RdmlParser:
         # StepOne writes a flat NTC as its last cycle (40.0) instead of -1: not an amplification.
         quirk = np.asarray(stepone) & (np.asarray(roles) == Role.NTC.value) & (ct == np.float32(40.0))
         ct[quirk] = np.nan
-        n = len(lines)
-        return well_table(
-            {
-                "run_id": [run_id] * n,
-                "instrument": [meta["instrument"]] * n,
-                "source": [source] * n,
-                "line": line_arr,
-                "well": wells,
-                "sample_id": samples,
-                "role": roles,
-                "target": targets,
-                "dye": dyes,
-                "ct": ct,
-            },
-            meta,
+        return canonical_table(
+            run_id=run_id,
+            source=source,
+            line=line_arr,
+            metadata=meta,
+            well=pa.array(wells, type=pa.string()),
+            sample_id=pa.array(samples, type=pa.string()),
+            role=pa.array(roles, type=pa.string()),
+            target=pa.array(targets, type=pa.string()),
+            dye=pa.array(dyes, type=pa.string()),
+            ct=ct,
         )
