@@ -493,7 +493,8 @@ class CertificateTemplate:
             put(self._info_num, b"<< " + entries + b" >>")
 
         xref_at = len(out)
-        out.extend(b"xref\n")
+        # Entry 0 (head of the free list) opens the section, as strict readers expect of every xref table.
+        out.extend(b"xref\n0 1\n0000000000 65535 f\r\n")
         numbers = sorted(offsets)
         i = 0
         while i < len(numbers):

@@ -558,7 +558,7 @@ def _append_signature_field(pdf: bytes, sig_dict: bytes, field_name: str) -> tup
     base = put(sig_num, 0, sig_dict)
 
     xref_at = len(out)
-    out.extend(b"xref\n")
+    out.extend(b"xref\n0 1\n0000000000 65535 f\r\n")  # free-list head first, as strict readers expect
     for num in sorted(offsets):
         offset, gen = offsets[num]
         out.extend(b"%d 1\n%010d %05d n\r\n" % (num, offset, gen))

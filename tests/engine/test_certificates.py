@@ -318,6 +318,15 @@ def test_unsigned_render_can_be_signed_later(
     assert validate(pades.sign(pdf), keys[2]).bottom_line
 
 
+def test_signed_certificate_reads_cleanly_in_strict_mode(pades: PadesSigner, caplog: pytest.LogCaptureFixture) -> None:
+    """pypdf in strict mode reads a signed certificate without repairing or warning about its cross-references."""
+    pdf = sign_certificate(result(), HC1, pades)
+    with caplog.at_level("WARNING", logger="pypdf"):
+        reader = pypdf.PdfReader(io.BytesIO(pdf), strict=True)
+        assert "Nguyễn Thị Ánh Tuyết" in reader.pages[0].extract_text()
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+
+
 def test_rendering_is_deterministic() -> None:
     """The same result renders to the same bytes (replays and re-drops change nothing)."""
     one = render_certificate(result("POSITIVE"), HC1, signer_name="x", development=False)
