@@ -153,10 +153,13 @@ class Engine:
         )
 
     # ------------------------------------------------------------------ backfill intake
-    def ingest_paths(self, paths: Iterable[str | os.PathLike[str]]) -> list[Taken]:
+    def ingest_paths(self, paths: Iterable[str | os.PathLike[str]], progress: Callable[[int, int], None] | None = None) -> list[Taken]:
         """Receive existing files from anywhere (backfill): archived and recorded, originals left in place."""
         taken = []
-        for path in _walk(paths):
+        files = _walk(paths)
+        for n, path in enumerate(files, 1):
+            if progress is not None:
+                progress(n, len(files))
             data = path.read_bytes()
             if not data:
                 continue

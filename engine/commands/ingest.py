@@ -61,7 +61,11 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         if args.retry_parked:
             print(f"{engine.retry_parked()} parked file(s) put back in line", file=sys.stderr)
-        taken = engine.ingest_paths(args.paths)
+        def receiving(n: int, total: int) -> None:
+            if not args.quiet and (n % 500 == 0 or n == total) and total >= 500:
+                print(f"received {n}/{total} files", file=sys.stderr, flush=True)
+
+        taken = engine.ingest_paths(args.paths, progress=receiving)
         fresh = sum(1 for t in taken if t.fresh)
         if not args.quiet:
             print(f"received {fresh} new file(s), {len(taken) - fresh} already known, in {time.monotonic() - t0:.1f} s", file=sys.stderr)
