@@ -339,6 +339,8 @@ def test_document_information_names_the_result() -> None:
     assert meta.title.endswith("r-0d5c2a9e7b41f386 v1")
     assert meta.author == "Trung tâm Kiểm soát Bệnh tật TP. Hồ Chí Minh"
     assert meta.creation_date == datetime(2026, 11, 29, 15, 4, 5, tzinfo=timezone.utc)
+    root = pypdf.PdfReader(io.BytesIO(render_certificate(result(), HC1, signer_name="x", development=False))).trailer["/Root"]
+    assert root["/Lang"] == "vi-VN" and root["/Version"] == "/1.7"
 
 
 def test_development_key_is_said_visibly(pades: PadesSigner) -> None:
