@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from engine.errors import ParseError
 from parsers.registry import register
-from parsers.tabular import drop_empty_wells, instrument_roles, preamble_pairs
+from parsers.tabular import drop_empty_wells, header_line, instrument_roles, preamble_pairs, require_header
 from parsers.text import (
     canonical_table,
     clean_metadata,
@@ -67,13 +67,6 @@ def _header_separator(line: str) -> str | None:
     return m["sep"]
 
 
-def _find_header(lines: list[str]) -> int | None:
-    for i, line in enumerate(lines[:200]):
-        if _header_separator(line):
-            return i
-    return None
-
-
 def _run_metadata(lines: list[str], header: int, sep: str, encoding: str) -> dict[str, str]:
     pairs: list[tuple[str, str | None]] = [("encoding", encoding)]
     for key, fields in preamble_pairs(lines[:header], sep):
@@ -99,7 +92,7 @@ class CfxCqResults:
     def sniff(head: bytes, name: str) -> float:
         """The ``,Well,Fluor,`` header (any separator) is unique to Bio-Rad CFX software."""
         lines = head_lines(head)
-        i = _find_header(lines)
+        i = header_line(lines, _header_separator, within=200)
         if i is None:
             return 0.0
         return 0.97 if re.search(r"\bC(q|\(t\))\b", lines[i]) else 0.7
@@ -108,14 +101,9 @@ class CfxCqResults:
     def parse(data: bytes, source: str, run_id: str) -> pa.Table:
         """Canonical rows, one per well × fluor; NaN/N/A Cq → NaN; empty wells dropped."""
         lines, encoding = decode_lines(data, source)
-        header = _find_header(lines)
-        if header is None:
-            raise ParseError(
-                "no Cq Results table header found",
-                source=source,
-                line=1,
-                expected="a header row like ',Well,Fluor,Target,Content,Sample,…,Cq'",
-            )
+        header = require_header(lines, _header_separator, within=200, source=source,
+                                missing="no Cq Results table header found",
+                                expected="a header row like ',Well,Fluor,Target,Content,Sample,…,Cq'")
         sep = _header_separator(lines[header])
         assert sep is not None
         # Vietnamese/French-locale Windows writes ';' lists and decimal commas.

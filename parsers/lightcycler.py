@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from engine.errors import ParseError
 from engine.model import Role
 from parsers.registry import register
-from parsers.tabular import instrument_roles, invalid_if_marked
+from parsers.tabular import instrument_roles, invalid_if_marked, require_header
 from parsers.text import (
     canonical_table,
     clean_metadata,
@@ -68,10 +68,9 @@ def _blocks(lines: list[str], source: str) -> list[tuple[int, int, str | None, s
     starts = [i for i, line in enumerate(lines) if _EXPERIMENT.match(line)]
     blocks = []
     if not starts:
-        header = next((i for i, line in enumerate(lines[:50]) if _is_header(line)), None)
-        if header is None:
-            raise ParseError("no 'Experiment: … Selected Filter: …' line or Pos/Name/Cp header found", source=source,
-                             line=1, expected="a LightCycler 480 text export of Abs Quant results")
+        header = require_header(lines, _is_header, within=50, source=source,
+                                missing="no 'Experiment: … Selected Filter: …' line or Pos/Name/Cp header found",
+                                expected="a LightCycler 480 text export of Abs Quant results")
         return [(header, len(lines), None, None)]
     for n, start in enumerate(starts):
         m = _EXPERIMENT.match(lines[start])

@@ -27,9 +27,8 @@ import re
 
 import pyarrow as pa
 
-from engine.errors import ParseError
 from parsers.registry import register
-from parsers.tabular import drop_empty_wells, instrument_roles, invalid_if_marked
+from parsers.tabular import drop_empty_wells, header_line, instrument_roles, invalid_if_marked, require_header
 from parsers.text import (
     canonical_table,
     clean_metadata,
@@ -47,15 +46,10 @@ _TITLE = re.compile(r"^\s*SDS\s+(?P<version>\d+(?:\.\d+)*)\s+(?P<kind>[^\t]*)", 
 
 
 def _is_header(line: str) -> bool:
+    if "\t" not in line:
+        return False
     fields = {f.lower() for f in split_fields(line, "\t")}
     return "detector" in fields and "ct" in fields and bool(fields & {"pos", "well"})
-
-
-def _find_header(lines: list[str]) -> int | None:
-    for i, line in enumerate(lines[:500]):
-        if "\t" in line and _is_header(line):
-            return i
-    return None
 
 
 def _run_metadata(lines: list[str], header: int, encoding: str) -> dict[str, str]:
@@ -90,7 +84,7 @@ class SdsResults:
         lines = head_lines(head)
         if lines and _TITLE.match(lines[0]) and "result" in lines[0].lower():
             return 0.96
-        if _find_header(lines[:200]) is not None:
+        if header_line(lines, _is_header, within=200) is not None:
             return 0.8
         return 0.0
 
@@ -98,14 +92,9 @@ class SdsResults:
     def parse(data: bytes, source: str, run_id: str) -> pa.Table:
         """Canonical rows of the results table; ``Undetermined`` → NaN; Flagged → call invalid."""
         lines, encoding = decode_lines(data, source)
-        header = _find_header(lines)
-        if header is None:
-            raise ParseError(
-                "no results table header found",
-                source=source,
-                line=1,
-                expected="a tab-separated header with Pos (or Well), Sample, Detector, Task and Ct",
-            )
+        header = require_header(lines, _is_header, within=500, source=source,
+                                missing="no results table header found",
+                                expected="a tab-separated header with Pos (or Well), Sample, Detector, Task and Ct")
         block = read_block(lines, header, table_stop(lines, header), "\t", source=source)
         require_rows(block, "results", source=source)
         ct = ct_array(block.require("Ct"), lines=block.lines, source=source, field="Ct")

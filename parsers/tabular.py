@@ -9,16 +9,43 @@ here so that a fix (say, a new way a lab marks a control) reaches every format.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.errors import ParseError
 from engine.model import Role
 from parsers.text import Block, normalise_roles, occupied_wells, roles_from_names, split_fields
 
-__all__ = ["drop_empty_wells", "instrument_roles", "invalid_if_marked", "invalid_where", "preamble_pairs"]
+__all__ = [
+    "drop_empty_wells",
+    "header_line",
+    "instrument_roles",
+    "invalid_if_marked",
+    "invalid_where",
+    "preamble_pairs",
+    "require_header",
+]
+
+
+def header_line(lines: Sequence[str], is_header: Callable[[str], object], *, within: int) -> int | None:
+    """Index of the first of the first ``within`` lines that ``is_header`` accepts, or None.
+
+    Only the top of a file is searched: run lines above a table are few, and a
+    sniffer must stay fast on a large file that is not this format.
+    """
+    return next((i for i, line in enumerate(lines[:within]) if is_header(line)), None)
+
+
+def require_header(lines: Sequence[str], is_header: Callable[[str], object], *, within: int, source: str | None,
+                   missing: str, expected: str) -> int:
+    """:func:`header_line`, but no header is a ParseError (``missing``, ``expected``) on line 1."""
+    header = header_line(lines, is_header, within=within)
+    if header is None:
+        raise ParseError(missing, source=source, line=1, expected=expected)
+    return header
 
 
 def instrument_roles(kind: pa.Array, sample: pa.Array) -> pa.Array:

@@ -64,3 +64,14 @@ def test_preamble_pairs_per_line_separator() -> None:
     lines = ["Excel Analysed Data Export;;;", "File;run 1.rex;;", "Operator:,Lan,,", ";;;"]
     assert list(tabular.preamble_pairs(lines)) == [("file", ["File", "run 1.rex"]), ("operator", ["Operator:", "Lan"])]
     assert list(tabular.preamble_pairs(["Run Started,1/2/2021,"], ",")) == [("run started", ["Run Started", "1/2/2021"])]
+
+
+def test_header_search_limited_to_the_top() -> None:
+    """A header is found only within the first lines searched; none there is a ParseError on line 1."""
+    lines = ["Run,1", "", "Well,Fluor,Cq", "A1,FAM,20"]
+    is_header = lambda line: line.startswith("Well,")  # noqa: E731
+    assert tabular.header_line(lines, is_header, within=3) == 2
+    assert tabular.header_line(lines, is_header, within=2) is None
+    with pytest.raises(ParseError) as err:
+        tabular.require_header(lines, is_header, within=2, source="x.csv", missing="no header", expected="Well,…")
+    assert err.value.line == 1 and "no header" in str(err.value)
