@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -13,11 +12,9 @@ import parsers
 from engine.errors import ParseError
 from engine.model import WELL_SCHEMA, rows_as_dicts, run_metadata
 from parsers.astm import AstmParser, deframe
+from tests.parsers.helpers import DATA, REAL
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO / ".." / "shared" / "fixtures" / "real"
-GENEXPERT = FIXTURES / "astm_e1394" / "genexpert.txt"
-DATA = REPO / "tests" / "data"
+GENEXPERT = REAL / "astm_e1394" / "genexpert.txt"
 PANTHER = DATA / "astm_panther_fusion_sars2.txt"
 COBAS = DATA / "astm_cobas_sars2_framed.txt"
 

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
 
-from engine.cli import main
 from engine.errors import ParseError
 from engine.model import WELL_COLUMNS, rows_as_dicts, run_metadata
 from parsers import detect, parse_bytes, parse_file
+from tests.parsers import helpers
+from tests.parsers.helpers import DATA, cli_parse_broken, cli_parse_json
 
-REPO = Path(__file__).resolve().parents[2]
-REAL = REPO / ".." / "shared" / "fixtures" / "real" / "biorad_cfx_csv"
-DATA = REPO / "tests" / "data"
+REAL = helpers.REAL / "biorad_cfx_csv"
 MAESTRO = REAL / "example01.csv"
 MANAGER = REAL / "CFX_sample.txt"
 VIETNAMESE = DATA / "cfx_vi_semicolon_decimal_comma.csv"
@@ -116,17 +114,16 @@ def test_cq_without_sample_is_refused() -> None:
 
 def test_cli_parse_json(capsys: pytest.CaptureFixture[str]) -> None:
     """`ketqua parse` prints canonical JSON rows for the CFX Maestro fixture."""
-    assert main(["parse", str(MAESTRO), "--json"]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    code, rows = cli_parse_json(capsys, MAESTRO)
+    assert code == 0
     assert len(rows) == 108 and tuple(rows[0]) == WELL_COLUMNS
 
 
 def test_cli_parse_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A CFX file with a damaged Cq exits non-zero naming file and line."""
-    broken = tmp_path / "broken_cfx.csv"
-    broken.write_bytes(MAESTRO.read_bytes().replace(b",21.1877528266099,21.1877528266099,", b",x,21.18,", 1))
-    assert main(["parse", str(broken), "--json"]) != 0
-    err = capsys.readouterr().err
+    damaged = MAESTRO.read_bytes().replace(b",21.1877528266099,21.1877528266099,", b",x,21.18,", 1)
+    code, err = cli_parse_broken(capsys, tmp_path / "broken_cfx.csv", damaged)
+    assert code != 0
     assert "broken_cfx.csv" in err and "line 2" in err
 
 

@@ -33,10 +33,8 @@ import parsers
 from engine.errors import ParseError
 from engine.model import WELL_SCHEMA
 from parsers.text import decode
+from tests.parsers.helpers import DATA, REAL
 
-REPO = Path(__file__).resolve().parents[2]
-REAL = REPO / ".." / "shared" / "fixtures" / "real"
-DATA = REPO / "tests" / "data"
 RUN_ID = "0" * 64
 
 #: Which family each real-fixture folder holds (SOURCES.md); folders added later are still fuzzed.

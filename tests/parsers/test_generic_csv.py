@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
 
-from engine.cli import main
 from engine.errors import ParseError
 from engine.model import WELL_COLUMNS, run_metadata
 from parsers import detect, formats, parse_bytes
 from parsers.generic_csv import MAPPING_ENV, CsvMapping, load_mapping, parse_with_mapping
+from tests.parsers.helpers import DATA, cli_parse_broken, cli_parse_json
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "tests" / "data"
 WIDE = DATA / "generic_csv_vi_wide.csv"
 WIDE_MAP = DATA / "generic_csv_vi_wide.toml"
 
@@ -115,16 +112,15 @@ def test_bad_ct_names_line() -> None:
 def test_cli_parse_json(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """`ketqua parse --format generic-csv` reads the mapping from KETQUA_CSV_MAPPING."""
     monkeypatch.setenv(MAPPING_ENV, str(WIDE_MAP))
-    assert main(["parse", str(WIDE), "--format", "generic-csv", "--json"]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    code, rows = cli_parse_json(capsys, WIDE, "--format", "generic-csv")
+    assert code == 0
     assert len(rows) == 15 and tuple(rows[0]) == WELL_COLUMNS
 
 
 def test_cli_parse_broken_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """A mapped CSV with a well outside the 96-well plate exits non-zero naming file and line."""
     monkeypatch.setenv(MAPPING_ENV, str(WIDE_MAP))
-    broken = tmp_path / "broken_lis.csv"
-    broken.write_bytes(WIDE.read_bytes().replace(b"H11;", b"J11;"))
-    assert main(["parse", str(broken), "--format", "generic-csv", "--json"]) != 0
-    err = capsys.readouterr().err
+    damaged = WIDE.read_bytes().replace(b"H11;", b"J11;")
+    code, err = cli_parse_broken(capsys, tmp_path / "broken_lis.csv", damaged, "--format", "generic-csv")
+    assert code != 0
     assert "broken_lis.csv" in err and "line 6" in err

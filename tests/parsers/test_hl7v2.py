@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -12,10 +11,10 @@ import parsers
 from engine.errors import ParseError
 from engine.model import WELL_SCHEMA, rows_as_dicts, run_metadata
 from parsers.hl7v2 import Hl7v2Parser, is_js_escaped, js_unescape
+from tests.parsers import helpers
+from tests.parsers.helpers import DATA
 
-REPO = Path(__file__).resolve().parents[2]
-REAL = REPO / ".." / "shared" / "fixtures" / "real" / "hl7_v2" / "hl7.txt"
-DATA = REPO / "tests" / "data"
+REAL = helpers.REAL / "hl7_v2" / "hl7.txt"
 ORU = DATA / "hl7_cobas_oru_r01.hl7"
 OUL5800 = DATA / "hl7_cobas5800_oul_r22_utf8.hl7"
 COLUMNS = ["line", "sample_id", "role", "target", "ct", "call"]

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import gzip
-import json
 import math
 from pathlib import Path
 
 import pytest
 
-from engine.cli import main
 from engine.errors import ParseError
 from engine.model import WELL_COLUMNS, run_metadata
 from parsers import detect, parse_bytes, parse_file
+from tests.parsers import helpers
+from tests.parsers.helpers import cli_parse_broken, cli_parse_json
 
-REPO = Path(__file__).resolve().parents[2]
-REAL = REPO / ".." / "shared" / "fixtures" / "real" / "lightcycler480_txt"
+REAL = helpers.REAL / "lightcycler480_txt"
 CR_ONLY = REAL / "LightCycler_sample.txt"
 GZIPPED = REAL / "Edward_qPCR_Nrd1_calibration_2019-02-02_Cq.txt.gz"
-MULTI = REPO / "tests" / "data" / "lightcycler_multichannel.txt"
+MULTI = helpers.DATA / "lightcycler_multichannel.txt"
 
 
 def _row(table, well: str, dye: str | None = None) -> dict:  # type: ignore[no-untyped-def]
@@ -95,17 +94,16 @@ def test_damaged_cp_names_line() -> None:
 
 def test_cli_parse_json(capsys: pytest.CaptureFixture[str]) -> None:
     """`ketqua parse` prints canonical JSON rows for the LightCycler fixture."""
-    assert main(["parse", str(CR_ONLY), "--json"]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    code, rows = cli_parse_json(capsys, CR_ONLY)
+    assert code == 0
     assert len(rows) == 384 and tuple(rows[0]) == WELL_COLUMNS
 
 
 def test_cli_parse_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A LightCycler file with a position outside the plate exits non-zero naming file and line."""
-    broken = tmp_path / "broken_lc.txt"
-    broken.write_bytes(CR_ONLY.read_bytes().replace(b"\tA2\t", b"\tA99\t"))
-    assert main(["parse", str(broken), "--json"]) != 0
-    err = capsys.readouterr().err
+    damaged = CR_ONLY.read_bytes().replace(b"\tA2\t", b"\tA99\t")
+    code, err = cli_parse_broken(capsys, tmp_path / "broken_lc.txt", damaged)
+    assert code != 0
     assert "broken_lc.txt" in err and "line 4" in err
 
 

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
 
-from engine.cli import main
 from engine.errors import ParseError
 from engine.model import WELL_COLUMNS, run_metadata
 from parsers import detect, parse_bytes, parse_file
+from tests.parsers import helpers
+from tests.parsers.helpers import cli_parse_broken, cli_parse_json
 
-REPO = Path(__file__).resolve().parents[2]
-LOG = REPO / ".." / "shared" / "fixtures" / "real" / "abbott_m2000_log" / "Results.log.321"
+LOG = helpers.REAL / "abbott_m2000_log" / "Results.log.321"
 
 
 def _row(table, well: str, target: str) -> dict:  # type: ignore[no-untyped-def]
@@ -84,17 +83,16 @@ def test_non_numeric_cn_names_line() -> None:
 
 def test_cli_parse_json(capsys: pytest.CaptureFixture[str]) -> None:
     """`ketqua parse` prints canonical JSON rows for the m2000 log."""
-    assert main(["parse", str(LOG), "--json"]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    code, rows = cli_parse_json(capsys, LOG)
+    assert code == 0
     assert len(rows) == 48 and tuple(rows[0]) == WELL_COLUMNS
 
 
 def test_cli_parse_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An m2000 log with a well outside the 96-well plate exits non-zero naming file and line."""
-    broken = tmp_path / "broken.log"
-    broken.write_bytes(LOG.read_bytes().replace(b"A4\t4\t24.67", b"K4\t4\t24.67"))
-    assert main(["parse", str(broken), "--json"]) != 0
-    err = capsys.readouterr().err
+    damaged = LOG.read_bytes().replace(b"A4\t4\t24.67", b"K4\t4\t24.67")
+    code, err = cli_parse_broken(capsys, tmp_path / "broken.log", damaged)
+    assert code != 0
     assert "broken.log" in err and "line 89" in err
 
 

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
 
-from engine.cli import main
 from engine.errors import ParseError
 from engine.model import WELL_COLUMNS, run_metadata
 from parsers import detect, parse_bytes, parse_file
+from tests.parsers.helpers import DATA, REAL, cli_parse_broken, cli_parse_json
 
-REPO = Path(__file__).resolve().parents[2]
-REAL = REPO / ".." / "shared" / "fixtures" / "real"
-DATA = REPO / "tests" / "data"
 RESULTS_ONLY = REAL / "quantstudio_txt" / "example_quantsudio_results_only.txt"
 SECTIONS = REAL / "quantstudio_txt" / "appbio_quantstudio_example06.txt"
 Q7500 = DATA / "quantstudio_7500_results.txt"
@@ -141,8 +137,8 @@ def test_missing_ct_column() -> None:
 
 def test_cli_parse_json(capsys: pytest.CaptureFixture[str]) -> None:
     """`ketqua parse FILE --json` prints one JSON object per row with the canonical keys."""
-    assert main(["parse", str(RESULTS_ONLY), "--json"]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    code, rows = cli_parse_json(capsys, RESULTS_ONLY)
+    assert code == 0
     assert len(rows) == 93
     assert tuple(rows[0]) == WELL_COLUMNS
     assert rows[-1]["ct"] is None and rows[-1]["well"] == "H12"
@@ -150,10 +146,9 @@ def test_cli_parse_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_cli_parse_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A broken file makes `ketqua parse` exit non-zero naming the file and the line."""
-    broken = tmp_path / "broken_qs.txt"
-    broken.write_bytes(RESULTS_ONLY.read_bytes().replace(b"\t16.484\t", b"\t99.9\t"))
-    assert main(["parse", str(broken), "--json"]) != 0
-    err = capsys.readouterr().err
+    damaged = RESULTS_ONLY.read_bytes().replace(b"\t16.484\t", b"\t99.9\t")
+    code, err = cli_parse_broken(capsys, tmp_path / "broken_qs.txt", damaged)
+    assert code != 0
     assert "broken_qs.txt" in err and "line 20" in err
 
 

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import io
-import json
 import math
 from pathlib import Path
 
 import openpyxl
 import pytest
 
-from engine.cli import main
 from engine.errors import ParseError
 from engine.model import WELL_COLUMNS, run_metadata
 from parsers import detect, parse_bytes, parse_file
+from tests.parsers import helpers
+from tests.parsers.helpers import cli_parse_broken, cli_parse_json
 
-REPO = Path(__file__).resolve().parents[2]
 XLSX = (
-    REPO / ".." / "shared" / "fixtures" / "real" / "quantstudio_design_analysis_xlsx"
+    helpers.REAL / "quantstudio_design_analysis_xlsx"
     / "appbio_quantstudio_designandanalysis_Diomni_v4.3_Presence_Absence.xlsx"
 )
 
@@ -95,17 +94,16 @@ def test_omitted_well_is_invalid() -> None:
 
 def test_cli_parse_json(capsys: pytest.CaptureFixture[str]) -> None:
     """`ketqua parse` prints canonical JSON rows for the workbook."""
-    assert main(["parse", str(XLSX), "--json"]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    code, rows = cli_parse_json(capsys, XLSX)
+    assert code == 0
     assert len(rows) == 8 and tuple(rows[0]) == WELL_COLUMNS
 
 
 def test_cli_parse_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A workbook with a well outside the plate exits non-zero naming file and row."""
-    broken = tmp_path / "broken.xlsx"
-    broken.write_bytes(_edited(lambda ws: ws.cell(row=34, column=1, value="Z03")))
-    assert main(["parse", str(broken), "--json"]) != 0
-    err = capsys.readouterr().err
+    damaged = _edited(lambda ws: ws.cell(row=34, column=1, value="Z03"))
+    code, err = cli_parse_broken(capsys, tmp_path / "broken.xlsx", damaged)
+    assert code != 0
     assert "broken.xlsx" in err and "line 34" in err
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +12,10 @@ import parsers
 from engine.errors import ParseError
 from engine.model import WELL_SCHEMA, rows_as_dicts, run_metadata
 from parsers.rdml import RdmlParser
+from tests.parsers import helpers
+from tests.parsers.helpers import DATA
 
-REPO = Path(__file__).resolve().parents[2]
-STEPONE = REPO / ".." / "shared" / "fixtures" / "real" / "rdml" / "stepone_std.rdml"
-DATA = REPO / "tests" / "data"
+STEPONE = helpers.REAL / "rdml" / "stepone_std.rdml"
 TAQPATH = DATA / "rdml_taqpath_v12.xml"
 CFX = DATA / "rdml_cfx384_v11_custom_name.rdml"
 

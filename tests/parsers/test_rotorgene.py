@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
 
-from engine.cli import main
 from engine.errors import ParseError
 from engine.model import WELL_COLUMNS, run_metadata
 from parsers import detect, parse_bytes, parse_file
+from tests.parsers import helpers
+from tests.parsers.helpers import cli_parse_broken, cli_parse_json
 
-REPO = Path(__file__).resolve().parents[2]
-RGQ = REPO / ".." / "shared" / "fixtures" / "real" / "rotorgene_q_csv" / "irregular_multi_assay.csv"
+RGQ = helpers.REAL / "rotorgene_q_csv" / "irregular_multi_assay.csv"
 
 SARS = (
     "\ufeffExcel Analysed Data Export;;;;;\r\n"
@@ -89,15 +88,14 @@ def test_ct_without_name_is_refused() -> None:
 
 def test_cli_parse_json(capsys: pytest.CaptureFixture[str]) -> None:
     """`ketqua parse` prints canonical JSON rows for the Rotor-Gene fixture."""
-    assert main(["parse", str(RGQ), "--json"]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    code, rows = cli_parse_json(capsys, RGQ)
+    assert code == 0
     assert len(rows) == 72 and tuple(rows[0]) == WELL_COLUMNS and rows[0]["well"] is None
 
 
 def test_cli_parse_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A Rotor-Gene export with an impossible Ct exits non-zero naming file and line."""
-    broken = tmp_path / "broken_rgq.csv"
-    broken.write_bytes(RGQ.read_bytes().replace(b";7.49;", b";74.9;"))
-    assert main(["parse", str(broken), "--json"]) != 0
-    err = capsys.readouterr().err
+    damaged = RGQ.read_bytes().replace(b";7.49;", b";74.9;")
+    code, err = cli_parse_broken(capsys, tmp_path / "broken_rgq.csv", damaged)
+    assert code != 0
     assert "broken_rgq.csv" in err and "line 10" in err

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
 
-from engine.cli import main
 from engine.errors import ParseError
 from engine.model import WELL_COLUMNS, run_metadata
 from parsers import detect, parse_bytes, parse_file
+from tests.parsers import helpers
+from tests.parsers.helpers import cli_parse_broken, cli_parse_json
 
-REPO = Path(__file__).resolve().parents[2]
-SDS = REPO / ".." / "shared" / "fixtures" / "real" / "abi_sds_txt" / "SDS_sample.txt"
+SDS = helpers.REAL / "abi_sds_txt" / "SDS_sample.txt"
 
 
 def _row(table, well: str) -> dict:  # type: ignore[no-untyped-def]
@@ -87,15 +86,14 @@ def test_truncated_in_header() -> None:
 
 def test_cli_parse_json(capsys: pytest.CaptureFixture[str]) -> None:
     """`ketqua parse` prints canonical JSON rows for the SDS fixture."""
-    assert main(["parse", str(SDS), "--json"]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    code, rows = cli_parse_json(capsys, SDS)
+    assert code == 0
     assert len(rows) == 384 and tuple(rows[0]) == WELL_COLUMNS
 
 
 def test_cli_parse_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A broken SDS file exits non-zero naming file and line."""
-    broken = tmp_path / "broken_sds.txt"
-    broken.write_bytes(SDS.read_bytes().replace(b"\tA2\t", b"\tZ2\t"))
-    assert main(["parse", str(broken), "--json"]) != 0
-    err = capsys.readouterr().err
+    damaged = SDS.read_bytes().replace(b"\tA2\t", b"\tZ2\t")
+    code, err = cli_parse_broken(capsys, tmp_path / "broken_sds.txt", damaged)
+    assert code != 0
     assert "broken_sds.txt" in err and "line 19" in err

@@ -8,10 +8,8 @@ import pytest
 
 from parsers import detect, formats
 from parsers.registry import MIN_CONFIDENCE, SNIFF_BYTES
+from tests.parsers.helpers import DATA, REAL
 
-REPO = Path(__file__).resolve().parents[2]
-REAL = REPO / ".." / "shared" / "fixtures" / "real"
-DATA = REPO / "tests" / "data"
 
 #: Every file of the tabular families, with the format that must be detected.
 OWN = {

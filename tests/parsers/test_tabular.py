@@ -63,7 +63,8 @@ def test_preamble_pairs_per_line_separator() -> None:
     """Run lines give lower-cased keys without colon; each line's own separator is used when none is given."""
     lines = ["Excel Analysed Data Export;;;", "File;run 1.rex;;", "Operator:,Lan,,", ";;;"]
     assert list(tabular.preamble_pairs(lines)) == [("file", ["File", "run 1.rex"]), ("operator", ["Operator:", "Lan"])]
-    assert list(tabular.preamble_pairs(["Run Started,1/2/2021,"], ",")) == [("run started", ["Run Started", "1/2/2021"])]
+    pairs = list(tabular.preamble_pairs(["Run Started,1/2/2021,"], ","))
+    assert pairs == [("run started", ["Run Started", "1/2/2021"])]
 
 
 def test_header_search_limited_to_the_top() -> None:

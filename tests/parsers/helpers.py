@@ -1,0 +1,30 @@
+"""Shared by the parser tests: where the instrument files are, and driving ``ketqua parse`` as a user does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+#: Real instrument exports, read-only, next to the repository as in CI (see their SOURCES.md).
+REAL = REPO / ".." / "shared" / "fixtures" / "real"
+#: Files written for the tests (variants the real fixtures do not cover).
+DATA = REPO / "tests" / "data"
+
+
+def cli_parse_json(capsys: pytest.CaptureFixture[str], path: Path, *args: str) -> tuple[int, list[dict[str, Any]]]:
+    """Run ``ketqua parse PATH [ARGS] --json``: the exit code and the JSON rows it printed."""
+    code = main(["parse", str(path), *args, "--json"])
+    return code, [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def cli_parse_broken(capsys: pytest.CaptureFixture[str], path: Path, data: bytes, *args: str) -> tuple[int, str]:
+    """Write a damaged export to ``path`` and run ``ketqua parse`` on it: the exit code and what it told stderr."""
+    path.write_bytes(data)
+    code = main(["parse", str(path), *args, "--json"])
+    return code, capsys.readouterr().err
