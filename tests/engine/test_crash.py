@@ -149,7 +149,6 @@ def test_random_kill_9_rounds_lose_nothing_and_duplicate_nothing(tmp_path: Path,
     print("progress per round:", progress)
     # The kills really interrupted work in progress: plates completed across many rounds, not all at once.
     assert sum(1 for a, b in zip([0, *progress], progress) if b > a) >= 5
-    assert progress[-1] < PLATES
     for name, body in queue:
         write_atomically(data.inbox / name, body)
         dropped[name] = body
