@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from engine.cli import main
@@ -28,3 +29,13 @@ def cli_parse_broken(capsys: pytest.CaptureFixture[str], path: Path, data: bytes
     path.write_bytes(data)
     code = main(["parse", str(path), *args, "--json"])
     return code, capsys.readouterr().err
+
+
+def well_row(table: pa.Table, well: str, target: str | None = None, *, dye: str | None = None) -> dict[str, Any]:
+    """The one canonical row of ``well`` (of ``target`` / ``dye`` when given); fails unless exactly one matches."""
+    rows = [
+        r for r in table.to_pylist()
+        if r["well"] == well and (target is None or r["target"] == target) and (dye is None or r["dye"] == dye)
+    ]
+    assert len(rows) == 1, rows
+    return rows[0]

@@ -11,7 +11,7 @@ from engine.errors import ParseError
 from engine.model import WELL_COLUMNS, rows_as_dicts, run_metadata
 from parsers import detect, parse_bytes, parse_file
 from tests.parsers import helpers
-from tests.parsers.helpers import DATA, cli_parse_broken, cli_parse_json
+from tests.parsers.helpers import DATA, cli_parse_broken, cli_parse_json, well_row
 
 REAL = helpers.REAL / "biorad_cfx_csv"
 MAESTRO = REAL / "example01.csv"
@@ -20,17 +20,11 @@ VIETNAMESE = DATA / "cfx_vi_semicolon_decimal_comma.csv"
 UTF16 = DATA / "cfx_utf16.txt"
 
 
-def _row(table, well: str, target: str | None = None) -> dict:  # type: ignore[no-untyped-def]
-    rows = [r for r in table.to_pylist() if r["well"] == well and (target is None or r["target"] == target)]
-    assert len(rows) == 1, rows
-    return rows[0]
-
-
 def test_maestro_export_values() -> None:
     """CFX Maestro example: empty wells (no sample, NaN) dropped; values as in the file."""
     table = parse_file(MAESTRO)
     assert table.num_rows == 108  # 192 well x fluor rows, 84 of them empty wells
-    a1 = _row(table, "A1", "FAM")
+    a1 = well_row(table, "A1", "FAM")
     assert (a1["sample_id"], a1["dye"], a1["role"], a1["line"]) == ("M3905 R Ctx", "FAM", "sample", 2)
     assert a1["ct"] == pytest.approx(21.1877528266099, rel=1e-6)
     assert "A9" not in table.column("well").to_pylist()  # Unkn, no sample, NaN
@@ -42,12 +36,12 @@ def test_manager_export_na_and_roles() -> None:
     """Older CFX Manager export: N/A Cq is NaN, Neg Ctrl and Std-NNN contents get their roles."""
     table = parse_file(MANAGER)
     assert table.num_rows == 330
-    a7 = _row(table, "A7")
+    a7 = well_row(table, "A7")
     assert a7["role"] == "nc" and math.isnan(a7["ct"]) and a7["sample_id"] is None
-    a1 = _row(table, "A1")
+    a1 = well_row(table, "A1")
     assert (a1["sample_id"], a1["target"], a1["dye"]) == ("1-SI1", "GLP1", "SYBR")
     assert a1["ct"] == pytest.approx(37.42)
-    p22 = _row(table, "P22")
+    p22 = well_row(table, "P22")
     assert p22["ct"] == pytest.approx(36.14) and p22["target"] == "TFF1"
     assert "std" in set(table.column("role").to_pylist())
 
@@ -56,12 +50,12 @@ def test_vietnamese_locale_variant() -> None:
     """';' separators and decimal commas (Vietnamese Windows) parse, with run lines as metadata."""
     table = parse_file(VIETNAMESE)
     assert table.num_rows == 15
-    a1 = _row(table, "A1", "E")
+    a1 = well_row(table, "A1", "E")
     assert a1["ct"] == pytest.approx(24.02) and a1["dye"] == "HEX" and a1["sample_id"] == "VN-HN-000101"
     assert a1["line"] == 10
-    assert _row(table, "H11", "N")["role"] == "pc"
-    assert _row(table, "H12", "N")["role"] == "ntc"
-    assert math.isnan(_row(table, "A3", "E")["ct"])
+    assert well_row(table, "H11", "N")["role"] == "pc"
+    assert well_row(table, "H12", "N")["role"] == "ntc"
+    assert math.isnan(well_row(table, "A3", "E")["ct"])
     meta = run_metadata(table)
     assert meta["encoding"] == "utf-8-sig"
     assert meta["operator"] == "Trần Văn Bình"
@@ -74,8 +68,8 @@ def test_utf16_variant() -> None:
     table = parse_file(UTF16)
     assert run_metadata(table)["encoding"] == "utf-16-le"
     assert table.num_rows == 15
-    assert _row(table, "A3", "RdRP")["ct"] == pytest.approx(38.12)
-    assert math.isnan(_row(table, "A3", "E")["ct"])
+    assert well_row(table, "A3", "RdRP")["ct"] == pytest.approx(38.12)
+    assert math.isnan(well_row(table, "A3", "E")["ct"])
 
 
 @pytest.mark.parametrize("path", [MAESTRO, MANAGER, VIETNAMESE, UTF16])
@@ -142,4 +136,4 @@ def test_export_without_index_column() -> None:
     data = b"\r\n".join(line[1:] if line.startswith(b",") else line for line in lines)
     table = parse_bytes(data, "no_index.csv")
     assert table.num_rows == 108
-    assert _row(table, "A1", "FAM")["ct"] == pytest.approx(21.1877528266099, rel=1e-6)
+    assert well_row(table, "A1", "FAM")["ct"] == pytest.approx(21.1877528266099, rel=1e-6)

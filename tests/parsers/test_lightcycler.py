@@ -12,7 +12,7 @@ from engine.errors import ParseError
 from engine.model import WELL_COLUMNS, run_metadata
 from parsers import detect, parse_bytes, parse_file
 from tests.parsers import helpers
-from tests.parsers.helpers import cli_parse_broken, cli_parse_json
+from tests.parsers.helpers import cli_parse_broken, cli_parse_json, well_row
 
 REAL = helpers.REAL / "lightcycler480_txt"
 CR_ONLY = REAL / "LightCycler_sample.txt"
@@ -20,21 +20,15 @@ GZIPPED = REAL / "Edward_qPCR_Nrd1_calibration_2019-02-02_Cq.txt.gz"
 MULTI = helpers.DATA / "lightcycler_multichannel.txt"
 
 
-def _row(table, well: str, dye: str | None = None) -> dict:  # type: ignore[no-untyped-def]
-    rows = [r for r in table.to_pylist() if r["well"] == well and (dye is None or r["dye"] == dye)]
-    assert len(rows) == 1, rows
-    return rows[0]
-
-
 def test_cr_only_export_values() -> None:
     """The CR-only LC480 export gives 384 positions; empty Cp is NaN; named NTCs are ntc."""
     table = parse_file(CR_ONLY)
     assert table.num_rows == 384
-    a1 = _row(table, "A1")
+    a1 = well_row(table, "A1")
     assert (a1["sample_id"], a1["line"], a1["target"], a1["dye"]) == ("Sample 1", 3, "SYBR Green (483-533)", "SYBR Green")
     assert a1["ct"] == pytest.approx(16.13)
-    assert math.isnan(_row(table, "A2")["ct"])
-    a23 = _row(table, "A23")
+    assert math.isnan(well_row(table, "A2")["ct"])
+    a23 = well_row(table, "A23")
     assert a23["sample_id"] == "no template control" and a23["role"] == "ntc"
     assert run_metadata(table)["plate"] == "Demo Abs Quant with SYBR Green I_training"
 
@@ -43,12 +37,12 @@ def test_gzipped_export_values() -> None:
     """The gzip-stored LC480 export is read transparently with its filter as target."""
     table = parse_file(GZIPPED)
     assert table.num_rows == 384
-    a1 = _row(table, "A1")
+    a1 = well_row(table, "A1")
     assert a1["ct"] == pytest.approx(22.78) and a1["dye"] == "SYBR Green I"
     assert a1["target"] == "SYBR Green I / HRM Dye (483-533)"
-    p23 = _row(table, "P23")
+    p23 = well_row(table, "P23")
     assert p23["ct"] == pytest.approx(33.71) and p23["sample_id"] == "Sample 383"
-    assert math.isnan(_row(table, "P24")["ct"])
+    assert math.isnan(well_row(table, "P24")["ct"])
 
 
 def test_multichannel_file() -> None:
@@ -56,12 +50,12 @@ def test_multichannel_file() -> None:
     table = parse_file(MULTI)
     assert table.num_rows == 18
     assert set(table.column("dye").to_pylist()) == {"FAM", "VIC", "Cy5"}
-    vic = _row(table, "A1", "VIC")
+    vic = well_row(table, "A1", dye="VIC")
     assert vic["ct"] == pytest.approx(25.02) and vic["line"] == 11
     assert vic["target"] == "VIC / HEX / Yellow555 (533-580)"
-    assert _row(table, "H11", "FAM")["role"] == "pc"
-    assert _row(table, "H12", "Cy5")["role"] == "ntc"
-    assert _row(table, "A4", "FAM")["call"] == "invalid"  # Include = False
+    assert well_row(table, "H11", dye="FAM")["role"] == "pc"
+    assert well_row(table, "H12", dye="Cy5")["role"] == "ntc"
+    assert well_row(table, "A4", dye="FAM")["call"] == "invalid"  # Include = False
 
 
 @pytest.mark.parametrize("path", [CR_ONLY, GZIPPED, MULTI])

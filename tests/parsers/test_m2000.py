@@ -11,35 +11,29 @@ from engine.errors import ParseError
 from engine.model import WELL_COLUMNS, run_metadata
 from parsers import detect, parse_bytes, parse_file
 from tests.parsers import helpers
-from tests.parsers.helpers import cli_parse_broken, cli_parse_json
+from tests.parsers.helpers import cli_parse_broken, cli_parse_json, well_row
 
 LOG = helpers.REAL / "abbott_m2000_log" / "Results.log.321"
-
-
-def _row(table, well: str, target: str) -> dict:  # type: ignore[no-untyped-def]
-    rows = [r for r in table.to_pylist() if r["well"] == well and r["target"] == target]
-    assert len(rows) == 1, rows
-    return rows[0]
 
 
 def test_real_log_values() -> None:
     """24 wells x (target FAM + control VIC) with sample ids joined from Result Information."""
     table = parse_file(LOG)
     assert table.num_rows == 48
-    a2 = _row(table, "A2", "Target")
+    a2 = well_row(table, "A2", "Target")
     assert (a2["sample_id"], a2["dye"], a2["role"], a2["line"], a2["call"]) == ("HIV_LOPOS", "FAM", "pc", 87, "detected")
     assert a2["ct"] == pytest.approx(22.82)
-    a1 = _row(table, "A1", "Target")
+    a1 = well_row(table, "A1", "Target")
     assert a1["role"] == "nc" and math.isnan(a1["ct"]) and a1["call"] == "not_detected"
-    ic = _row(table, "B12", "Control")
+    ic = well_row(table, "B12", "Control")
     assert (ic["sample_id"], ic["dye"], ic["line"]) == ("UUUUUUUU", "VIC", 174)
     assert ic["ct"] == pytest.approx(20.97) and ic["call"] is None
-    assert _row(table, "A12", "Target")["call"] == "detected"  # "< 40 Copies / mL", Interpretation Detected
+    assert well_row(table, "A12", "Target")["call"] == "detected"  # "< 40 Copies / mL", Interpretation Detected
 
 
 def test_cn_not_raw_ct() -> None:
     """A9 has a raw Ct 29.39 but CN -1.00 (rejected curve): the reported value is no Ct."""
-    a9 = _row(parse_file(LOG), "A9", "Target")
+    a9 = well_row(parse_file(LOG), "A9", "Target")
     assert math.isnan(a9["ct"]) and a9["call"] == "not_detected"
 
 
@@ -62,8 +56,8 @@ def test_invalid_well_status() -> None:
     """A well whose Status is not Valid gets call 'invalid' on both dye rows."""
     data = LOG.read_bytes().replace(b"B3\t15\tValid\t", b"B3\t15\tInvalid\t")
     table = parse_bytes(data, "Results.log")
-    assert _row(table, "B3", "Target")["call"] == "invalid"
-    assert _row(table, "B3", "Control")["call"] == "invalid"
+    assert well_row(table, "B3", "Target")["call"] == "invalid"
+    assert well_row(table, "B3", "Control")["call"] == "invalid"
 
 
 def test_truncated_before_results() -> None:
@@ -99,4 +93,4 @@ def test_cli_parse_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_reported_invalid_word_is_invalid_not_detected() -> None:
     """A reported 'Invalid' result (with a number in its error text) is invalid, not a detection."""
     data = LOG.read_bytes().replace(b"\t767\t767 Copies / mL\t767 Copies / mL\t", b"\t\tInvalid result 4442\t\t", 1)
-    assert _row(parse_bytes(data, "Results.log"), "A2", "Target")["call"] == "invalid"
+    assert well_row(parse_bytes(data, "Results.log"), "A2", "Target")["call"] == "invalid"

@@ -10,31 +10,25 @@ import pytest
 from engine.errors import ParseError
 from engine.model import WELL_COLUMNS, run_metadata
 from parsers import detect, parse_bytes, parse_file
-from tests.parsers.helpers import DATA, REAL, cli_parse_broken, cli_parse_json
+from tests.parsers.helpers import DATA, REAL, cli_parse_broken, cli_parse_json, well_row
 
 RESULTS_ONLY = REAL / "quantstudio_txt" / "example_quantsudio_results_only.txt"
 SECTIONS = REAL / "quantstudio_txt" / "appbio_quantstudio_example06.txt"
 Q7500 = DATA / "quantstudio_7500_results.txt"
 
 
-def _row(table, well: str, target: str | None = None) -> dict:  # type: ignore[no-untyped-def]
-    rows = [r for r in table.to_pylist() if r["well"] == well and (target is None or r["target"] == target)]
-    assert len(rows) == 1, rows
-    return rows[0]
-
-
 def test_results_only_export_values() -> None:
     """The QS7 Flex results-only export yields 93 rows with the file's names, targets and Cts."""
     table = parse_file(RESULTS_ONLY)
     assert table.num_rows == 93
-    a1 = _row(table, "A1")
+    a1 = well_row(table, "A1")
     assert (a1["sample_id"], a1["target"], a1["dye"], a1["role"]) == ("Standard 1 (1e8)", "3'UTR", "VIC", "std")
     assert a1["ct"] == pytest.approx(16.484, abs=1e-4)
     assert a1["line"] == 20
-    a4 = _row(table, "A4")
+    a4 = well_row(table, "A4")
     assert (a4["sample_id"], a4["role"]) == ("5000018696625", "sample")
     assert a4["ct"] == pytest.approx(25.711, abs=1e-4)
-    h12 = _row(table, "H12")
+    h12 = well_row(table, "H12")
     assert h12["role"] == "ntc" and math.isnan(h12["ct"])
     meta = run_metadata(table)
     assert meta["format"] == "quantstudio"
@@ -49,7 +43,7 @@ def test_sectioned_export_reads_results_not_setup() -> None:
     """With [Sample Setup]/[Amplification Data]/[Results], only Results rows are read, metadata block ignored."""
     table = parse_file(SECTIONS)
     assert table.num_rows == 9
-    h1 = _row(table, "H1")
+    h1 = well_row(table, "H1")
     assert (h1["sample_id"], h1["target"], h1["dye"]) == ("Lung", "GAPDH", "VIC")
     assert h1["ct"] == pytest.approx(32.884, abs=1e-4)
     assert h1["line"] == 72
@@ -60,11 +54,11 @@ def test_7500_results_with_cyrillic_ct_column() -> None:
     """A 7500 v2 export ('Cт' column, A1 wells, ragged row, Vietnamese operator) parses fully."""
     table = parse_file(Q7500)
     assert table.num_rows == 24
-    a1 = _row(table, "A1", "N gene")
+    a1 = well_row(table, "A1", "N gene")
     assert a1["ct"] == pytest.approx(25.02, abs=1e-4) and a1["dye"] == "VIC" and a1["sample_id"] == "P2111-0001"
-    assert math.isnan(_row(table, "A2", "ORF1ab")["ct"])
-    assert _row(table, "H11", "MS2")["role"] == "pc"  # named PC, task UNKNOWN
-    assert math.isnan(_row(table, "H12", "MS2")["ct"])  # the ragged row
+    assert math.isnan(well_row(table, "A2", "ORF1ab")["ct"])
+    assert well_row(table, "H11", "MS2")["role"] == "pc"  # named PC, task UNKNOWN
+    assert math.isnan(well_row(table, "H12", "MS2")["ct"])  # the ragged row
     meta = run_metadata(table)
     assert meta["operator"] == "Nguyễn Thị Hoa"
     assert meta["instrument"] == "7500 Fast (96 Wells)"

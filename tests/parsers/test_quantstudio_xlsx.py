@@ -13,7 +13,7 @@ from engine.errors import ParseError
 from engine.model import WELL_COLUMNS, run_metadata
 from parsers import detect, parse_bytes, parse_file
 from tests.parsers import helpers
-from tests.parsers.helpers import cli_parse_broken, cli_parse_json
+from tests.parsers.helpers import cli_parse_broken, cli_parse_json, well_row
 
 XLSX = (
     helpers.REAL / "quantstudio_design_analysis_xlsx"
@@ -30,23 +30,17 @@ def _edited(edit) -> bytes:  # type: ignore[no-untyped-def]
     return out.getvalue()
 
 
-def _row(table, well: str, target: str) -> dict:  # type: ignore[no-untyped-def]
-    rows = [r for r in table.to_pylist() if r["well"] == well and r["target"] == target]
-    assert len(rows) == 1, rows
-    return rows[0]
-
-
 def test_diomni_presence_absence_values() -> None:
     """8 well x target rows: A01 → A1, UNDETERMINED → NaN, Cq 39.54, calls from Target Call."""
     table = parse_file(XLSX)
     assert table.num_rows == 8
-    t4 = _row(table, "A1", "T4")
+    t4 = well_row(table, "A1", "T4")
     assert (t4["sample_id"], t4["dye"], t4["role"], t4["line"], t4["call"]) == ("Sample001", "ABY", "sample", 31, "detected")
     assert t4["ct"] == pytest.approx(39.54)
-    globin = _row(table, "A1", "Globin")
+    globin = well_row(table, "A1", "Globin")
     assert math.isnan(globin["ct"]) and globin["call"] == "not_detected"
-    assert _row(table, "C3", "T4")["role"] == "ntc"
-    assert _row(table, "O23", "Globin")["role"] == "pc"  # Task POSITIVE_CONTROL
+    assert well_row(table, "C3", "T4")["role"] == "ntc"
+    assert well_row(table, "O23", "Globin")["role"] == "pc"  # Task POSITIVE_CONTROL
 
 
 def test_run_metadata() -> None:
@@ -89,7 +83,7 @@ def test_missing_sample_with_cq() -> None:
 def test_omitted_well_is_invalid() -> None:
     """Omit = TRUE turns the row's call into 'invalid'."""
     table = parse_bytes(_edited(lambda ws: ws.cell(row=32, column=2, value="TRUE")), "edited.xlsx")
-    assert _row(table, "A2", "Globin")["call"] == "invalid"
+    assert well_row(table, "A2", "Globin")["call"] == "invalid"
 
 
 def test_cli_parse_json(capsys: pytest.CaptureFixture[str]) -> None:

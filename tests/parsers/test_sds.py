@@ -11,35 +11,29 @@ from engine.errors import ParseError
 from engine.model import WELL_COLUMNS, run_metadata
 from parsers import detect, parse_bytes, parse_file
 from tests.parsers import helpers
-from tests.parsers.helpers import cli_parse_broken, cli_parse_json
+from tests.parsers.helpers import cli_parse_broken, cli_parse_json, well_row
 
 SDS = helpers.REAL / "abi_sds_txt" / "SDS_sample.txt"
-
-
-def _row(table, well: str) -> dict:  # type: ignore[no-untyped-def]
-    rows = [r for r in table.to_pylist() if r["well"] == well]
-    assert len(rows) == 1, rows
-    return rows[0]
 
 
 def test_cr_only_rq_export_values() -> None:
     """The CR-only SDS 2.3 RQ export gives 384 rows with Detector as target and true line numbers."""
     table = parse_file(SDS)
     assert table.num_rows == 384
-    a1 = _row(table, "A1")
+    a1 = well_row(table, "A1")
     assert (a1["sample_id"], a1["target"], a1["role"], a1["line"]) == ("Sample01", "Gene1", "sample", 18)
     assert a1["ct"] == pytest.approx(11.463166)
-    p24 = _row(table, "P24")
+    p24 = well_row(table, "P24")
     assert p24["target"] == "Gene191" and p24["ct"] == pytest.approx(29.962372) and p24["line"] == 401
 
 
 def test_flagged_and_undetermined() -> None:
     """Undetermined Ct is NaN; a Flagged well carries call 'invalid', a Passed one no call."""
     table = parse_file(SDS)
-    a9 = _row(table, "A9")
+    a9 = well_row(table, "A9")
     assert math.isnan(a9["ct"]) and a9["call"] == "invalid"
-    assert _row(table, "A6")["call"] == "invalid"
-    assert _row(table, "A7")["call"] is None
+    assert well_row(table, "A6")["call"] == "invalid"
+    assert well_row(table, "A7")["call"] is None
     assert table.column("call").to_pylist().count("invalid") == 65
 
 
