@@ -51,6 +51,11 @@ def deframe(data: bytes, source: str | None = None) -> bytes:
     wrong checksum or out of sequence is a ParseError naming the frame.
     """
     out = bytearray()
+
+    def broken(message: str, field: str, wanted: str) -> ParseError:
+        # Every framing error names the record being rebuilt, which a technician can find in the message.
+        return ParseError(message, source=source, line=_record_number(out), field=field, expected=wanted)
+
     pos = 0
     index = 0  # frames seen, 1-based in messages
     expected: int | None = None
@@ -60,13 +65,8 @@ def deframe(data: bytes, source: str | None = None) -> bytes:
         gap = data[pos:] if stx < 0 else data[pos:stx]
         if any(b not in _LINK_CONTROL for b in gap):
             offset = pos + next(i for i, b in enumerate(gap) if b not in _LINK_CONTROL)
-            raise ParseError(
-                f"text outside an E1381 frame at byte {offset}",
-                source=source,
-                line=_record_number(out),
-                field="frame",
-                expected="every record inside STX ... ETX frames, or no framing at all",
-            )
+            raise broken(f"text outside an E1381 frame at byte {offset}", "frame",
+                         "every record inside STX ... ETX frames, or no framing at all")
         if ENQ[0] in gap or EOT[0] in gap:
             expected = None  # a new transmission restarts frame numbering
         if stx < 0:
@@ -75,52 +75,29 @@ def deframe(data: bytes, source: str | None = None) -> bytes:
         end = _frame_end(data, stx + 1)
         where = f"frame {index}"
         if end < 0:
-            raise ParseError(
-                f"{where} is truncated: it has no ETX/ETB end",
-                source=source,
-                line=_record_number(out),
-                field="frame",
-                expected="each frame closed by ETX or ETB and a two-digit checksum",
-            )
+            raise broken(f"{where} is truncated: it has no ETX/ETB end", "frame",
+                         "each frame closed by ETX or ETB and a two-digit checksum")
         if end == stx + 1:
-            raise ParseError(f"{where} has no frame number", source=source, line=_record_number(out), field="frame",
-                             expected="a digit 0-7 after STX")
+            raise broken(f"{where} has no frame number", "frame", "a digit 0-7 after STX")
         fn_byte = data[stx + 1]
         if not 0x30 <= fn_byte <= 0x37:
-            raise ParseError(
-                f"{where} has frame number {chr(fn_byte)!r}",
-                source=source,
-                line=_record_number(out),
-                field="frame",
-                expected="a digit 0-7 after STX",
-            )
+            raise broken(f"{where} has frame number {chr(fn_byte)!r}", "frame", "a digit 0-7 after STX")
         fn = fn_byte - 0x30
         if expected is not None and fn != expected:
-            raise ParseError(
-                f"{where} is numbered {fn} where {expected} was expected: a frame is missing or repeated",
-                source=source,
-                line=_record_number(out),
-                field="frame",
-                expected=f"frame number {expected}",
-            )
+            raise broken(f"{where} is numbered {fn} where {expected} was expected: a frame is missing or repeated",
+                         "frame", f"frame number {expected}")
         written = data[end + 1 : end + 3]
         computed = sum(data[stx + 1 : end + 1]) & 0xFF
         if len(written) < 2:
-            raise ParseError(f"{where} is truncated before its checksum", source=source, line=_record_number(out),
-                             field="checksum", expected="two hex digits after ETX/ETB")
+            raise broken(f"{where} is truncated before its checksum", "checksum", "two hex digits after ETX/ETB")
         try:
             written_value = int(written.decode("ascii"), 16)
         except (UnicodeDecodeError, ValueError):
             written_value = -1
         if written_value != computed:
-            raise ParseError(
-                f"{where} (frame number {fn}) fails its checksum: written {written.decode('latin-1')!r}, "
-                f"computed {computed:02X}; the transmission was corrupted",
-                source=source,
-                line=_record_number(out),
-                field="checksum",
-                expected=f"checksum {computed:02X}",
-            )
+            raise broken(f"{where} (frame number {fn}) fails its checksum: written {written.decode('latin-1')!r}, "
+                         f"computed {computed:02X}; the transmission was corrupted",
+                         "checksum", f"checksum {computed:02X}")
         out += data[stx + 2 : end]
         if data[end] == ETX[0] and not out.endswith(b"\r") and not out.endswith(b"\n"):
             out += b"\r"  # an ETX frame ends a record even when the sender omits the CR
