@@ -126,7 +126,9 @@ class FileKeySigner:
         self._development = is_development(certificate)
         # Bind the per-call work once: the hot path is one C call.
         if isinstance(key, ec.EllipticCurvePrivateKey):
-            ecdsa = ec.ECDSA(hashes.SHA256())
+            # RFC 6979 deterministic nonces: a replay after a crash re-signs the same
+            # (result id, version) to the very same bytes, and no nonce depends on the RNG.
+            ecdsa = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
             self._sign = lambda data: key.sign(data, ecdsa)
         else:
             self._sign = lambda data: key.sign(data, PSS_SHA256, hashes.SHA256())

@@ -195,3 +195,14 @@ def test_keys_folder_is_private(tmp_path: Path) -> None:
     """The keys folder is created owner-only (0700)."""
     pki = ensure_development_pki(tmp_path / "keys")
     assert stat.S_IMODE(os.stat(pki.keys_dir).st_mode) == 0o700
+
+
+def test_file_key_ecdsa_signatures_are_deterministic(tmp_path) -> None:
+    """ES256 signing uses RFC 6979 nonces, so re-signing the same bytes after a crash gives identical signatures."""
+    from signing.keys import load_signer_spec
+    from engine.datadir import DataDir
+
+    signer = load_signer_spec(DataDir.at(tmp_path).create()).open()
+    assert signer.algorithm == "ES256"
+    assert signer.sign(b"result payload") == signer.sign(b"result payload")
+    assert signer.sign(b"result payload") != signer.sign(b"result payload!")
