@@ -13,6 +13,21 @@ Rules implemented (RFC 8785 §3.2):
   (shortest round-trip digits; exponent form below 1e-6 and from 1e21; ``-0`` →
   ``0``); NaN and infinities are refused, and so are integers that a double
   could not carry exactly.
+
+Two implementations, one output. :func:`reference_canonical_json` writes the
+rules above member by member in Python; it is the specification in code and
+handles every input. :func:`canonical_json` first tries the C ``json``
+encoder, which already writes JCS whitespace, string escapes and literals, and
+whose ``sort_keys`` order equals UTF-16 code-unit order when no key holds a
+character beyond U+FFFF. What the C encoder cannot be trusted with is numbers:
+it writes floats with Python's ``repr`` (``1.0``, ``1e-05``, ``1e+16``), so a
+value is taken by the fast path only when ``repr`` already is the ECMAScript
+form (a non-integral double of magnitude ≥ 1e-4: both write plain decimals of
+the same shortest digits there) or when it is an integral double up to 2**53,
+which becomes the int of the same value. Anything else (other number ranges,
+non-BMP keys, non-dict mappings, subclasses, numpy scalars) goes to the
+reference, so the fast path only ever changes speed. Property tests hold the
+two to identical bytes.
 """
 
 from __future__ import annotations
@@ -28,10 +43,89 @@ from engine.errors import SigningError
 _encode_string = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.py_encode_basestring
 
 _MAX_EXACT_INT = 2**53
+# Smallest magnitude at which Python's float repr stops using exponent form
+# (repr switches to 'e' when the decimal exponent is below -4); ECMAScript's
+# switch is at 1e-6, so from here up both write the same plain decimal.
+_MIN_PLAIN_REPR = 1e-4
+
+_c_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False, check_circular=False)
+
+
+class _NeedsReference(Exception):
+    """Raised inside the fast path's check when a value must go through the reference implementation."""
 
 
 def canonical_json(obj: Any) -> bytes:
     """The RFC 8785 canonical UTF-8 bytes of ``obj`` (dict/list/tuple/str/int/float/bool/None)."""
+    try:
+        prepared = _prepare(obj)
+    except _NeedsReference:
+        return reference_canonical_json(obj)
+    try:
+        return _c_encoder.encode(prepared).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise SigningError(
+            "a text field contains a lone UTF-16 surrogate, which JSON canonicalisation (RFC 8785) cannot represent"
+        ) from exc
+
+
+def _prepare(obj: Any) -> Any:
+    """``obj`` ready for the C encoder (integral floats as ints), or :class:`_NeedsReference`.
+
+    Containers are copied only when something inside them changed, so the
+    usual payload (no integral floats) is checked without being rebuilt.
+    """
+    kind = type(obj)
+    if kind is str or kind is bool or obj is None:
+        return obj
+    if kind is dict:
+        try:
+            names = "".join(obj)  # TypeError for a non-string key
+        except TypeError:
+            raise _NeedsReference from None
+        if not names.isascii() and max(names) > "\uffff":
+            raise _NeedsReference  # beyond the BMP, code-point order differs from UTF-16 order
+        changed: dict[str, Any] | None = None
+        for key, value in obj.items():
+            vkind = type(value)
+            if vkind is str or value is None or vkind is bool:
+                continue
+            new = _prepare(value)
+            if new is not value:
+                if changed is None:
+                    changed = {}
+                changed[key] = new
+        return obj if changed is None else {**obj, **changed}
+    if kind is list or kind is tuple:
+        out: list[Any] | None = None
+        for i, value in enumerate(obj):
+            vkind = type(value)
+            if vkind is str or value is None or vkind is bool:
+                continue
+            new = _prepare(value)
+            if new is not value:
+                if out is None:
+                    out = list(obj)
+                out[i] = new
+        return obj if out is None else out
+    if kind is int:
+        if -_MAX_EXACT_INT <= obj <= _MAX_EXACT_INT:
+            return obj
+        raise _NeedsReference
+    if kind is float:
+        if obj.is_integer():
+            if -_MAX_EXACT_INT <= obj <= _MAX_EXACT_INT:
+                return int(obj)  # also -0.0 → 0
+            raise _NeedsReference
+        # Non-integral doubles are all below 2**52; the upper bound keeps out ±inf, and NaN fails both.
+        if _MIN_PLAIN_REPR <= abs(obj) < _MAX_EXACT_INT:
+            return obj
+        raise _NeedsReference
+    raise _NeedsReference
+
+
+def reference_canonical_json(obj: Any) -> bytes:
+    """RFC 8785 bytes written rule by rule in Python: the reference the fast path is tested against."""
     parts: list[str] = []
     _emit(obj, parts)
     try:
