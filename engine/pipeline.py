@@ -91,9 +91,15 @@ class Engine:
         self.data = data.create()
         self.config = config or load_config(data)
         self.ledger = Ledger.open(data.ledger)
-        from signing.keys import load_signer_spec
+        from signing.keys import load_signer_spec, load_timestamper
+        from signing.pades import DevelopmentTimeStamper
 
         self.signer_spec = load_signer_spec(data)
+        # PAdES B-T when [signing] names a time-stamping authority; picklable, so the
+        # certificate writer's worker processes get their own copy.
+        self.timestamper = load_timestamper(data)
+        if isinstance(self.timestamper, DevelopmentTimeStamper):
+            log.warning("development tsa", why="[signing] tsa = 'development': certificate time-stamps come from the DEVELOPMENT TSA, not for clinical use")
         self.intake = Intake(data, self.ledger, self.config.intake)
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self.certificates_enabled = certificates
@@ -306,7 +312,7 @@ class Engine:
         if self._cert_writer is None:
             from engine.certificates import CertificateWriter
 
-            self._cert_writer = CertificateWriter(self.signer_spec, self.data.certificates)
+            self._cert_writer = CertificateWriter(self.signer_spec, self.data.certificates, timestamper=self.timestamper)
         return self._cert_writer
 
     def render_certificates(self, limit: int = 2000) -> int:

@@ -24,7 +24,12 @@ Configuration (``<data>/ketqua.toml``)::
     key_label = "result-signer"         # private key (and, if no file, certificate) label
     pin_env = "KETQUA_PKCS11_PIN"       # or pin_file = "/run/secrets/pin"
 
-Relative paths are resolved against the data folder.
+    # PAdES B-T: an RFC 3161 time-stamp on every certificate PDF (default: none, B-B)
+    tsa_url = "https://tsa.example.vn/tsr"   # the lab's time-stamping authority (HTTP or HTTPS)
+    # tsa = "development"               # or the DEVELOPMENT TSA of keys/tsa.pem + tsa.key (tests, demos)
+
+Relative paths are resolved against the data folder. A ``[signing]`` table
+holding only ``tsa``/``tsa_url`` keeps the development signer.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -46,6 +52,7 @@ from signing.pki import ensure_development_pki, is_development
 
 if TYPE_CHECKING:
     from engine.datadir import DataDir
+    from signing.pades import TimeStamperLike
 
 Algorithm = Literal["ES256", "PS256"]
 
@@ -289,21 +296,32 @@ def _resolve(root: Path, value: str | None) -> str | None:
     return str(path if path.is_absolute() else root / path)
 
 
+def _signing_section(data: "DataDir") -> tuple[dict | None, str]:
+    """The raw ``[signing]`` table of ``<data>/ketqua.toml`` (None when absent) and the file's name for messages."""
+    config_path = data.config
+    if not config_path.exists():
+        return None, str(config_path)
+    try:
+        config = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{config_path}: not valid TOML ({exc})") from exc
+    section = config.get("signing")
+    if section is not None and not isinstance(section, dict):
+        raise ConfigError(f"{config_path}: [signing] must be a table")
+    return section, str(config_path)
+
+
 def load_signer_spec(data: "DataDir") -> SignerSpec:
     """The configured signer (``[signing]`` in ``<data>/ketqua.toml``), else the development PKI.
 
     The development PKI is created on first use, so a fresh data folder can sign
     (every artefact then says DEVELOPMENT).
     """
-    config_path = data.config
-    if config_path.exists():
-        try:
-            config = tomllib.loads(config_path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{config_path}: not valid TOML ({exc})") from exc
-        section = config.get("signing")
-        if section is not None:
-            return spec_from_config(section, data.root, source=str(config_path))
+    section, source = _signing_section(data)
+    # A table naming only the time-stamping authority keeps the development signer;
+    # an empty one is still a configured signer (and fails when opened: no key named).
+    if section is not None and (not section or set(section) - _TSA_KEYS):
+        return spec_from_config(section, data.root, source=source)
     pki = ensure_development_pki(data.keys)
     return SignerSpec(
         kind="file",
@@ -313,10 +331,51 @@ def load_signer_spec(data: "DataDir") -> SignerSpec:
     )
 
 
+def load_timestamper(data: "DataDir") -> "TimeStamperLike | None":
+    """The time-stamper for PAdES B-T from ``[signing] tsa_url``/``tsa``; None (B-B) when neither is set.
+
+    The object is picklable, so certificate worker processes receive it as is.
+    """
+    section, source = _signing_section(data)
+    return timestamper_from_config(section or {}, data.keys, source=source)
+
+
+def timestamper_from_config(section: dict, keys_dir: Path, *, source: str = "ketqua.toml") -> "TimeStamperLike | None":
+    """Build the time-stamper a ``[signing]`` table asks for (see the module docstring)."""
+    url, tsa = section.get("tsa_url"), section.get("tsa")
+    if url is not None and tsa is not None:
+        raise ConfigError(f"{source}: [signing] sets both tsa_url and tsa; keep one (tsa_url for the lab's real TSA)")
+    if url is not None:
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+            raise ConfigError(f"{source}: [signing] tsa_url = {url!r} must be an http:// or https:// URL of an RFC 3161 time-stamping service")
+        from pyhanko.sign.timestamps import HTTPTimeStamper
+
+        # No session is kept (one POST per token, a session per request), so the stamper pickles
+        # into certificate workers and works from any event loop.
+        return HTTPTimeStamper(url, timeout=_TSA_TIMEOUT_S)
+    if tsa is None:
+        return None
+    if tsa != "development":
+        raise ConfigError(
+            f"{source}: [signing] tsa = {tsa!r}; the only value is 'development' (a real authority is tsa_url = 'https://...')"
+        )
+    from signing.pades import development_timestamper
+
+    pki = ensure_development_pki(keys_dir)
+    # DEVELOPMENT: the lab's own machine vouches for the time; tokens name a DEVELOPMENT TSA
+    # and verifiers say so. Tests and demos only.
+    return development_timestamper(pki.tsa_cert.read_bytes(), pki.tsa_key.read_bytes(), pki.ca_cert.read_bytes())
+
+
+#: ``[signing]`` settings that choose the time-stamping authority (PAdES B-T), not the key.
+_TSA_KEYS = {"tsa_url", "tsa"}
+#: Seconds to wait for a TSA's answer before the certificate batch fails (and is retried from the ledger).
+_TSA_TIMEOUT_S = 10
+
 _KNOWN = {
     "kind", "key", "certificate", "chain", "passphrase_env", "passphrase_file",
     "module", "token", "key_label", "pin_env", "pin_file",
-}
+} | _TSA_KEYS
 
 
 def spec_from_config(section: dict, root: Path, *, source: str = "ketqua.toml") -> SignerSpec:

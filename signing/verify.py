@@ -313,6 +313,9 @@ def verify_pdf(
         notes = [f"coverage: {status.coverage.name}", f"modification level: {status.modification_level.name}"]
         if status.timestamp_validity is not None:
             notes.append("timestamped (PAdES B-T)")
+            tsa = x509.load_der_x509_certificate(status.timestamp_validity.signing_cert.dump())
+            if is_development(tsa):
+                notes.append("time-stamp from a DEVELOPMENT authority: the signing time is not independently attested")
         if is_development(signer):
             notes.append("signed with a DEVELOPMENT key: not a clinical result")
         if reports:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import random
 import threading
@@ -337,6 +338,7 @@ def test_service_renders_certificates_left_pending_by_an_earlier_run(data_dir: D
     _drop(data_dir, "p.txt", quantstudio_text(plate))
     with Engine(data_dir, workers=0, certificates=False) as engine:
         signed = engine.run_once().signed
+    data_dir.config.write_text('[signing]\ntsa = "development"\n', encoding="utf-8")  # the service's writer gets the TSA too
     engine = Engine(data_dir, workers=0, certificates=True)
     stop = asyncio.Event()
     loop = asyncio.new_event_loop()
@@ -357,6 +359,8 @@ def test_service_renders_certificates_left_pending_by_an_earlier_run(data_dir: D
         rows = reader.results()
     assert len(rows) == signed and all(r["certificate"] for r in rows)
     assert all(Path(r["certificate"]).read_bytes()[:5] == b"%PDF-" for r in rows)
+    status = _validate_pdf(Path(rows[0]["certificate"]).read_bytes(), (data_dir.keys / "ca.pem").read_bytes())
+    assert status.bottom_line and status.timestamp_validity is not None and status.timestamp_validity.trusted
 
 
 def test_lab_configuration_is_read_and_bad_settings_are_named(data_dir: DataDir) -> None:
@@ -378,3 +382,151 @@ def test_lab_configuration_is_read_and_bad_settings_are_named(data_dir: DataDir)
         data_dir.config.write_text(text, encoding="utf-8")
         with pytest.raises(ConfigError, match=word):
             load_config(data_dir)
+
+
+def _validate_pdf(pdf: bytes, root_pem: bytes):
+    """pyHanko's own validation status of a PDF's signature against one trust root (independent of signing.verify)."""
+    from asn1crypto import x509 as asn1_x509
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign.validation import validate_pdf_signature
+    from pyhanko_certvalidator import ValidationContext
+
+    root = asn1_x509.Certificate.load(x509.load_pem_x509_certificate(root_pem).public_bytes(Encoding.DER))
+    (sig,) = PdfFileReader(io.BytesIO(pdf)).embedded_signatures
+
+    def context() -> ValidationContext:
+        return ValidationContext(trust_roots=[root], allow_fetching=False, revocation_mode="soft-fail")
+
+    return validate_pdf_signature(sig, signer_validation_context=context(), ts_validation_context=context())
+
+
+def _certify_plate(data: DataDir, seed: int) -> list[Path]:
+    """Run one small plate with certificates; the certificate paths from the ledger."""
+    plate = simulate_plate(seed, pool_size=1, prevalence=0.02)
+    _drop(data, "m.csv", manifest_csv(plate.manifest))
+    _drop(data, "p.txt", quantstudio_text(plate))
+    with Engine(data, workers=0, certificates=True) as engine:
+        summary = engine.run_once()
+        rows = engine.ledger.results()
+    # Enough certificates that the writer hands them to its worker processes (the timestamper is pickled there).
+    assert summary.certificates == len(rows) >= 64
+    return [Path(r["certificate"]) for r in rows]
+
+
+def test_development_tsa_configuration_gives_b_t_certificates(data_dir: DataDir, capsys: pytest.CaptureFixture[str]) -> None:
+    """With [signing] tsa = "development" the pipeline's certificates carry a trusted RFC 3161 time-stamp (PAdES B-T), and ketqua verify says so."""
+    from engine.cli import main
+
+    data_dir.config.write_text('[signing]\ntsa = "development"\n', encoding="utf-8")
+    paths = _certify_plate(data_dir, 96)
+    ca = (data_dir.keys / "ca.pem").read_bytes()
+    for path in (paths[0], paths[-1]):
+        status = _validate_pdf(path.read_bytes(), ca)
+        assert status.bottom_line
+        assert status.timestamp_validity is not None and status.timestamp_validity.trusted
+        assert "DEVELOPMENT" in status.timestamp_validity.signing_cert.subject.human_friendly
+    assert main(["verify", "--data", str(data_dir.root), str(paths[0])]) == 0
+    out = capsys.readouterr().out
+    assert "timestamped (PAdES B-T)" in out
+    assert "time-stamp from a DEVELOPMENT authority" in out
+
+
+class _HttpTsa:
+    """An RFC 3161 time-stamping service over HTTP (RFC 3161 §3.4) on 127.0.0.1, answering with the development TSA key."""
+
+    def __init__(self, keys: Path) -> None:
+        from signing.pades import _build_development_stamper
+
+        self.stamper = _build_development_stamper(
+            (keys / "tsa.pem").read_bytes(), (keys / "tsa.key").read_bytes(), (keys / "ca.pem").read_bytes()
+        )
+        self.requests = 0
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        from aiohttp import web
+        from asn1crypto import tsp
+
+        async def handle(request: web.Request) -> web.Response:
+            if request.content_type != "application/timestamp-query":
+                return web.Response(status=415)
+            self.requests += 1
+            reply = await self.stamper.async_request_tsa_response(tsp.TimeStampReq.load(await request.read()))
+            return web.Response(body=reply.dump(), content_type="application/timestamp-reply")
+
+        async def start() -> None:
+            app = web.Application()
+            app.router.add_post("/tsr", handle)
+            self.runner = web.AppRunner(app)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.ready.set()
+
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(start())
+        self.loop.run_forever()
+        self.loop.run_until_complete(self.runner.cleanup())
+
+    def __enter__(self) -> "_HttpTsa":
+        self.thread.start()
+        assert self.ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def test_tsa_url_time_stamps_certificates_over_http(data_dir: DataDir) -> None:
+    """[signing] tsa_url makes every certificate fetch an RFC 3161 token over HTTP, also in the writer's worker processes, and pyHanko trusts it."""
+    with _HttpTsa(data_dir.keys) as tsa:
+        data_dir.config.write_text(f'[signing]\ntsa_url = "http://127.0.0.1:{tsa.port}/tsr"\n', encoding="utf-8")
+        paths = _certify_plate(data_dir, 98)
+    assert tsa.requests == len(paths)
+    status = _validate_pdf(paths[-1].read_bytes(), (data_dir.keys / "ca.pem").read_bytes())
+    assert status.bottom_line and status.timestamp_validity is not None and status.timestamp_validity.trusted
+
+
+def test_unreachable_tsa_leaves_certificates_pending(data_dir: DataDir) -> None:
+    """When the TSA cannot be reached the results stay signed and committed, and their certificates stay pending for the next run."""
+    import socket
+
+    from engine.errors import SigningError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    data_dir.config.write_text(f'[signing]\ntsa_url = "http://127.0.0.1:{port}/tsr"\n', encoding="utf-8")
+    plate = simulate_plate(99, pool_size=1)
+    _drop(data_dir, "m.csv", manifest_csv(plate.manifest))
+    _drop(data_dir, "p.txt", quantstudio_text(plate))
+    with Engine(data_dir, workers=0, certificates=True) as engine:
+        with pytest.raises(SigningError, match="time-stamp authority"):
+            engine.run_once()
+        assert engine.ledger.results() and engine.ledger.pending_certificates(1)
+
+
+def test_readme_configuration_example_is_accepted(data_dir: DataDir) -> None:
+    """The ketqua.toml example in README.md passes every section's reader, so the documented keys are the real ones."""
+    import re
+
+    from engine.api import api_config
+    from engine.config import load_config
+    from signing.keys import load_signer_spec, load_timestamper
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    (example,) = re.findall(r"## Configuration\n.*?```toml\n(.*?)```", readme, re.S)
+    data_dir.config.write_text(example, encoding="utf-8")
+    config = load_config(data_dir)
+    assert (config.lab.id, config.default_assay, config.hc1_validity_days) == ("VN-79-PASTEUR", "taqpath", 365)
+    spec = load_signer_spec(data_dir)
+    assert (spec.kind, spec.key, spec.passphrase_env) == ("file", "/etc/ketqua/signer.p12", "KETQUA_KEY_PASSPHRASE")
+    assert load_timestamper(data_dir).url == "https://tsa.example.vn/tsr"
+    settings, tls = api_config(data_dir)
+    assert (settings.rate_per_s, settings.burst, tls) == (500.0, 1000, None)

@@ -206,3 +206,48 @@ def test_file_key_ecdsa_signatures_are_deterministic(tmp_path) -> None:
     assert signer.algorithm == "ES256"
     assert signer.sign(b"result payload") == signer.sign(b"result payload")
     assert signer.sign(b"result payload") != signer.sign(b"result payload!")
+
+
+def test_time_stamping_authority_configuration(tmp_path: Path) -> None:
+    """[signing] tsa_url gives a picklable HTTP RFC 3161 client, tsa = "development" the DEVELOPMENT TSA, neither gives B-B; mistakes are named."""
+    from pyhanko.sign.timestamps import HTTPTimeStamper
+
+    from signing.keys import load_timestamper
+    from signing.pades import DevelopmentTimeStamper
+
+    data = DataDir.at(tmp_path)
+    data.root.mkdir(parents=True, exist_ok=True)
+    assert load_timestamper(data) is None
+    data.config.write_text('[signing]\ntsa_url = "https://tsa.example.vn/tsr"\n', encoding="utf-8")
+    stamper = pickle.loads(pickle.dumps(load_timestamper(data)))  # what certificate worker processes receive
+    assert isinstance(stamper, HTTPTimeStamper) and stamper.url == "https://tsa.example.vn/tsr"
+    # Naming only the TSA keeps the development signer.
+    assert load_signer_spec(data).key == str(data.keys / "signer.key")
+    data.config.write_text('[signing]\ntsa = "development"\n', encoding="utf-8")
+    assert isinstance(pickle.loads(pickle.dumps(load_timestamper(data))), DevelopmentTimeStamper)
+    for text, word in (
+        ('tsa = "development"\ntsa_url = "https://tsa.example.vn/tsr"', "both"),
+        ('tsa = "freetsa"', "only value is 'development'"),
+        ('tsa_url = "tsa.example.vn/tsr"', "http:// or https://"),
+        ("tsa_url = 3", "http:// or https://"),
+        ('tsa_server = "x"', "unknown setting"),
+    ):
+        data.config.write_text(f"[signing]\n{text}\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match=word):
+            load_timestamper(data)
+            load_signer_spec(data)
+
+
+def test_tsa_settings_beside_a_production_key_are_not_key_settings(dev_pki, tmp_path: Path) -> None:
+    """A [signing] table with a key file and tsa_url opens the configured key; the TSA keys do not disturb the signer spec."""
+    key, cert = _issue_file_key(dev_pki, tmp_path)
+    key_path, cert_path = tmp_path / "signer.key", tmp_path / "signer.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    data = DataDir.at(tmp_path / "data")
+    data.root.mkdir()
+    data.config.write_text(
+        f'[signing]\nkey = "{key_path}"\ncertificate = "{cert_path}"\ntsa_url = "http://tsa.example.vn"\n', encoding="utf-8"
+    )
+    spec = load_signer_spec(data)
+    assert spec.key == str(key_path) and spec.open().certificate == cert
