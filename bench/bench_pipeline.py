@@ -39,10 +39,8 @@ from bench.runner import Context, Figure, stage, timing_from
 def _floor(exports: list[bytes], canonicals: list[bytes], key: Any, db: Path) -> None:
     """The irreducible work for the same plates: read the table, sign twice per result, commit once."""
     import pyarrow.csv as pacsv
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
 
-    ecdsa = ec.ECDSA(hashes.SHA256())
+    ecdsa = common.raw_ecdsa()
     for data in exports:
         skip = data[: data.index(b"[Results]")].count(b"\n") + 1
         pacsv.read_csv(io.BytesIO(data), read_options=pacsv.ReadOptions(skip_rows=skip), parse_options=pacsv.ParseOptions(delimiter="\t"))

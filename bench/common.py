@@ -39,3 +39,15 @@ def keys(ctx: Context) -> Keys:
         return Keys(data.root, pki.ca_cert, pki.signer_cert, pki.signer_key, spec, spec.open(), private_key)
 
     return ctx.cached("keys", make)
+
+
+def raw_ecdsa() -> Any:
+    """The ECDSA algorithm object for the raw-signature baselines: RFC 6979 deterministic nonces,
+    as ketqua's file-key signer uses, so both sides do the same arithmetic."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        return ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+    except TypeError:  # cryptography < 43 has no deterministic nonces
+        return ec.ECDSA(hashes.SHA256())
