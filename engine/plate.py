@@ -229,19 +229,31 @@ def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: A
     instrument = " ".join(x for x in (meta.get("instrument"), meta.get("serial") and f"SN {meta['serial']}") if x) or None
     latest = ledger.latest_versions(list(design.specimen_ids))
     signer = _signer(job.signer_spec)
-    incidence = np.asarray(design.incidence, dtype=bool)
+    # Specimen → its pools for the whole plate in one pass over the incidence matrix (row-major
+    # nonzero: specimens in order, each one's pools ascending, as a per-specimen column scan gives).
+    spec_of, pool_of = np.nonzero(np.asarray(design.incidence, dtype=bool).T)
+    bounds = np.searchsorted(spec_of, np.arange(len(design.specimen_ids) + 1)).tolist()
+    pool_names = [design.pool_ids[j] for j in pool_of.tolist()]
+    # What every result and decision of this plate shares, worked out once instead of per specimen.
+    words = {code: outcome.value for code, outcome in SPECIMEN_BY_CODE.items()}
+    reasons = {code: f"{word} in {design.spec} ({decoding.decoder})" for code, word in words.items()}
+    signed_words = frozenset(outcome.value for outcome in SIGNED_OUTCOMES)
+    no_retest_yet = frozenset((SpecimenOutcome.RETEST.value, SpecimenOutcome.INVALID.value))
+    inconclusive, detected = SpecimenOutcome.INCONCLUSIVE.value, PoolOutcome.DETECTED.value
+    aliquots = aliquot.tolist()
+    retests = list(decoding.retest)
+    n_retests = len(retests)
     decisions: list[dict[str, Any]] = []
     results: list[SignedResult] = []
-    outcome_codes = np.asarray(decoding.outcome)
-    for i, sid in enumerate(design.specimen_ids):
-        outcome = SPECIMEN_BY_CODE[int(outcome_codes[i])]
-        pools_i = [design.pool_ids[j] for j in np.flatnonzero(incidence[:, i])]
+    for i, (sid, code) in enumerate(zip(design.specimen_ids, np.asarray(decoding.outcome).tolist())):
+        word = words[code]
+        pools_i = pool_names[bounds[i]:bounds[i + 1]]
         pool_ev = [pool_evidence[p] for p in pools_i if p in pool_evidence]
         alone = len(pools_i) == 1 and pools_i[0] == sid
-        retest = decoding.retest[i] if i < len(decoding.retest) else ""
-        if not retest and outcome in (SpecimenOutcome.RETEST, SpecimenOutcome.INVALID):
-            retest = "rerun" if aliquot[i] else "recollect"
-        if outcome == SpecimenOutcome.INCONCLUSIVE and not retest:
+        retest = retests[i] if i < n_retests else ""
+        if not retest and word in no_retest_yet:
+            retest = "rerun" if aliquots[i] else "recollect"
+        if word == inconclusive and not retest:
             retest = "recollect"  # signed, but the person must be swabbed again
         try:
             detail = decoding.evidence(i)
@@ -250,14 +262,14 @@ def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: A
         decisions.append(
             {
                 "specimen_id": sid,
-                "outcome": outcome.value,
+                "outcome": word,
                 "retest": retest,
                 "pool_id": pools_i[0] if pools_i else None,
-                "reason": f"{outcome.value} in {design.spec} ({decoding.decoder})",
+                "reason": reasons[code],
                 "evidence": detail,
             }
         )
-        if outcome not in SIGNED_OUTCOMES:
+        if word not in signed_words:
             continue
         prev = latest.get(sid)
         if prev is not None and prev["run_id"] == job.run_id:
@@ -266,14 +278,14 @@ def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: A
             rid, version, supersedes = prev["id"], int(prev["version"]) + 1, int(prev["version"])
         else:
             rid, version, supersedes = result_id(job.lab.id, sid, job.run_id), 1, None
-        deciding = next((p for p in pool_ev if p["outcome"] == PoolOutcome.DETECTED.value), pool_ev[0] if pool_ev else None)
+        deciding = next((p for p in pool_ev if p["outcome"] == detected), pool_ev[0] if pool_ev else None)
         t_dec = tube_of_pool.get(deciding["pool_id"]) if deciding else None
         payload = build_payload(
             id=rid,
             version=version,
             supersedes=supersedes,
             issued_at=issued_at,
-            outcome=outcome.value,
+            outcome=word,
             lab=job.lab,
             specimen=specimens[sid],
             test={
@@ -295,7 +307,7 @@ def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: A
             },
         )
         canonical, jws, hc1 = sign_payload(payload, signer, hc1_validity_days=job.hc1_validity_days)
-        results.append(SignedResult(rid, version, sid, outcome.value, job.run_id, canonical, jws, hc1, supersedes,
+        results.append(SignedResult(rid, version, sid, word, job.run_id, canonical, jws, hc1, supersedes,
                                     None if prev is None else f"new run {job.source} for specimen {sid}"))
     seconds["sign"] = time.perf_counter() - t1
     commit = PlateCommit(
