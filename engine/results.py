@@ -10,6 +10,7 @@ plate after a crash reproduces the same payload.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import math
 from collections.abc import Mapping
@@ -144,6 +145,12 @@ def sign_payload(payload: Mapping[str, Any], signer: Any, *, hc1_validity_days: 
 
     canonical = canonical_json(payload)
     jws = sign_compact(canonical, signer)
-    issued = parse_instant(payload["issued_at"])
-    hc1 = sign_hc1(test_entry(dict(payload)), signer, issued_at=issued, expires_at=expiry(payload["issued_at"], hc1_validity_days))
+    issued, expires = _hc1_window(payload["issued_at"], hc1_validity_days)
+    hc1 = sign_hc1(test_entry(payload), signer, issued_at=issued, expires_at=expires)
     return canonical.decode("utf-8"), jws, hc1
+
+
+@functools.lru_cache(maxsize=64)
+def _hc1_window(issued_at: str, days: int) -> tuple[datetime, datetime]:
+    """(issued, expires) of an HC1; every result of a plate shares its issued_at, so this is parsed once."""
+    return parse_instant(issued_at), expiry(issued_at, days)
