@@ -5,18 +5,27 @@ signer certificate itself. This module builds the path from a signer
 certificate to one of those roots, checks each certificate's validity at the
 signing time and the signer's key usage, and checks raw JOSE/COSE signatures.
 (PAdES validation uses pyHanko's full validator instead; see signing.verify.)
+
+Trust can also come as a JWK Set, the way a lab publishes its keys at
+``/v1/keys`` (:func:`load_trust`): each key's certificate (``x5c``) is then
+trusted as published, like a signer certificate given directly.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
+import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
@@ -47,6 +56,76 @@ def as_certificates(items: Iterable[CertificateSource] | CertificateSource) -> l
             name = "certificate bytes" if isinstance(item, bytes) else str(item)
             raise VerificationError(f"{name}: not an X.509 certificate (PEM or DER)", reason="bad-trust-root") from exc
     return certs
+
+
+@dataclass
+class TrustSet:
+    """What ``--trust`` files give: certificates trusted as given, and published keys that carry no certificate."""
+
+    #: Trust roots: CA or signer certificates from PEM/DER files, and the ``x5c`` certificates of JWKS keys.
+    roots: list[x509.Certificate] = field(default_factory=list)
+    #: JWKs without ``x5c`` (a bare public key can check a JWS, not an HC1 or a PDF).
+    bare_keys: list[dict[str, Any]] = field(default_factory=list)
+
+    def jwks_for(self, kid: object) -> dict[str, Any] | None:
+        """A JWK Set of the bare keys named ``kid``, or None when none is."""
+        keys = [k for k in self.bare_keys if k.get("kid") == kid]
+        return {"keys": keys} if keys else None
+
+
+def load_trust(paths: Iterable[str | os.PathLike[str]]) -> TrustSet:
+    """Trust from files: PEM/DER certificates, or a JWK Set JSON file (as ``/v1/keys`` publishes).
+
+    A JWKS key's certificate (first ``x5c`` entry) must hold the key the JWK
+    states, else the file is refused (``bad-jwks``); intermediates after it add
+    nothing, since the published certificate itself is trusted.
+    """
+    trust = TrustSet()
+    for path in paths:
+        raw = Path(path).read_bytes()
+        if raw.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"{"):
+            try:
+                document = json.loads(raw.decode("utf-8-sig"))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise VerificationError(f"{path}: not valid JSON ({exc})", reason="bad-jwks") from exc
+            roots, bare = certificates_from_jwks(document, str(path))
+            trust.roots.extend(c for c in roots if c not in trust.roots)
+            trust.bare_keys.extend(bare)
+        else:
+            trust.roots.extend(c for c in as_certificates(path) if c not in trust.roots)
+    return trust
+
+
+def certificates_from_jwks(document: object, source: str = "JWKS") -> tuple[list[x509.Certificate], list[dict[str, Any]]]:
+    """The ``x5c`` signer certificates of a JWK Set, and the keys that have none; ``bad-jwks`` when malformed."""
+    from signing.jws import _jwk_public_key
+
+    keys = document.get("keys") if isinstance(document, Mapping) else None
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, Mapping) for k in keys):
+        raise VerificationError(f"{source}: not a JWK Set (expected a JSON object with a non-empty \"keys\" list)", reason="bad-jwks")
+    certs: list[x509.Certificate] = []
+    bare: list[dict[str, Any]] = []
+    for jwk in keys:
+        name = f"{source}: key {jwk.get('kid')!r}"
+        public = _jwk_public_key(jwk)
+        if public is None:
+            raise VerificationError(f"{name} is not an EC P-256 or RSA key", reason="bad-jwks")
+        x5c = jwk.get("x5c")
+        if x5c is None:
+            bare.append(dict(jwk))
+            continue
+        try:
+            cert = x509.load_der_x509_certificate(base64.b64decode(x5c[0], validate=True))
+        except (ValueError, TypeError, IndexError, KeyError, binascii.Error) as exc:
+            raise VerificationError(f"{name}: x5c is not a list of base64 DER certificates", reason="bad-jwks") from exc
+        if _spki(cert.public_key()) != _spki(public):
+            raise VerificationError(f"{name}: the x5c certificate holds another key than the JWK states", reason="bad-jwks")
+        certs.append(cert)
+    return certs, bare
+
+
+def _spki(public_key: Any) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _utc(when: dt.datetime) -> dt.datetime:

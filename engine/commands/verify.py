@@ -1,10 +1,12 @@
-"""``ketqua verify [--trust PEM]… [--at ISO8601] INPUT``: check a signed result offline.
+"""``ketqua verify [--trust FILE]… [--at ISO8601] INPUT``: check a signed result offline.
 
 INPUT is an ``HC1:`` string, a JWS (compact, or a ``results show --json``
 object with ``jws`` and ``payload``), a PDF (PAdES signatures, plus the QR on
 page 1), or an image holding the QR; a file path, ``-`` for standard input, or
-the text itself. Exit status: 0 valid, 1 invalid (the reason is printed),
-2 the input or trust roots cannot be used.
+the text itself. Trust (``--trust``): PEM/DER certificates (a CA, or the signer
+certificate itself), or the lab's JWK Set as published at ``/v1/keys`` (each
+key's x5c certificate is trusted as published). Exit status: 0 valid,
+1 invalid (the reason is printed), 2 the input or trust roots cannot be used.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from signing.trust import TrustSet
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNUSABLE = 0, 1, 2
 
@@ -40,9 +45,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("input", metavar="INPUT", help="file path, '-' for stdin, or the HC1:/JWS text itself")
-    p.add_argument("--trust", action="append", default=[], metavar="PEM",
-                   help="trust root certificate(s): a CA, or the signer certificate itself; "
-                        "default <data>/keys/ca.pem")
+    p.add_argument("--trust", action="append", default=[], metavar="FILE",
+                   help="trust: PEM/DER certificate(s) (a CA, or the signer certificate itself), or a JWKS JSON "
+                        "file as published at /v1/keys (its keys trusted as published); default <data>/keys/ca.pem")
     p.add_argument("--cert", action="append", default=[], metavar="PEM",
                    help="candidate signer certificates for HC1 (a DSC list); they must chain to --trust. "
                         "<data>/keys/signer.pem is added when present")
@@ -61,22 +66,22 @@ def _unusable(message: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from engine.datadir import DataDir
     from engine.errors import VerificationError
-    from signing.trust import as_certificates
+    from signing.trust import as_certificates, load_trust
 
     data = DataDir.at(args.data)
     trust_paths = list(args.trust)
     if not trust_paths and (data.keys / "ca.pem").exists():
         trust_paths = [str(data.keys / "ca.pem")]
     if not trust_paths:
-        return _unusable(f"no trust roots: pass --trust PEM (none found at {data.keys / 'ca.pem'})")
+        return _unusable(f"no trust roots: pass --trust PEM or --trust JWKS.json (none found at {data.keys / 'ca.pem'})")
     cert_paths = list(args.cert)
     if (data.keys / "signer.pem").exists():
         cert_paths.append(str(data.keys / "signer.pem"))
     try:
-        trust = as_certificates(trust_paths)
+        trust = load_trust(trust_paths)
         candidates = as_certificates(cert_paths)
     except (VerificationError, OSError) as exc:
-        return _unusable(f"cannot load certificates: {exc}")
+        return _unusable(f"cannot load the trust roots or certificates: {exc}")
 
     try:
         raw, label = _read_input(args.input)
@@ -127,7 +132,11 @@ def _read_input(text: str) -> tuple[bytes, str]:
     if text == "-":
         return sys.stdin.buffer.read(), "standard input"
     path = Path(text)
-    if len(text) < 4096 and path.is_file():
+    try:
+        is_file = len(text) < 4096 and path.is_file()
+    except OSError:  # a JWS or HC1 string is longer than a file name may be
+        is_file = False
+    if is_file:
         return path.read_bytes(), str(path)
     return text.encode("utf-8"), "argument"
 
@@ -187,11 +196,14 @@ def _plan(raw: bytes, label: str, detached: bytes | None) -> list[tuple[str, Any
     raise _Unusable(f"{shown}: not an HC1 string, a JWS, a JSON result, a PDF or an image (or no such file)")
 
 
-def _check(kind: str, item: Any, extra: Any, trust: list, candidates: list, at: dt.datetime | None) -> list:
+def _check(kind: str, item: Any, extra: Any, trust: "TrustSet", candidates: list, at: dt.datetime | None) -> list:
+    from signing.jws import decode_header
     from signing.verify import verify_hc1, verify_jws, verify_pdf
 
     if kind == "pdf":
-        return [verify_pdf(item, trust, at=at)]
+        return [verify_pdf(item, trust.roots, at=at)]
     if kind == "hc1":
-        return [verify_hc1(item, trust, certificates=candidates, at=at)]
-    return [verify_jws(item, trust, payload=extra, at=at)]
+        return [verify_hc1(item, trust.roots, certificates=candidates, at=at)]
+    # A published key without a certificate can only check the signature itself.
+    bare = trust.jwks_for(decode_header(item).get("kid")) if trust.bare_keys else None
+    return [verify_jws(item, bare if bare is not None else trust.roots, payload=extra, at=at)]

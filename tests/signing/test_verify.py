@@ -242,3 +242,66 @@ def test_cli_pdf_qr_verifies_with_only_the_root_ca(signed_pdf: bytes, data: Data
     status, out = _run(capsys, "verify", "--data", str(elsewhere), "--trust", str(data.keys / "ca.pem"), str(path))
     assert status == 0, out
     assert "OK PDF" in out and "OK HC1" in out
+
+
+def _jwks_file(path: Path, signer) -> Path:
+    """The JWK Set a lab publishes at /v1/keys for ``signer``, saved the way a relying party would."""
+    from signing.jws import jwks
+
+    path.write_text(json.dumps(jwks(signer)), encoding="utf-8")
+    return path
+
+
+def test_cli_trusts_a_published_jwks(signed_pdf: bytes, signer, hc1: str, tmp_path: Path, capsys) -> None:
+    """``--trust keys.json`` (the JWKS of /v1/keys) verifies a result's JWS, its HC1 and a signed certificate PDF, with no CA at hand."""
+    trust = _jwks_file(tmp_path / "keys.json", signer)
+    elsewhere = str(tmp_path / "no-data-folder")
+    payload = canonical_json(RESULT).decode()
+    result = tmp_path / "result.json"
+    result.write_text(json.dumps({"payload": payload, "jws": sign_compact(payload.encode(), signer), "hc1": hc1}), encoding="utf-8")
+    status, out = _run(capsys, "verify", "--data", elsewhere, "--trust", str(trust), str(result))
+    assert status == 0, out
+    assert "OK JWS" in out and "OK HC1" in out and "DEVELOPMENT result signer" in out
+    pdf = tmp_path / "cert.pdf"
+    pdf.write_bytes(signed_pdf)
+    status, out = _run(capsys, "verify", "--data", elsewhere, "--trust", str(trust), str(pdf))
+    assert status == 0, out
+    assert "OK PDF" in out and "OK HC1" in out
+
+
+def test_cli_jwks_of_another_lab_does_not_verify(signed_pdf: bytes, hc1: str, tmp_path: Path, capsys) -> None:
+    """A JWKS published by another signer is no trust for this lab's HC1 or PDF: exit 1 with the reason."""
+    other = load_signer_spec(DataDir.at(tmp_path / "other")).open()
+    trust = str(_jwks_file(tmp_path / "other.json", other))
+    elsewhere = str(tmp_path / "no-data-folder")
+    status, out = _run(capsys, "verify", "--data", elsewhere, "--trust", trust, hc1)
+    assert status == 1 and "(unknown-kid)" in out
+    pdf = tmp_path / "cert.pdf"
+    pdf.write_bytes(signed_pdf)
+    status, out = _run(capsys, "verify", "--data", elsewhere, "--trust", trust, str(pdf))
+    assert status == 1 and "INVALID PDF (untrusted-chain)" in out
+
+
+def test_cli_jwks_key_without_certificate_checks_a_jws_only(signer, hc1: str, tmp_path: Path, capsys) -> None:
+    """A JWKS key without x5c verifies a JWS by its kid but cannot vouch for an HC1; a JWK whose x5c holds another key is refused (exit 2)."""
+    from signing.jws import jwks
+
+    published = jwks(signer)
+    bare = {"keys": [{k: v for k, v in published["keys"][0].items() if k not in ("x5c", "x5t#S256")}]}
+    trust = tmp_path / "bare.json"
+    trust.write_text(json.dumps(bare), encoding="utf-8")
+    elsewhere = str(tmp_path / "no-data-folder")
+    payload = canonical_json(RESULT)
+    status, out = _run(capsys, "verify", "--data", elsewhere, "--trust", str(trust), sign_compact(payload, signer))
+    assert status == 0 and "OK JWS" in out, out
+    status, out = _run(capsys, "verify", "--data", elsewhere, "--trust", str(trust), hc1)
+    assert status == 1, out
+    other = load_signer_spec(DataDir.at(tmp_path / "other")).open()
+    forged = dict(published["keys"][0], x5c=jwks(other)["keys"][0]["x5c"])
+    trust.write_text(json.dumps({"keys": [forged]}), encoding="utf-8")
+    status, out = _run(capsys, "verify", "--data", elsewhere, "--trust", str(trust), hc1)
+    assert status == 2 and "another key" in out
+    for text, why in (('{"keys": []}', "not a JWK Set"), ("{not json", "not valid JSON"), ('{"kty": "EC"}', "not a JWK Set")):
+        trust.write_text(text, encoding="utf-8")
+        status, out = _run(capsys, "verify", "--data", elsewhere, "--trust", str(trust), hc1)
+        assert status == 2 and f"{trust}: {why}" in out
