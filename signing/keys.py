@@ -107,38 +107,28 @@ def algorithm_for(public_key: object, source: str) -> Algorithm:
 PSS_SHA256 = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
 
 
-class FileKeySigner:
-    """A signer whose private key was loaded from a file into this process."""
+def same_public_key(a: object, b: object) -> bool:
+    """True when two public keys (EC or RSA, any library object cryptography knows) are the same key."""
+    def spki(key: object) -> bytes:
+        return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)  # type: ignore[attr-defined]
 
-    __slots__ = ("_key", "_cert", "_chain", "_algorithm", "_kid", "_development", "_ecdsa", "_sign")
+    return spki(a) == spki(b)
 
-    def __init__(
-        self,
-        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
-        certificate: x509.Certificate,
-        chain: tuple[x509.Certificate, ...] = (),
-        *,
-        source: str = "key file",
-    ) -> None:
-        if key.public_key().public_numbers() != certificate.public_key().public_numbers():  # type: ignore[union-attr]
-            raise SigningError(
-                f"{source}: the private key does not belong to the certificate "
-                f"'{certificate.subject.rfc4514_string()}' (check the key and certificate paths)"
-            )
-        self._key = key
+
+class CertifiedSigner:
+    """What every signer derives from its certificate: chain, algorithm, kid, DEVELOPMENT mark.
+
+    Key stores (file, PKCS#11) subclass it and add only :meth:`sign`.
+    """
+
+    __slots__ = ("_cert", "_chain", "_algorithm", "_kid", "_development")
+
+    def __init__(self, certificate: x509.Certificate, chain: tuple[x509.Certificate, ...], source: str) -> None:
         self._cert = certificate
         self._chain = tuple(chain)
-        self._algorithm = algorithm_for(certificate.public_key(), source)
+        self._algorithm: Algorithm = algorithm_for(certificate.public_key(), source)
         self._kid = certificate_kid(certificate)
         self._development = is_development(certificate)
-        # Bind the per-call work once: the hot path is one C call.
-        if isinstance(key, ec.EllipticCurvePrivateKey):
-            # RFC 6979 deterministic nonces: a replay after a crash re-signs the same
-            # (result id, version) to the very same bytes, and no nonce depends on the RNG.
-            ecdsa = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
-            self._sign = lambda data: key.sign(data, ecdsa)
-        else:
-            self._sign = lambda data: key.sign(data, PSS_SHA256, hashes.SHA256())
 
     @property
     def certificate(self) -> x509.Certificate:
@@ -159,6 +149,36 @@ class FileKeySigner:
     @property
     def development(self) -> bool:
         return self._development
+
+
+class FileKeySigner(CertifiedSigner):
+    """A signer whose private key was loaded from a file into this process."""
+
+    __slots__ = ("_key", "_sign")
+
+    def __init__(
+        self,
+        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+        certificate: x509.Certificate,
+        chain: tuple[x509.Certificate, ...] = (),
+        *,
+        source: str = "key file",
+    ) -> None:
+        if not same_public_key(key.public_key(), certificate.public_key()):
+            raise SigningError(
+                f"{source}: the private key does not belong to the certificate "
+                f"'{certificate.subject.rfc4514_string()}' (check the key and certificate paths)"
+            )
+        super().__init__(certificate, chain, source)
+        self._key = key
+        # Bind the per-call work once: the hot path is one C call.
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            # RFC 6979 deterministic nonces: a replay after a crash re-signs the same
+            # (result id, version) to the very same bytes, and no nonce depends on the RNG.
+            ecdsa = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+            self._sign = lambda data: key.sign(data, ecdsa)
+        else:
+            self._sign = lambda data: key.sign(data, PSS_SHA256, hashes.SHA256())
 
     def sign(self, data: bytes) -> bytes:
         return self._sign(data)
@@ -210,6 +230,10 @@ class SignerSpec:
                 raise ConfigError(f"the {what} file {path} cannot be read ({exc.strerror})") from exc
         return None
 
+    def chain_certificates(self) -> list[x509.Certificate]:
+        """The issuer certificates of the configured ``chain`` files, in file order."""
+        return [cert for path in self.chain for cert in load_certificates(path)]
+
     def _open_file(self) -> FileKeySigner:
         if not self.key:
             raise ConfigError("[signing] kind = 'file' needs key = '<path of the key file>'")
@@ -236,8 +260,7 @@ class SignerSpec:
             cert = load_certificates(self.certificate)[0]
         if cert is None:
             raise ConfigError(f"{key_path}: no certificate; set certificate = '<path of the signer certificate PEM>'")
-        for path in self.chain:
-            chain.extend(load_certificates(path))
+        chain.extend(self.chain_certificates())
         if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
             raise SigningError(f"{key_path}: unsupported key type (expected EC P-256 or RSA)")
         return FileKeySigner(key, cert, order_chain(cert, chain), source=str(key_path))

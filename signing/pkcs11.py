@@ -25,8 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from engine.errors import ConfigError, SigningError
-from signing.keys import Algorithm, algorithm_for, certificate_kid, load_certificates, order_chain
-from signing.pki import is_development
+from signing.keys import CertifiedSigner, load_certificates, order_chain, same_public_key
 
 if TYPE_CHECKING:
     from signing.keys import SignerSpec
@@ -59,19 +58,15 @@ def _library(module: str) -> Any:
         return lib
 
 
-class Pkcs11Signer:
+class Pkcs11Signer(CertifiedSigner):
     """A :class:`signing.keys.Signer` whose private key never leaves the token."""
 
     def __init__(self, session: Any, private_key: Any, certificate: x509.Certificate, chain: tuple[x509.Certificate, ...], *, source: str) -> None:
         import pkcs11
 
+        super().__init__(certificate, chain, source)
         self._session = session
         self._key = private_key
-        self._cert = certificate
-        self._chain = chain
-        self._algorithm: Algorithm = algorithm_for(certificate.public_key(), source)
-        self._kid = certificate_kid(certificate)
-        self._development = is_development(certificate)
         self._lock = threading.Lock()
         self._source = source
         if self._algorithm == "ES256":
@@ -80,26 +75,6 @@ class Pkcs11Signer:
         else:
             self._mechanism = pkcs11.Mechanism.SHA256_RSA_PKCS_PSS
             self._param = (pkcs11.Mechanism.SHA256, pkcs11.MGF.SHA256, 32)
-
-    @property
-    def certificate(self) -> x509.Certificate:
-        return self._cert
-
-    @property
-    def chain(self) -> tuple[x509.Certificate, ...]:
-        return self._chain
-
-    @property
-    def algorithm(self) -> Algorithm:
-        return self._algorithm
-
-    @property
-    def kid(self) -> bytes:
-        return self._kid
-
-    @property
-    def development(self) -> bool:
-        return self._development
 
     def sign(self, data: bytes) -> bytes:
         """Signature over SHA-256 of ``data`` made on the token (DER for ECDSA, as the protocol says)."""
@@ -171,11 +146,8 @@ def open_pkcs11_signer(spec: "SignerSpec") -> Pkcs11Signer:
                     f"{source}: no certificate; store one on the token under the same label or set certificate = '<PEM>'"
                 )
             cert = x509.load_der_x509_certificate(bytes(found[0][Attribute.VALUE]))
-        chain: list[x509.Certificate] = []
-        for path in spec.chain:
-            chain.extend(load_certificates(path))
         _check_pair(key, cert, source)
-        return Pkcs11Signer(session, key, cert, order_chain(cert, chain), source=source)
+        return Pkcs11Signer(session, key, cert, order_chain(cert, spec.chain_certificates()), source=source)
     except BaseException:
         session.close()
         raise
@@ -202,9 +174,7 @@ def _check_pair(private_key: Any, cert: x509.Certificate, source: str) -> None:
         token_key = serialization.load_der_public_key(der)
     except (ValueError, KeyError, pkcs11.PKCS11Error):
         return
-    cert_spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    token_spki = token_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if cert_spki != token_spki:
+    if not same_public_key(cert.public_key(), token_key):
         raise SigningError(
             f"{source}: the certificate '{cert.subject.rfc4514_string()}' does not certify the key on the token"
         )

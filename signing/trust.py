@@ -25,12 +25,12 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from engine.errors import VerificationError
-from signing.keys import PSS_SHA256
+from signing.keys import PSS_SHA256, same_public_key
 
 _MAX_DEPTH = 6
 
@@ -118,14 +118,10 @@ def certificates_from_jwks(document: object, source: str = "JWKS") -> tuple[list
             cert = x509.load_der_x509_certificate(base64.b64decode(x5c[0], validate=True))
         except (ValueError, TypeError, IndexError, KeyError, binascii.Error) as exc:
             raise VerificationError(f"{name}: x5c is not a list of base64 DER certificates", reason="bad-jwks") from exc
-        if _spki(cert.public_key()) != _spki(public):
+        if not same_public_key(cert.public_key(), public):
             raise VerificationError(f"{name}: the x5c certificate holds another key than the JWK states", reason="bad-jwks")
         certs.append(cert)
     return certs, bare
-
-
-def _spki(public_key: Any) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _utc(when: dt.datetime) -> dt.datetime:
