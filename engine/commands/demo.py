@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from engine.commands.run import add_pipeline_options, open_engine
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("demo", parents=[common], help="simulate a plate + manifest, run the pipeline once, print a summary")
     p.add_argument("--seed", type=int, help="plate simulation seed (default: one more than the runs already in the ledger)")
     p.add_argument("--size", type=int, choices=(96, 384), default=96, help="plate size (wells)")
     p.add_argument("--pool-size", type=int, default=10, help="specimens per pool (Dorfman)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core; 0 = inline)")
-    p.add_argument("--no-certificates", action="store_true", help="skip the PDF certificates (signed JSON and QR only)")
+    add_pipeline_options(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
@@ -20,12 +21,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def run(args: argparse.Namespace) -> int:
     from engine.datadir import DataDir
     from engine.demo import manifest_csv, quantstudio_text, simulate_plate, write_atomically
-    from engine.pipeline import Engine
     from signing.pki import ensure_development_pki
 
-    data = DataDir.at(args.data).create()
-    ensure_development_pki(data.keys)
-    engine = Engine(data, workers=args.workers, certificates=not args.no_certificates)
+    # The demo's data folder always has the development PKI (keys/ca.pem is what `ketqua verify` trusts by default).
+    ensure_development_pki(DataDir.at(args.data).create().keys)
+    engine = open_engine(args)
+    data = engine.data
     try:
         seed = args.seed if args.seed is not None else len(engine.ledger.files(kind="analyzer")) + 1
         plate = simulate_plate(seed, size=args.size, pool_size=args.pool_size)

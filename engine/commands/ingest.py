@@ -7,12 +7,13 @@ import sys
 import time
 from typing import Any
 
+from engine.commands.run import add_pipeline_options, open_engine
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("ingest", parents=[common], help="process existing files or folders once (backfill)")
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (searched recursively); originals are left in place")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
-    p.add_argument("--no-certificates", action="store_true", help="do not render PDF certificates")
+    add_pipeline_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument("--retry-parked", action="store_true", help="first put files parked after repeated transient failures back in line")
     p.set_defaults(func=run)
@@ -52,11 +53,7 @@ class Progress:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.datadir import DataDir
-    from engine.pipeline import Engine
-
-    data = DataDir.at(args.data).create()
-    engine = Engine(data, workers=args.workers, certificates=not args.no_certificates)
+    engine = open_engine(args)
     try:
         t0 = time.monotonic()
         if args.retry_parked:

@@ -3,6 +3,24 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.pipeline import Engine
+
+
+def add_pipeline_options(p: argparse.ArgumentParser) -> None:
+    """The options of every command that runs the pipeline (run, ingest, demo)."""
+    p.add_argument("--workers", type=int, default=None, help="worker processes for plates (default: one per core; 0 = inline)")
+    p.add_argument("--no-certificates", action="store_true", help="do not render PDF certificates (signed JSON and QR only)")
+
+
+def open_engine(args: argparse.Namespace) -> "Engine":
+    """The pipeline on ``--data`` (created if new) with the options of :func:`add_pipeline_options`."""
+    from engine.datadir import DataDir
+    from engine.pipeline import Engine
+
+    return Engine(DataDir.at(args.data).create(), workers=args.workers, certificates=not args.no_certificates)
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -10,21 +28,18 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--port", type=int, default=8080, help="API port (default 8080; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1", help="API listen address (default 127.0.0.1)")
     p.add_argument("--no-api", action="store_true", help="pipeline only, no HTTP server")
-    p.add_argument("--workers", type=int, default=None, help="worker processes for plates (default: one per core)")
-    p.add_argument("--no-certificates", action="store_true", help="do not render PDF certificates")
+    add_pipeline_options(p)
     p.add_argument("--json-logs", action="store_true", help="log JSON lines to stderr (also [logging] json = true)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.datadir import DataDir
     from engine.logs import configure, log
-    from engine.pipeline import Engine, run_service
+    from engine.pipeline import run_service
 
-    data = DataDir.at(args.data).create()
-    engine = Engine(data, workers=args.workers, certificates=not args.no_certificates)
+    engine = open_engine(args)
     configure(json_lines=args.json_logs or engine.config.json_logs)
-    log.info("start", data=str(data.root), inbox=str(data.inbox), workers=engine.workers, api=None if args.no_api else f"{args.host}:{args.port}")
+    log.info("start", data=str(engine.data.root), inbox=str(engine.data.inbox), workers=engine.workers, api=None if args.no_api else f"{args.host}:{args.port}")
     try:
         run_service(engine, port=None if args.no_api else args.port, host=args.host)
     finally:
