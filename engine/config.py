@@ -94,16 +94,25 @@ def _section(raw: dict[str, Any], name: str, cls: type, source: str) -> Any:
     return cls(**values)
 
 
-def load_config(data: DataDir) -> Config:
-    """Read ``<data>/ketqua.toml`` if present; defaults otherwise. ConfigError names the bad setting."""
+def read_config_file(data: DataDir) -> tuple[dict[str, Any] | None, str]:
+    """The parsed ``<data>/ketqua.toml`` (None when there is none) and its path for messages.
+
+    Every section's reader starts here, so a broken file is reported the same way by each.
+    """
     path = data.config
     if not path.exists():
-        return Config()
-    source = str(path)
+        return None, str(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8")), str(path)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{source}: not valid TOML ({exc})") from exc
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+
+
+def load_config(data: DataDir) -> Config:
+    """Read ``<data>/ketqua.toml`` if present; defaults otherwise. ConfigError names the bad setting."""
+    raw, source = read_config_file(data)
+    if raw is None:
+        return Config()
     assay = raw.get("assay", {})
     results = raw.get("results", {})
     logging = raw.get("logging", {})

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
@@ -321,17 +320,13 @@ def _resolve(root: Path, value: str | None) -> str | None:
 
 def _signing_section(data: "DataDir") -> tuple[dict | None, str]:
     """The raw ``[signing]`` table of ``<data>/ketqua.toml`` (None when absent) and the file's name for messages."""
-    config_path = data.config
-    if not config_path.exists():
-        return None, str(config_path)
-    try:
-        config = tomllib.loads(config_path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{config_path}: not valid TOML ({exc})") from exc
-    section = config.get("signing")
+    from engine.config import read_config_file
+
+    config, source = read_config_file(data)
+    section = (config or {}).get("signing")
     if section is not None and not isinstance(section, dict):
-        raise ConfigError(f"{config_path}: [signing] must be a table")
-    return section, str(config_path)
+        raise ConfigError(f"{source}: [signing] must be a table")
+    return section, source
 
 
 def load_signer_spec(data: "DataDir") -> SignerSpec:
