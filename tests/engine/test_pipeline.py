@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,37 @@ def _plate(seed: int) -> SimulatedPlate:
 
 def _drop(data: DataDir, name: str, payload: bytes) -> None:
     write_atomically(data.inbox / name, payload)
+
+
+def _drop_plate(data: DataDir, plate: SimulatedPlate, manifest_name: str = "m.csv", plate_name: str = "p.txt") -> None:
+    """Drop a plate's pool manifest, then its QuantStudio export, the way the sampling platform usually sends them."""
+    _drop(data, manifest_name, manifest_csv(plate.manifest))
+    _drop(data, plate_name, quantstudio_text(plate))
+
+
+@contextlib.contextmanager
+def _serving(engine: Engine) -> Iterator[threading.Thread]:
+    """The asyncio service on its own thread for the duration of the block; stopped, joined and the engine closed after."""
+    stop = asyncio.Event()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(serve(engine, port=None, until=stop)))
+    thread.start()
+    try:
+        yield thread
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=120)
+        engine.close()
+
+
+def _wait_for_ledger(data: DataDir, done: Callable[[Ledger], bool], seconds: float, every: float) -> None:
+    """Poll the ledger (read-only) until ``done`` says so or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with Ledger.open(data.ledger, readonly=True) as reader:
+            if done(reader):
+                return
+        time.sleep(every)
 
 
 def _decisions(data: DataDir) -> dict[str, str]:
@@ -55,8 +88,7 @@ def test_retest_plate_completes_dorfman_pools(data_dir: DataDir) -> None:
     plate = _plate(12)
     stage2 = retest_plate(plate, seed=5)
     assert stage2.expected, "the simulated plate must have detected pools"
-    _drop(data_dir, "manifest.csv", manifest_csv(plate.manifest))
-    _drop(data_dir, "plate.txt", quantstudio_text(plate))
+    _drop_plate(data_dir, plate, "manifest.csv", "plate.txt")
     with Engine(data_dir, workers=0, certificates=False) as engine:
         engine.run_once()
         assert {r["specimen_id"] for r in engine.ledger.open_retests()} == set(stage2.expected)
@@ -77,8 +109,7 @@ def test_retest_plate_completes_dorfman_pools(data_dir: DataDir) -> None:
 def test_corrected_manifest_supersedes_signed_result(data_dir: DataDir) -> None:
     """A corrected name for a signed specimen issues version 2 superseding version 1, reason recorded, both kept."""
     plate = _plate(13)
-    _drop(data_dir, "manifest.csv", manifest_csv(plate.manifest))
-    _drop(data_dir, "plate.txt", quantstudio_text(plate))
+    _drop_plate(data_dir, plate, "manifest.csv", "plate.txt")
     with Engine(data_dir, workers=0, certificates=False) as engine:
         engine.run_once()
         signed = {r["specimen_id"]: r for r in engine.ledger.results()}
@@ -198,26 +229,12 @@ def test_service_streams_files_and_stops_cleanly(data_dir: DataDir) -> None:
     engine = Engine(data_dir, workers=1, certificates=False)
     engine.config = type(engine.config)(intake=type(engine.config.intake)(stable_seconds=0.2, poll_seconds=0.05, rescan_seconds=0.5))
     engine.intake.settings = engine.config.intake
-    stop = asyncio.Event()
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=lambda: loop.run_until_complete(serve(engine, port=None, until=stop)))
-    thread.start()
-    try:
+    with _serving(engine) as thread:
         _drop(data_dir, "plate.txt", quantstudio_text(plate))  # before its manifest
-        _drop(data_dir, "other.csv", manifest_csv(other.manifest))
-        _drop(data_dir, "other.txt", quantstudio_text(other))
+        _drop_plate(data_dir, other, "other.csv", "other.txt")
         time.sleep(0.5)
         _drop(data_dir, "manifest.csv", manifest_csv(plate.manifest))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with Ledger.open(data_dir.ledger, readonly=True) as reader:
-                if reader.counts()["files"].get("done", 0) == 4:
-                    break
-            time.sleep(0.1)
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=30)
-        engine.close()
+        _wait_for_ledger(data_dir, lambda reader: reader.counts()["files"].get("done", 0) == 4, 30, 0.1)
     assert not thread.is_alive()
     assert _decisions(data_dir) == {**plate.expected, **other.expected}
     with Ledger.open(data_dir.ledger, readonly=True) as reader:
@@ -246,8 +263,7 @@ def test_parked_file_is_retried_when_the_operator_asks(data_dir: DataDir) -> Non
     from engine.config import Config, IntakeSettings
 
     plate = _plate(18)
-    _drop(data_dir, "m.csv", manifest_csv(plate.manifest))
-    _drop(data_dir, "p.txt", quantstudio_text(plate))
+    _drop_plate(data_dir, plate)
     with Engine(data_dir, workers=0, certificates=False) as engine:
         engine.config = Config(intake=IntakeSettings(max_attempts=2, backoff_seconds=0))
         engine.intake.scan(stable_seconds=0)
@@ -271,8 +287,7 @@ def test_parked_file_is_retried_when_the_operator_asks(data_dir: DataDir) -> Non
 def test_decisions_match_truth_for_several_pool_sizes(data_dir: DataDir, pool_size: int) -> None:
     """For pools of 1, 2 and 5 specimens every specimen's decision equals the simulated truth."""
     plate = simulate_plate(70 + pool_size, pool_size=pool_size, prevalence=0.05)
-    _drop(data_dir, "m.csv", manifest_csv(plate.manifest))
-    _drop(data_dir, "p.txt", quantstudio_text(plate))
+    _drop_plate(data_dir, plate)
     with Engine(data_dir, workers=0, certificates=False) as engine:
         engine.run_once()
     assert _decisions(data_dir) == plate.expected
@@ -281,8 +296,7 @@ def test_decisions_match_truth_for_several_pool_sizes(data_dir: DataDir, pool_si
 def test_concurrent_plates_for_the_same_specimens_become_ordered_versions(data_dir: DataDir) -> None:
     """Two retest runs of the same specimens signed in parallel workers commit as versions 1 and 2, never as two version 1s."""
     plate = _plate(19)
-    _drop(data_dir, "m.csv", manifest_csv(plate.manifest))
-    _drop(data_dir, "p.txt", quantstudio_text(plate))
+    _drop_plate(data_dir, plate)
     first, second = retest_plate(plate, seed=1, name="RT-A"), retest_plate(plate, seed=2, name="RT-B")
     with Engine(data_dir, workers=2, certificates=False) as engine:
         engine.run_once()
@@ -334,27 +348,12 @@ def test_a_killed_worker_process_loses_no_plate(data_dir: DataDir, monkeypatch: 
 def test_service_renders_certificates_left_pending_by_an_earlier_run(data_dir: DataDir) -> None:
     """Results committed without certificates (a stop or crash before rendering) get their signed PDFs when the service starts."""
     plate = simulate_plate(90, pool_size=4, prevalence=0.02)
-    _drop(data_dir, "m.csv", manifest_csv(plate.manifest))
-    _drop(data_dir, "p.txt", quantstudio_text(plate))
+    _drop_plate(data_dir, plate)
     with Engine(data_dir, workers=0, certificates=False) as engine:
         signed = engine.run_once().signed
     data_dir.config.write_text('[signing]\ntsa = "development"\n', encoding="utf-8")  # the service's writer gets the TSA too
-    engine = Engine(data_dir, workers=0, certificates=True)
-    stop = asyncio.Event()
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=lambda: loop.run_until_complete(serve(engine, port=None, until=stop)))
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with Ledger.open(data_dir.ledger, readonly=True) as reader:
-                if not reader.pending_certificates(1):
-                    break
-            time.sleep(0.2)
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=120)
-        engine.close()
+    with _serving(Engine(data_dir, workers=0, certificates=True)):
+        _wait_for_ledger(data_dir, lambda reader: not reader.pending_certificates(1), 60, 0.2)
     with Ledger.open(data_dir.ledger, readonly=True) as reader:
         rows = reader.results()
     assert len(rows) == signed and all(r["certificate"] for r in rows)
@@ -372,8 +371,7 @@ def test_lab_configuration_is_read_and_bad_settings_are_named(data_dir: DataDir)
     config = load_config(data_dir)
     assert (config.lab.id, config.lab.name, config.intake.stable_seconds) == ("VN-79-TEST", "Phòng xét nghiệm Thử", 1.0)
     plate = _plate(95)
-    _drop(data_dir, "m.csv", manifest_csv(plate.manifest))
-    _drop(data_dir, "p.txt", quantstudio_text(plate))
+    _drop_plate(data_dir, plate)
     with Engine(data_dir, workers=0, certificates=False) as engine:
         engine.run_once()
         payload = json.loads(engine.ledger.results()[0]["payload"])
@@ -405,8 +403,7 @@ def _validate_pdf(pdf: bytes, root_pem: bytes):
 def _certify_plate(data: DataDir, seed: int) -> list[Path]:
     """Run one small plate with certificates; the certificate paths from the ledger."""
     plate = simulate_plate(seed, pool_size=1, prevalence=0.02)
-    _drop(data, "m.csv", manifest_csv(plate.manifest))
-    _drop(data, "p.txt", quantstudio_text(plate))
+    _drop_plate(data, plate)
     with Engine(data, workers=0, certificates=True) as engine:
         summary = engine.run_once()
         rows = engine.ledger.results()
@@ -504,8 +501,7 @@ def test_unreachable_tsa_leaves_certificates_pending(data_dir: DataDir) -> None:
         port = s.getsockname()[1]  # closed again: nothing listens there
     data_dir.config.write_text(f'[signing]\ntsa_url = "http://127.0.0.1:{port}/tsr"\n', encoding="utf-8")
     plate = simulate_plate(99, pool_size=1)
-    _drop(data_dir, "m.csv", manifest_csv(plate.manifest))
-    _drop(data_dir, "p.txt", quantstudio_text(plate))
+    _drop_plate(data_dir, plate)
     with Engine(data_dir, workers=0, certificates=True) as engine:
         with pytest.raises(SigningError, match="time-stamp authority"):
             engine.run_once()
