@@ -134,18 +134,21 @@ def verify_jws(
             kind="jws", signer=f"JWKS key {header.get('kid')}", signer_sha256="", development=False,
             algorithm=str(header.get("alg")), signed_at=signed_at, content=content,
         )
+    return _signer_report("jws", path, algorithm=str(header.get("alg")), signed_at=signed_at, content=content)
+
+
+def _signer_report(kind: str, path: Sequence[x509.Certificate], *, notes: Sequence[str] = (), **fields: Any) -> VerificationReport:
+    """The report of a signature whose signer (``path[0]``) chained to trust through ``path``; DEVELOPMENT keys noted."""
     cert = path[0]
-    notes = ["signed with a DEVELOPMENT key: not a clinical result"] if is_development(cert) else []
+    development = is_development(cert)
     return VerificationReport(
-        kind="jws",
+        kind=kind,
         signer=cert.subject.rfc4514_string(),
         signer_sha256=_fingerprint(cert),
-        development=is_development(cert),
-        algorithm=str(header.get("alg")),
-        signed_at=signed_at,
-        content=content,
+        development=development,
         chain=[c.subject.rfc4514_string() for c in path[1:]],
-        notes=notes,
+        notes=[*notes, *(["signed with a DEVELOPMENT key: not a clinical result"] if development else [])],
+        **fields,
     )
 
 
@@ -209,20 +212,9 @@ def verify_hc1(
                 f"the QR was issued at {_iso(content.issued_at)}, after the verification time {_iso(now)}",
                 reason="not-yet-valid",
             )
-        notes = []
-        if is_development(cert):
-            notes.append("signed with a DEVELOPMENT key: not a clinical result")
-        return VerificationReport(
-            kind="hc1",
-            signer=cert.subject.rfc4514_string(),
-            signer_sha256=_fingerprint(cert),
-            development=is_development(cert),
-            algorithm=alg,
-            signed_at=content.issued_at,
-            expires_at=expires_at,
+        return _signer_report(
+            "hc1", path, algorithm=alg, signed_at=content.issued_at, expires_at=expires_at,
             content={"iss": content.issuer, "dcc": content.dcc},
-            chain=[c.subject.rfc4514_string() for c in path[1:]],
-            notes=notes,
         )
     assert failure is not None
     raise failure
@@ -316,23 +308,13 @@ def verify_pdf(
             tsa = x509.load_der_x509_certificate(status.timestamp_validity.signing_cert.dump())
             if is_development(tsa):
                 notes.append("time-stamp from a DEVELOPMENT authority: the signing time is not independently attested")
-        if is_development(signer):
-            notes.append("signed with a DEVELOPMENT key: not a clinical result")
-        if reports:
-            notes.append("earlier signature(s) also valid: " + "; ".join(r.signer for r in reports))
-        reports.append(
-            VerificationReport(
-                kind="pdf",
-                signer=signer.subject.rfc4514_string(),
-                signer_sha256=_fingerprint(signer),
-                development=is_development(signer),
-                algorithm=status.md_algorithm.upper() + " " + status.pkcs7_signature_mechanism,
-                signed_at=signed_at,
-                content={"field": sig.field_name, "bytes": len(pdf)},
-                notes=notes,
-                certificate=signer,
-            )
+        report = _signer_report(
+            "pdf", [signer], notes=notes, algorithm=status.md_algorithm.upper() + " " + status.pkcs7_signature_mechanism,
+            signed_at=signed_at, content={"field": sig.field_name, "bytes": len(pdf)}, certificate=signer,
         )
+        if reports:
+            report.notes.append("earlier signature(s) also valid: " + "; ".join(r.signer for r in reports))
+        reports.append(report)
     return reports[-1]
 
 
