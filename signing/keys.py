@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -390,10 +390,8 @@ _TSA_KEYS = {"tsa_url", "tsa"}
 #: Seconds to wait for a TSA's answer before the certificate batch fails (and is retried from the ledger).
 _TSA_TIMEOUT_S = 10
 
-_KNOWN = {
-    "kind", "key", "certificate", "chain", "passphrase_env", "passphrase_file",
-    "module", "token", "key_label", "pin_env", "pin_file",
-} | _TSA_KEYS
+#: Every ``[signing]`` setting: the :class:`SignerSpec` fields (a new one is known here at once) and the TSA keys.
+_KNOWN = {f.name for f in fields(SignerSpec)} | _TSA_KEYS
 
 
 def spec_from_config(section: dict, root: Path, *, source: str = "ketqua.toml") -> SignerSpec:
