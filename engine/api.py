@@ -619,17 +619,13 @@ def api_config(data: DataDir) -> tuple[ApiSettings, ssl.SSLContext | None]:
         tls_client_ca = "tls/clients-ca.pem" # set => mutual TLS: a client certificate is required
         previous_signers = ["keys/signer-2026.pem"] # retired signer certificates still published in /v1/keys
     """
-    import tomllib
-
+    from engine.config import read_config_file
     from engine.errors import ConfigError
 
-    path = data.config
-    if not path.exists():
+    raw, path = read_config_file(data)
+    if raw is None:
         return ApiSettings(), None
-    try:
-        table = tomllib.loads(path.read_text(encoding="utf-8")).get("api", {})
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    table = raw.get("api", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [api] must be a table")
     defaults = ApiSettings()
