@@ -199,7 +199,9 @@ def number_form(value: float) -> str:
         raise SigningError("NaN and infinity are not JSON numbers; write a Ct that did not amplify as null")
     if value == 0:
         return "0"  # also -0
-    text = repr(value)  # Python's repr is the shortest round-tripping digit string, as ECMAScript's
+    # Python's float repr is the shortest round-tripping digit string, as ECMAScript's. Called on
+    # float itself: a subclass (numpy's float64 from Arrow columns) reprs as "np.float64(...)".
+    text = float.__repr__(float(value))
     sign = ""
     if text[0] == "-":
         sign, text = "-", text[1:]

@@ -123,8 +123,11 @@ def test_canonical_json_ignores_key_order(mapping: dict, rnd: random.Random) -> 
 @settings(max_examples=300, deadline=None)
 @given(st.floats(allow_nan=False, allow_infinity=False))
 def test_number_form_round_trips_and_has_no_python_artefacts(value: float) -> None:
-    """Every finite double serialises to text that parses back to the same double, without '.0' or 'e+0' forms."""
+    """Every finite double serialises to text that parses back to the same double, without '.0' or 'e+0' forms; numpy's float64 alike."""
+    import numpy as np
+
     text = number_form(value)
+    assert number_form(np.float64(value)) == text
     assert float(text) == value
     assert not text.endswith(".0") and "e+0" not in text and "e-0" not in text and "E" not in text
 
@@ -175,6 +178,29 @@ def test_fast_path_numbers_match_the_reference(value: float) -> None:
     """Every double, alone and inside an object, serialises identically on the fast path and in the reference."""
     for wrapped in (value, [value], {"ct": value}):
         assert _outcome(canonical_json, wrapped) == _outcome(reference_canonical_json, wrapped)
+
+
+def test_values_outside_the_fast_path_get_the_reference_bytes() -> None:
+    """Other mappings, dict/str/int subclasses and numpy scalars are written exactly as the reference writes them."""
+    import collections
+    import enum
+    import types
+
+    import numpy as np
+
+    class Code(enum.IntEnum):
+        POSITIVE = 1
+
+    class Word(str):
+        pass
+
+    value = {
+        "proxy": types.MappingProxyType({"b": 1, "a": 2}), "ordered": collections.OrderedDict([("z", 0.5), ("y", 3.0)]),
+        "enum": Code.POSITIVE, "word": Word("x\n"), "np": [np.float32(31.25), np.float64(1e-7), np.int64(7), np.bool_(True)],
+    }
+    expected = (b'{"enum":1,"np":[31.25,1e-7,7,true],"ordered":{"y":3,"z":0.5},"proxy":{"a":2,"b":1},"word":"x\\n"}')
+    assert reference_canonical_json(value) == expected
+    assert canonical_json(value) == expected
 
 
 def test_fast_path_does_not_change_its_input() -> None:
