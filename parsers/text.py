@@ -392,9 +392,10 @@ class Block:
             mask = pa.array(mask, type=pa.bool_())
         mask = pc.fill_null(mask, False)
         keep = mask.to_numpy(zero_copy_only=False)
+        columns = self.columns
         return Block(
             self.header,
-            [c.filter(mask) for c in self.columns],
+            columns.filter(mask) if isinstance(columns, _CleanedOnUse) else [c.filter(mask) for c in columns],
             self.lines[keep],
             self.header_line,
             self.source,
@@ -534,13 +535,47 @@ def _read_rectangular(lines: Sequence[str], first: int, stop: int, sep: str, nam
         raw = [c.filter(mask) for c in raw]
     if len(numbers) == 0:
         return Block(names, [pa.nulls(0, pa.string()) for _ in names], numbers, header_index + 1, source)
-    return Block(names, [_clean_cells(c) for c in raw], numbers, header_index + 1, source)
+    return Block(names, _CleanedOnUse(raw), numbers, header_index + 1, source)  # type: ignore[arg-type]
 
 
 def _clean_cells(col: pa.Array) -> pa.Array:
     """Cells stripped of padding and quotes; empty cells null (as the general path leaves them)."""
     col = pc.utf8_trim(col, characters=" \t\u00a0\"")
-    return pc.if_else(pc.equal(pc.utf8_length(col), 0), pa.scalar(None, pa.string()), col)
+    filled = pc.greater(pc.binary_length(col), 0)
+    if col.null_count == 0 and col.offset == 0 and filled.offset == 0:
+        # Empty cells become null by giving the trimmed strings a validity bitmap: no string copy.
+        return pa.Array.from_buffers(pa.string(), len(col), [filled.buffers()[1], *col.buffers()[1:]])
+    return pc.if_else(filled, col, pa.scalar(None, pa.string()))
+
+
+class _CleanedOnUse(Sequence[pa.Array]):
+    """A block's columns, each cleaned (:func:`_clean_cells`) when first read.
+
+    An export has 10-40 columns and a parser reads five or six; cleaning only
+    those saves most of the column work on a large file. Filtering keeps the
+    raw cells, since cleaning is cell by cell and commutes with it.
+    """
+
+    def __init__(self, raw: list[pa.Array]) -> None:
+        self._raw = raw
+        self._clean: dict[int, pa.Array] = {}
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def, override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self._raw)))]
+        i = range(len(self._raw))[i]
+        if i not in self._clean:
+            self._clean[i] = _clean_cells(self._raw[i])
+        return self._clean[i]
+
+    def filter(self, mask: pa.Array) -> _CleanedOnUse:
+        """The same columns, rows where ``mask`` is true."""
+        out = _CleanedOnUse([c.filter(mask) for c in self._raw])
+        out._clean = {i: c.filter(mask) for i, c in self._clean.items()}
+        return out
 
 
 #: More columns than any instrument export has: a damaged file or the wrong separator.
@@ -653,6 +688,50 @@ def ct_array(
     n = len(values)
     if n == 0:
         return np.zeros(0, dtype=np.float32)
+    if n < _BY_DICTIONARY:
+        ct = _ct_cycles(values, lines=lines, source=source, field=field, decimal=decimal, missing=missing)
+    else:
+        # Cells already a plain number (most of them) read as written in either locale, so they
+        # skip the clean-up; the others (Undetermined, decimal commas, damage) are few distinct
+        # spellings, converted once each through the dictionary of the column.
+        filled = pc.fill_null(values, "")
+        plain = pc.match_substring_regex(filled, _NUMBER)
+        ct = pc.cast(pc.if_else(plain, filled, pa.scalar("nan")), pa.float64()).to_numpy(zero_copy_only=False).copy()
+        rest = np.flatnonzero(~plain.to_numpy(zero_copy_only=False))
+        if len(rest):
+            others = values.take(pa.array(rest))
+            encoded = pc.dictionary_encode(pc.fill_null(others, ""))
+            try:
+                converted = _ct_cycles(encoded.dictionary, lines=None, source=source, field=field, decimal=decimal,
+                                       missing=missing)
+            except ParseError:
+                # Raise as the row-by-row reading does, naming the first bad row's line.
+                _ct_cycles(others, lines=None if lines is None else [lines[i] for i in rest], source=source,
+                           field=field, decimal=decimal, missing=missing)
+                raise
+            ct[rest] = converted[encoded.indices.to_numpy(zero_copy_only=False)]
+    if minus_one_is_missing:
+        ct[ct == -1.0] = np.nan
+    out_of_range = (ct < CT_MIN) | (ct > CT_MAX)
+    if out_of_range.any():
+        i = int(np.flatnonzero(out_of_range)[0])
+        raise ParseError(
+            f"Ct value {values[i].as_py()} is outside {CT_MIN:g}-{CT_MAX:g} cycles",
+            source=source,
+            line=_line_at(lines, i),
+            field=field,
+            expected=f"a Ct between {CT_MIN:g} and {CT_MAX:g} cycles",
+        )
+    return ct.astype(np.float32)
+
+
+#: Columns at least this long are normalised through their dictionary of distinct cells.
+_BY_DICTIONARY = 2048
+
+
+def _ct_cycles(values: pa.Array, *, lines: np.ndarray | Sequence[int] | None, source: str | None, field: str,
+               decimal: str, missing: Sequence[str]) -> np.ndarray:
+    """Ct cells to float64 cycles (NaN for no-Ct markers); a non-number is a ParseError naming its line."""
     v = _canonical_numbers(pc.fill_null(values, ""), decimal)
     lowered = pc.utf8_lower(v)
     # Cells were stripped of inner spaces by _canonical_numbers, so compare markers the same way.
@@ -670,20 +749,7 @@ def ct_array(
             expected="a number of cycles, or Undetermined/NaN/N/A/empty for no amplification",
         )
     as_number = pc.if_else(numeric, v, pa.scalar("nan"))
-    ct = pc.cast(as_number, pa.float64()).to_numpy(zero_copy_only=False).copy()
-    if minus_one_is_missing:
-        ct[ct == -1.0] = np.nan
-    out_of_range = (ct < CT_MIN) | (ct > CT_MAX)
-    if out_of_range.any():
-        i = int(np.flatnonzero(out_of_range)[0])
-        raise ParseError(
-            f"Ct value {values[i].as_py()} is outside {CT_MIN:g}-{CT_MAX:g} cycles",
-            source=source,
-            line=_line_at(lines, i),
-            field=field,
-            expected=f"a Ct between {CT_MIN:g} and {CT_MAX:g} cycles",
-        )
-    return ct.astype(np.float32)
+    return pc.cast(as_number, pa.float64()).to_numpy(zero_copy_only=False).copy()
 
 
 def parse_ct(
@@ -751,6 +817,21 @@ def normalise_wells(
     Null/empty cells raise unless ``allow_null``.
     """
     values = _string_array(values)
+    if len(values) >= _BY_DICTIONARY:
+        # A plate has at most 1536 distinct wells: normalise each spelling once.
+        encoded = pc.dictionary_encode(pc.fill_null(values, ""))
+        try:
+            names = _normalise_wells(encoded.dictionary, plate=plate, source=source, lines=None, field=field,
+                                     allow_null=allow_null)
+        except ParseError:
+            pass  # read row by row below, which names the first bad row's line
+        else:
+            return names.take(encoded.indices)
+    return _normalise_wells(values, plate=plate, source=source, lines=lines, field=field, allow_null=allow_null)
+
+
+def _normalise_wells(values: pa.Array, *, plate: int, source: str | None,
+                     lines: np.ndarray | Sequence[int | None] | None, field: str, allow_null: bool) -> pa.Array:
     rows, cols = plate_shape(plate)
     n = len(values)
     if n == 0:
@@ -871,6 +952,10 @@ def normalise_roles(
     values = _string_array(values)
     if len(values) == 0:
         return pa.array([], type=pa.string())
+    if len(values) >= _BY_DICTIONARY:
+        # Few distinct words (or sample names repeated per target): map each once.
+        encoded = pc.dictionary_encode(pc.fill_null(values, ""))
+        return normalise_roles(encoded.dictionary, default, empty=empty).take(encoded.indices)
     key = pc.utf8_lower(pc.utf8_trim_whitespace(pc.fill_null(values, "")))
     key = pc.replace_substring_regex(key, r"[\s_]+", " ")  # Diomni writes POSITIVE_CONTROL
     idx = pc.index_in(key, value_set=_ROLE_KEYS)
