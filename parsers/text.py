@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from itertools import chain
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ __all__ = [
     # tables inside text
     "Block",
     "read_block",
+    "read_sections",
     "split_fields",
     # cell and column conversions
     "ct_array",
@@ -266,10 +268,10 @@ def split_lines(text: str) -> list[str]:
         lines = text.split("\n")  # str.split in C: several times faster than the regex on 100 MB
     elif "\n" not in text:
         lines = text.split("\r")  # CR-only (SDS 2.x, LightCycler)
-    elif text.count("\r") == text.count("\n") == text.count("\r\n"):
-        lines = text.split("\r\n")  # Windows CRLF throughout
     else:
-        lines = _LINE_BREAK.split(text)  # mixed line ends
+        lines = text.split("\r\n")  # Windows CRLF throughout, unless a lone CR or LF is left over:
+        if not len(lines) - 1 == text.count("\r") == text.count("\n"):
+            lines = _LINE_BREAK.split(text)  # mixed line ends
     if lines and lines[-1] == "":
         lines.pop()
     return lines
@@ -479,7 +481,33 @@ def read_block(
     return Block(names, cleaned, numbers, header_index + 1, source)
 
 
-def _read_rectangular(lines: Sequence[str], first: int, stop: int, sep: str, names: list[str],
+def read_sections(lines: Sequence[str], spans: Sequence[tuple[int, int]], sep: str, *,
+                  source: str | None = None) -> tuple[Block, np.ndarray] | None:
+    """The rows of several tables under one identical header, read as one Block; None when they are not so simple.
+
+    Exports with one section per channel (LightCycler, Rotor-Gene) repeat the
+    same header over each section's rows. ``spans`` holds each section's
+    ``(header index, stop)``. Returns the Block and, per row, the index of its
+    section. None (the caller then reads section by section) when headers
+    differ, a section has no rows, or a table is not rectangular.
+    """
+    if not spans:
+        return None
+    head = lines[spans[0][0]]
+    if any(lines[h] != head or stop <= h + 1 for h, stop in spans):
+        return None
+    block = _read_rectangular(lines, [(h + 1, stop) for h, stop in spans], 0, sep, split_fields(head, sep),
+                              spans[0][0], source)
+    if block is None:
+        return None
+    starts = np.array([h + 2 for h, _ in spans])  # 1-based line of each section's first row
+    section = np.searchsorted(starts, block.lines, side="right") - 1
+    if len(np.unique(section)) != len(spans):
+        return None  # a section of blank rows only: the section-by-section reading refuses it
+    return block, section
+
+
+def _read_rectangular(lines: Sequence[str], first: int | list[tuple[int, int]], stop: int, sep: str, names: list[str],
                       header_index: int, source: str | None) -> Block | None:
     """:func:`read_block` for the usual table, straight through one ``pyarrow.csv`` read; None otherwise.
 
@@ -490,9 +518,11 @@ def _read_rectangular(lines: Sequence[str], first: int, stop: int, sep: str, nam
     Anything else (ragged or quoted rows, blank lines in a multi-column table)
     returns None and takes the general path, which pads rows one by one.
     """
-    if stop <= first or not names or len(names) > MAX_COLUMNS:
+    ranges = first if isinstance(first, list) else [(first, stop)]
+    if not names or len(names) > MAX_COLUMNS or any(b <= a for a, b in ranges):
         return None
-    text = "\n".join(lines[first:stop])
+    text = "\n".join(lines[ranges[0][0]:ranges[0][1]] if len(ranges) == 1 else
+                     chain.from_iterable(lines[a:b] for a, b in ranges))
     if '"' in text or "\ufeff" in text:
         return None
     try:
@@ -513,11 +543,11 @@ def _read_rectangular(lines: Sequence[str], first: int, stop: int, sep: str, nam
         )
     except (pa.ArrowInvalid, pa.ArrowException):
         return None
-    if table.num_rows != stop - first:
+    numbers = np.concatenate([np.arange(a + 1, b + 1, dtype=np.int32) for a, b in ranges])
+    if table.num_rows != len(numbers):
         return None
     raw = [table.column(n).combine_chunks() for n in cols]
     del table, payload
-    numbers = np.arange(first + 1, stop + 1, dtype=np.int32)
     # A blank row is one whose every field is only spaces/tabs (no quotes here): narrow the
     # candidates column by column, so a table whose first filled column has no gaps costs one pass.
     candidates = np.arange(len(numbers))
