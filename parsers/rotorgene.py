@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.errors import ParseError
 from parsers.registry import register
@@ -38,9 +40,8 @@ from parsers.text import (
     decode_lines,
     head_text,
     read_block,
+    read_sections,
     require_rows,
-    skip_blank,
-    table_stop,
 )
 
 _SECTION_WORDS = "quantitative analysis of"
@@ -70,7 +71,11 @@ def _dye(channel: str) -> str:
 def _sections(lines: list[str], source: str) -> list[tuple[int, int, str, str | None]]:
     """(header index, stop, channel, assay) for each analysis section."""
     found = []
-    titles = [i for i, line in enumerate(lines) if _section_title(line)]
+    column = pa.array(lines, pa.string())
+    # A title holds at least the two spaces of "quantitative analysis of": only such lines are
+    # looked at in Python. Blank (separator-only) lines are found by Arrow in one pass.
+    spaced = np.flatnonzero(pc.count_substring(column, " ").to_numpy(zero_copy_only=False) >= 2)
+    titles = [int(i) for i in spaced if _section_title(lines[i])]
     if not titles:
         raise ParseError(
             "no 'Quantitative analysis of …' section found",
@@ -78,10 +83,19 @@ def _sections(lines: list[str], source: str) -> list[tuple[int, int, str, str | 
             line=1,
             expected="a Rotor-Gene Q Excel Analysed Data Export with quantitation results",
         )
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim(column, characters=' \t;,"')), 0).to_numpy(zero_copy_only=False)
+    del column
+    blanks, filled = np.flatnonzero(blank), np.flatnonzero(~blank)
+
+    def first_in(indices: np.ndarray, start: int, end: int) -> int:
+        """The first of ``indices`` in [start, end), else ``end``."""
+        at = np.searchsorted(indices, start)
+        return int(indices[at]) if at < len(indices) and indices[at] < end else end
+
     for n, title in enumerate(titles):
         channel, assay = _section_title(lines[title])  # type: ignore[misc]
         end = titles[n + 1] if n + 1 < len(titles) else len(lines)
-        header = skip_blank(lines, title + 1, end, blank=_is_blank)
+        header = first_in(filled, title + 1, end)  # skip the blank lines under the title
         if header >= end or not _HEADER.match(lines[header][:300]):
             raise ParseError(
                 f"the section '{lines[title].strip(' ;,')}' has no results table",
@@ -89,7 +103,7 @@ def _sections(lines: list[str], source: str) -> list[tuple[int, int, str, str | 
                 line=title + 1,
                 expected="a header 'No.;Color;Name;Type;Ct;…' below the section title",
             )
-        found.append((header, table_stop(lines, header, end, ends=_is_blank), channel, assay))
+        found.append((header, first_in(blanks, header + 1, end), channel, assay))  # the table ends at a blank line
     return found
 
 def _run_metadata(lines: list[str], first_section: int, encoding: str) -> dict[str, str]:
@@ -105,6 +119,41 @@ def _run_metadata(lines: list[str], first_section: int, encoding: str) -> dict[s
         pairs.append(("run_start", f"{found['date']} {found.get('time', '')}".strip()))
     pairs.append(("instrument", "Qiagen Rotor-Gene Q"))
     return clean_metadata(pairs)
+
+def _parse_all_sections(lines: list[str], sections: list[tuple[int, int, str, str | None]], meta: dict[str, str],
+                        source: str, run_id: str) -> pa.Table | None:
+    """Every section in one columnar pass when they share one header; None otherwise.
+
+    Also None on any damage or when no tube is named: the section-by-section
+    reading then reports it exactly as it always has (first damaged section first).
+    """
+    sep = _HEADER.match(lines[sections[0][0]][:300])["sep"]  # type: ignore[index]
+    read = read_sections(lines, [(header, stop) for header, stop, *_ in sections], sep, source=source)
+    if read is None:
+        return None
+    block, _ = read  # sections are found again from the kept rows' line numbers
+    try:
+        ct = ct_array(block.require("Ct"), lines=block.lines, source=source, field="Ct", decimal=",")
+        name = block.get_or_nulls("Name")
+        role = instrument_roles(block.get_or_nulls("Type"), name)
+        block, ct, (name, role) = drop_empty_wells(block, ct, name, role, source=source, field="Name")
+    except ParseError:
+        return None
+    if block.num_rows == 0:
+        return None
+    index = pa.array(np.searchsorted(np.array([h + 2 for h, *_ in sections]), block.lines, side="right") - 1)
+    return canonical_table(
+        run_id=run_id,
+        source=source,
+        line=block.lines,
+        metadata=meta,
+        sample_id=name,
+        role=role,
+        target=pa.array([assay or channel for *_, channel, assay in sections], pa.string()).take(index),
+        dye=pa.array([_dye(channel) for *_, channel, _assay in sections], pa.string()).take(index),
+        ct=ct,
+    )
+
 
 @register(
     "rotorgene",
@@ -131,6 +180,9 @@ class RotorGeneExport:
         lines, encoding = decode_lines(data, source)
         sections = _sections(lines, source)
         meta = {**_run_metadata(lines, sections[0][0], encoding), "format": "rotorgene"}
+        fast = _parse_all_sections(lines, sections, meta, source, run_id)
+        if fast is not None:
+            return fast
         tables = []
         for header, stop, channel, assay in sections:
             sep = _HEADER.match(lines[header][:300])["sep"]  # type: ignore[index]
