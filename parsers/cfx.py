@@ -29,6 +29,8 @@ from engine.errors import ParseError
 from parsers.registry import register
 from parsers.tabular import drop_empty_wells, header_line, instrument_roles, preamble_pairs, require_header
 from parsers.text import (
+    Block,
+    Utf8Head,
     canonical_table,
     clean_metadata,
     ct_array,
@@ -36,10 +38,14 @@ from parsers.text import (
     head_lines,
     normalise_wells,
     read_block,
+    read_tail,
     require_rows,
+    utf8_head,
 )
 
 # The row-index column before "Well" has no title; CFX Maestro 2.x "Export to CSV" may leave it out.
+#: Lines searched for the table header (run lines above it are few).
+_HEADER_WITHIN = 200
 _HEADER = re.compile(r"^(?:[ \"]*(?P<lead>[,;\t]))?[ \"]*Well[ \"]*(?P<sep>[,;\t])[ \"]*Fluor[ \"]*(?P=sep)", re.IGNORECASE)
 CQ_COLUMNS = ("Cq", "C(t)", "Ct", "Cт")
 
@@ -100,46 +106,77 @@ class CfxCqResults:
     @staticmethod
     def parse(data: bytes, source: str, run_id: str) -> pa.Table:
         """Canonical rows, one per well × fluor; NaN/N/A Cq → NaN; empty wells dropped."""
+        head = utf8_head(data, source, max_lines=_HEADER_WITHIN + 1)
+        fast = _parse_tail(head, source, run_id) if head is not None else None
+        if fast is not None:
+            return fast
         lines, encoding = decode_lines(data, source)
-        header = require_header(lines, _header_separator, within=200, source=source,
-                                missing="no Cq Results table header found",
-                                expected="a header row like ',Well,Fluor,Target,Content,Sample,…,Cq'")
-        sep = _header_separator(lines[header])
-        assert sep is not None
-        # Vietnamese/French-locale Windows writes ';' lists and decimal commas.
-        decimal = "," if sep == ";" else "."
-        block = read_block(lines, header, None, sep, source=source)
-        require_rows(block, "Cq Results", source=source)
-        cq_idx = block.find(*CQ_COLUMNS)
-        if cq_idx is None:
-            raise ParseError(
-                "no Cq column in the table header",
-                source=source,
-                line=block.header_line,
-                field="Cq",
-                expected="a column named Cq",
-            )
-        ct = ct_array(block.columns[cq_idx], lines=block.lines, source=source, field=block.header[cq_idx], decimal=decimal)
-        sample = block.get_or_nulls("Sample", "Sample Name")
-        role = instrument_roles(block.get_or_nulls("Content"), sample)
-        block, ct, (sample, role) = drop_empty_wells(block, ct, sample, role, source=source, field="Sample")
-        require_rows(block, "Cq Results", source=source)
-        wells = normalise_wells(block.require("Well"), plate=384, source=source, lines=block.lines)
-        fluor = block.get("Fluor")
-        target = block.get("Target")
-        if target is None:
-            target = fluor
-        elif fluor is not None:
-            target = pc.coalesce(target, fluor)
-        return canonical_table(
-            run_id=run_id,
+        return _parse_lines(lines, encoding, source, run_id)
+
+
+def _find_header(lines: list[str], source: str) -> tuple[int, str]:
+    """(index, separator) of the Cq Results header among the first lines."""
+    header = require_header(lines, _header_separator, within=_HEADER_WITHIN, source=source,
+                            missing="no Cq Results table header found",
+                            expected="a header row like ',Well,Fluor,Target,Content,Sample,…,Cq'")
+    sep = _header_separator(lines[header])
+    assert sep is not None
+    return header, sep
+
+
+def _parse_tail(head: Utf8Head, source: str, run_id: str) -> pa.Table | None:
+    """The common case without decoding the table: header found in the head, rows read from bytes."""
+    try:
+        header, sep = _find_header(head.lines, source)
+    except ParseError:
+        return None  # the whole-file reading reports it, after its own checks of the text
+    block = read_tail(head, header, sep, source=source)
+    if block is None:
+        return None
+    return _table(block, head.lines, header, sep, head.encoding, source, run_id)
+
+
+def _parse_lines(lines: list[str], encoding: str, source: str, run_id: str) -> pa.Table:
+    header, sep = _find_header(lines, source)
+    block = read_block(lines, header, None, sep, source=source)
+    return _table(block, lines, header, sep, encoding, source, run_id)
+
+
+def _table(block: Block, lines: list[str], header: int, sep: str, encoding: str, source: str, run_id: str) -> pa.Table:
+    """Canonical rows from the Cq Results table (``lines`` above ``header`` give the run metadata)."""
+    # Vietnamese/French-locale Windows writes ';' lists and decimal commas.
+    decimal = "," if sep == ";" else "."
+    require_rows(block, "Cq Results", source=source)
+    cq_idx = block.find(*CQ_COLUMNS)
+    if cq_idx is None:
+        raise ParseError(
+            "no Cq column in the table header",
             source=source,
-            line=block.lines,
-            metadata={**_run_metadata(lines, header, sep, encoding), "format": "cfx"},
-            well=wells,
-            sample_id=sample,
-            role=role,
-            target=target,
-            dye=fluor,
-            ct=ct,
+            line=block.header_line,
+            field="Cq",
+            expected="a column named Cq",
         )
+    ct = ct_array(block.columns[cq_idx], lines=block.lines, source=source, field=block.header[cq_idx], decimal=decimal)
+    sample = block.get_or_nulls("Sample", "Sample Name")
+    role = instrument_roles(block.get_or_nulls("Content"), sample)
+    block, ct, (sample, role) = drop_empty_wells(block, ct, sample, role, source=source, field="Sample")
+    require_rows(block, "Cq Results", source=source)
+    wells = normalise_wells(block.require("Well"), plate=384, source=source, lines=block.lines)
+    fluor = block.get("Fluor")
+    target = block.get("Target")
+    if target is None:
+        target = fluor
+    elif fluor is not None:
+        target = pc.coalesce(target, fluor)
+    return canonical_table(
+        run_id=run_id,
+        source=source,
+        line=block.lines,
+        metadata={**_run_metadata(lines, header, sep, encoding), "format": "cfx"},
+        well=wells,
+        sample_id=sample,
+        role=role,
+        target=target,
+        dye=fluor,
+        ct=ct,
+    )

@@ -46,6 +46,9 @@ __all__ = [
     "Block",
     "read_block",
     "read_sections",
+    "read_tail",
+    "utf8_head",
+    "Utf8Head",
     "split_fields",
     # cell and column conversions
     "ct_array",
@@ -530,12 +533,22 @@ def _read_rectangular(lines: Sequence[str], first: int | list[tuple[int, int]], 
     except UnicodeEncodeError:
         return None
     del text
+    numbers = np.concatenate([np.arange(a + 1, b + 1, dtype=np.int32) for a, b in ranges])
+    return _read_payload(pa.py_buffer(payload), numbers, sep, names, header_index, source)
+
+
+def _read_payload(payload: pa.Buffer, numbers: np.ndarray | int, sep: str, names: list[str], header_index: int,
+                  source: str | None) -> Block | None:
+    """Rows of UTF-8 ``payload`` (no quotes, one row per line) as a Block; None if not rectangular.
+
+    ``numbers``: each row's line number, or the first row's when they simply count up.
+    """
     ncol = len(names)
     cols = [f"c{i}" for i in range(ncol)]
     try:
         table = pacsv.read_csv(
             pa.BufferReader(payload),
-            read_options=pacsv.ReadOptions(column_names=cols, block_size=max(1 << 20, len(payload) + 1)),
+            read_options=pacsv.ReadOptions(column_names=cols, block_size=max(1 << 20, payload.size + 1)),
             parse_options=pacsv.ParseOptions(delimiter=sep, quote_char=False, newlines_in_values=False,
                                              ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in cols},
@@ -543,11 +556,13 @@ def _read_rectangular(lines: Sequence[str], first: int | list[tuple[int, int]], 
         )
     except (pa.ArrowInvalid, pa.ArrowException):
         return None
-    numbers = np.concatenate([np.arange(a + 1, b + 1, dtype=np.int32) for a, b in ranges])
+    if isinstance(numbers, int):
+        # Arrow ends a row at CR LF, CR or LF, as split_lines ends a line: rows are lines.
+        numbers = np.arange(numbers, numbers + table.num_rows, dtype=np.int32)
     if table.num_rows != len(numbers):
         return None
     raw = [table.column(n).combine_chunks() for n in cols]
-    del table, payload
+    del table
     # A blank row is one whose every field is only spaces/tabs (no quotes here): narrow the
     # candidates column by column, so a table whose first filled column has no gaps costs one pass.
     candidates = np.arange(len(numbers))
@@ -566,6 +581,85 @@ def _read_rectangular(lines: Sequence[str], first: int | list[tuple[int, int]], 
     if len(numbers) == 0:
         return Block(names, [pa.nulls(0, pa.string()) for _ in names], numbers, header_index + 1, source)
     return Block(names, _CleanedOnUse(raw), numbers, header_index + 1, source)  # type: ignore[arg-type]
+
+
+@dataclass
+class Utf8Head:
+    """The first lines of a plain UTF-8 export, decoded, with where each starts in the file's bytes.
+
+    For a large export only its head is turned into Python strings; the table
+    below is handed to Arrow as bytes (:func:`read_tail`).
+    """
+
+    lines: list[str]
+    encoding: str
+    data: bytes
+    starts: list[int]  # byte offset of each head line, plus the offset just after the last one
+
+
+def utf8_head(data: bytes, source: str | None, *, max_lines: int) -> Utf8Head | None:
+    """The head of ``data`` when it is what most exports are; None for anything else (:func:`decode` then decides).
+
+    "What most are": UTF-8 (with or without BOM), not gzipped, not UTF-16, no
+    NUL byte. The checks :func:`decode` makes on the first 64 Ki characters
+    (control characters) are made here alike; a file they refuse gets None, so
+    that decode reports it in its own order.
+    """
+    if not isinstance(data, bytes) or data.startswith((b"\x1f\x8b", b"\xff\xfe", b"\xfe\xff")):
+        return None
+    if not data[:4096].strip() or _sniff_utf16_without_bom(data) or b"\x00" in data:
+        return None
+    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    prefix = data[bom : bom + 4 * 65536 + 4]
+    try:
+        sample = prefix.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(prefix) - 4:
+            return None  # not UTF-8: decode() picks the code page
+        sample = prefix[: exc.start].decode("utf-8")
+    try:
+        _refuse_binary(sample[:65536], source)
+    except ParseError:
+        return None
+    starts = [bom]
+    for m in _LINE_BREAK_BYTES.finditer(data, bom):
+        starts.append(m.end())
+        if len(starts) > max_lines:
+            break
+    else:
+        if starts[-1] < len(data):
+            starts.append(len(data))  # the last line, without a line end
+    try:
+        head = data[bom : starts[-1]].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    lines = split_lines(head)
+    if len(lines) != len(starts) - 1:
+        return None
+    return Utf8Head(lines, "utf-8-sig" if bom else "utf-8", data, starts)
+
+
+_LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
+
+
+def read_tail(head: Utf8Head, header_index: int, sep: str, *, source: str | None = None) -> Block | None:
+    """The table whose header is head line ``header_index`` and whose rows run to the end of the file.
+
+    The rows' bytes go to ``pyarrow.csv`` as they are (no decode, no split in
+    Python); line numbers count up from the header's. None when the table
+    is not plain (quotes, a BOM where Arrow would drop it, ragged rows or blank lines, invalid
+    UTF-8): the caller then decodes the whole file and reads it with :func:`read_block`.
+    """
+    if header_index + 1 >= len(head.starts):
+        return None
+    start = head.starts[header_index + 1]
+    data = head.data
+    if start >= len(data) or data.find(b'"', start) >= 0 or data.startswith(b"\xef\xbb\xbf", start):
+        return None
+    names = split_fields(head.lines[header_index], sep)
+    if not names or len(names) > MAX_COLUMNS:
+        return None
+    return _read_payload(pa.py_buffer(memoryview(data)[start:]), header_index + 2, sep, names, header_index, source)
 
 
 def _clean_cells(col: pa.Array) -> pa.Array:
