@@ -1,7 +1,8 @@
 """Pool decoding (engine/pooling, numba kernels) vs a straightforward pure-Python decoder.
 
-The baseline is ``engine/pooling/reference.py`` when the pooling engineer
-provides one, else ``bench/naive_pooling.py`` (lists, sets, a loop per plate).
+The baseline is the pooling engineer's ``engine/pooling/reference.py``
+(``decode_plate``: dorfman, comp, dd) where it covers the rule, else
+``bench/naive_pooling.py`` (lists, sets, a loop per plate; the exact search).
 Before timing, both decode the same plates and their outcomes are compared:
 the agreement is reported with the figure, so a fast wrong decoder shows.
 
@@ -37,34 +38,29 @@ from bench.runner import Context, Figure, compare, module_exists, stage, timing_
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _reference() -> tuple[str, Any]:
-    """The baseline decoders: the pooling engineer's reference module if present, else ours."""
-    if module_exists("engine.pooling.reference"):
-        return "engine.pooling.reference", importlib.import_module("engine.pooling.reference")
-    return "bench.naive_pooling", None
+def _baseline_fn(decoder: str, design: Any, max_positives: int | None = None) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
+    """A function decoding ``codes[plates, pools]`` with a pure-Python baseline, and its label.
 
+    The pooling engineer's ``engine.pooling.reference.decode_plate`` where it covers the rule
+    (dorfman, comp, dd); ``bench/naive_pooling.py`` otherwise (the exact search).
+    """
+    if decoder in ("dorfman", "comp", "dd") and module_exists("engine.pooling.reference"):
+        ref = importlib.import_module("engine.pooling.reference")
+        if hasattr(ref, "decode_plate"):
+            pools_of = ref.pools_of_specimens(design)
 
-def _baseline_fn(decoder: str, incidence: np.ndarray, max_positives: int | None = None) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
-    """A function decoding ``codes[plates, pools]`` with the pure-Python baseline, and its label."""
-    label, ref = _reference()
-    if ref is not None and hasattr(ref, "decode"):
-        from engine.pooling import Design
+            def run_ref(codes: np.ndarray) -> np.ndarray:
+                return np.array([ref.decode_plate(design, row.tolist(), decoder, pools_of) for row in codes], dtype=np.int8)
 
-        n_pools, n_spec = incidence.shape
-        design = Design(tuple(f"P{i}" for i in range(n_pools)), tuple(f"S{i}" for i in range(n_spec)), incidence, "bench", "bench")
-        kwargs = {"max_positives": max_positives} if max_positives is not None else {}
-
-        def run_ref(codes: np.ndarray) -> np.ndarray:
-            return np.array([np.asarray(ref.decode(design, row, decoder=decoder, **kwargs)) for row in codes], dtype=np.int8)
-
-        return f"{label}.decode ({decoder})", run_ref
-    nd = naive_pooling.NaiveDesign(incidence)
+            return f"engine.pooling.reference.decode_plate ({decoder})", run_ref
+    nd = naive_pooling.NaiveDesign(design.incidence)
     one = {
         "dorfman": lambda c: naive_pooling.dorfman(nd, c),
         "dd": lambda c: naive_pooling.comp_dd(nd, c),
         "exact": lambda c: naive_pooling.exact(nd, c, int(max_positives or 0)),
     }[decoder]
-    return f"{label}.{ {'dd': 'comp_dd'}.get(decoder, decoder)}", lambda codes: np.array([one(row.tolist()) for row in codes], dtype=np.int8)
+    name = {"dd": "comp_dd"}.get(decoder, decoder)
+    return f"bench.naive_pooling.{name}", lambda codes: np.array([one(row.tolist()) for row in codes], dtype=np.int8)
 
 
 def _figure(ctx: Context, name: str, spec: str, n_specimens: int | None, decoder: str, *, plates: int, baseline_plates: int,
@@ -79,7 +75,7 @@ def _figure(ctx: Context, name: str, spec: str, n_specimens: int | None, decoder
     if only_ambiguous:
         dd = decode_batch(design, codes, decoder="dd").outcome
         codes = codes[(dd == naive_pooling.RETEST).any(axis=1)][:plates]
-    base_label, base = _baseline_fn(decoder, design.incidence, max_positives)
+    base_label, base = _baseline_fn(decoder, design, max_positives)
     sub = codes[:baseline_plates]
     ours_sub = decode_batch(design, sub, decoder=decoder, **kwargs).outcome
     agreement = float((base(sub) == ours_sub).mean())

@@ -8,7 +8,8 @@ engine (docs/interfaces.md, DESIGN.md "a decoder never guesses"):
 * a specimen in a pool that was not detected is NEGATIVE (COMP);
 * the only remaining candidate of a detected pool is POSITIVE (DD);
 * with at most ``max_positives`` per plate, a candidate in *every* explanation
-  of the detected pools is POSITIVE, one in *none* is NEGATIVE (exact search);
+  of the detected pools is POSITIVE (exact search); one in *none* stays RETEST
+  unless asked (``negatives_from_bound``), as in the engine;
 * everything else is RETEST.
 
 Codes are engine.model.SPECIMEN_CODE values (0 NEGATIVE, 1 POSITIVE, 3 RETEST)
@@ -65,10 +66,11 @@ def dorfman(design: NaiveDesign, codes: list[int]) -> list[int]:
     return out
 
 
-def exact(design: NaiveDesign, codes: list[int], max_positives: int) -> list[int]:
+def exact(design: NaiveDesign, codes: list[int], max_positives: int, *, negatives_from_bound: bool = False) -> list[int]:
     """DD, then every set of at most ``max_positives`` positives (DD positives included) that
     explains all detected pools, by brute force over the specimens not yet ruled out; a candidate
-    in all of them is POSITIVE, in none NEGATIVE, otherwise RETEST."""
+    in all of them is POSITIVE; one in none is NEGATIVE only with ``negatives_from_bound`` (the
+    engine's default keeps it RETEST: a NEGATIVE needs a pool that was not detected)."""
     out = comp_dd(design, codes)
     positives = {s for s, o in enumerate(out) if o == POSITIVE}
     budget = max_positives - len(positives)
@@ -91,6 +93,6 @@ def exact(design: NaiveDesign, codes: list[int], max_positives: int) -> list[int
     for s in candidates:
         if s in in_all:
             out[s] = POSITIVE
-        elif s not in in_any:
+        elif s not in in_any and negatives_from_bound:
             out[s] = NEGATIVE
     return out

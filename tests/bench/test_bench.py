@@ -73,6 +73,9 @@ def test_quick_run_reports_every_stage(quick_run: tuple[dict, str, Path]) -> Non
             assert cand["min"] <= cand["median"] <= cand["max"], where
             assert fig["throughput_per_s"] > 0 and fig["throughput_per_core_per_s"] > 0, where
             assert fig["amount"] > 0 and fig["unit"], where
+            if "agreement_with_baseline" in fig["extra"]:
+                # A baseline that decides differently is measuring other work: the ratio would mean nothing.
+                assert fig["extra"]["agreement_with_baseline"] == 1, f"{where}: ketqua and its baseline disagree"
             if fig["baseline"] is not None:
                 assert fig["baseline"]["wall_s"]["median"] > 0, where
                 assert fig["ratio"] == pytest.approx(cand["median"] / fig["baseline"]["wall_s"]["median"]), where
