@@ -41,10 +41,13 @@ from parsers.text import (
     head_text,
     normalise_wells,
     read_block,
+    read_tail,
     require_rows,
     skip_blank,
     split_lines,
     table_stop,
+    utf8_head,
+    Utf8Head,
     well_from_index,
 )
 
@@ -162,6 +165,40 @@ def parse_results(text: str, encoding: str, source: str, run_id: str, *, format_
     header = _header(lines)
     start, stop = _results_span(lines, source)
     block = read_block(lines, start, stop, "\t", source=source)
+    return _results_table(block, header, encoding, source, run_id, format_name)
+
+
+#: Lines of a file's head searched for the [Results] table before the whole file is decoded.
+_HEAD_LINES = 400
+
+
+def _parse_head(head: Utf8Head, source: str, run_id: str, format_name: str) -> pa.Table | None:
+    """The common case without decoding the table: ``[Results]`` and its header in the head, rows read from bytes.
+
+    None (the whole file is then decoded and read as before) when the table
+    starts further down, or is anything but plain.
+    """
+    lines = head.lines
+    sections = [
+        (i, m["name"].strip().lower()) for i, line in enumerate(lines) if line[:1] == "[" and (m := _SECTION.match(line[:200]))
+    ]
+    starts = [i for i, name in sections if name == "results"]
+    if not starts:
+        return None
+    following = [i for i, _ in sections if i > starts[0]]
+    end = following[0] if following else len(lines)
+    first = skip_blank(lines, starts[0] + 1, end)
+    if first >= end or first >= len(lines) or "\t" not in lines[first]:
+        return None
+    block = read_tail(head, first, "\t", source=source, until_blank=True)
+    if block is None:
+        return None
+    return _results_table(block, _header(lines), head.encoding, source, run_id, format_name)
+
+
+def _results_table(block: Block, header: dict[str, str], encoding: str, source: str, run_id: str,
+                   format_name: str) -> pa.Table:
+    """Canonical rows from the [Results] table; ``header`` is the ``* key = value`` run header."""
     require_rows(block, "[Results]", source=source)
     ct_idx = block.find(*CT_COLUMNS)
     if ct_idx is None:
@@ -223,6 +260,10 @@ class QuantStudioText:
     @staticmethod
     def parse(data: bytes, source: str, run_id: str) -> pa.Table:
         """Canonical rows of the [Results] table; NaN Ct for Undetermined."""
+        head = utf8_head(data, source, max_lines=_HEAD_LINES)
+        fast = _parse_head(head, source, run_id, "quantstudio") if head is not None else None
+        if fast is not None:
+            return fast
         text, encoding = decode(data, source)
         return parse_results(text, encoding, source, run_id, format_name="quantstudio")
 

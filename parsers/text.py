@@ -537,11 +537,16 @@ def _read_rectangular(lines: Sequence[str], first: int | list[tuple[int, int]], 
     return _read_payload(pa.py_buffer(payload), numbers, sep, names, header_index, source)
 
 
+#: Cells holding nothing but what str.isspace() calls whitespace.
+_PY_SPACE = "^[\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+
+
 def _read_payload(payload: pa.Buffer, numbers: np.ndarray | int, sep: str, names: list[str], header_index: int,
-                  source: str | None) -> Block | None:
+                  source: str | None, *, blank_rows: bool = True) -> Block | None:
     """Rows of UTF-8 ``payload`` (no quotes, one row per line) as a Block; None if not rectangular.
 
     ``numbers``: each row's line number, or the first row's when they simply count up.
+    ``blank_rows`` False: a blank row gives None (it would have ended the table).
     """
     ncol = len(names)
     cols = [f"c{i}" for i in range(ncol)]
@@ -570,9 +575,16 @@ def _read_payload(payload: pa.Buffer, numbers: np.ndarray | int, sep: str, names
         if not len(candidates):
             break
         cells = col if len(candidates) == len(col) else col.take(pa.array(candidates))
-        empty = pc.equal(pc.utf8_length(pc.utf8_trim(cells, characters=" \t")), 0).to_numpy(zero_copy_only=False)
+        if blank_rows:
+            empty = pc.equal(pc.utf8_length(pc.utf8_trim(cells, characters=" \t")), 0)
+        else:
+            # Whitespace as str.strip() sees it, since such a row would have ended the table.
+            empty = pc.match_substring_regex(cells, _PY_SPACE)
+        empty = empty.to_numpy(zero_copy_only=False)
         candidates = candidates[empty]
     if len(candidates):
+        if not blank_rows:
+            return None
         keep = np.ones(len(numbers), dtype=bool)
         keep[candidates] = False
         numbers = numbers[keep]
@@ -642,11 +654,15 @@ def utf8_head(data: bytes, source: str | None, *, max_lines: int) -> Utf8Head | 
 _LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
 
 
-def read_tail(head: Utf8Head, header_index: int, sep: str, *, source: str | None = None) -> Block | None:
+def read_tail(head: Utf8Head, header_index: int, sep: str, *, source: str | None = None,
+              until_blank: bool = False) -> Block | None:
     """The table whose header is head line ``header_index`` and whose rows run to the end of the file.
 
     The rows' bytes go to ``pyarrow.csv`` as they are (no decode, no split in
-    Python); line numbers count up from the header's. None when the table
+    Python); line numbers count up from the header's. ``until_blank``: the
+    table ends at its first empty line (:func:`table_stop`), and a section
+    title (``[…]``) or whitespace-only row before it is left to the general
+    path. None when the table
     is not plain (quotes, a BOM where Arrow would drop it, ragged rows or blank lines, invalid
     UTF-8): the caller then decodes the whole file and reads it with :func:`read_block`.
     """
@@ -659,7 +675,20 @@ def read_tail(head: Utf8Head, header_index: int, sep: str, *, source: str | None
     names = split_fields(head.lines[header_index], sep)
     if not names or len(names) > MAX_COLUMNS:
         return None
-    return _read_payload(pa.py_buffer(memoryview(data)[start:]), header_index + 2, sep, names, header_index, source)
+    stop = len(data)
+    if until_blank:
+        # The line end the header line was written with; an empty line is two of them in a row.
+        newline = _LINE_BREAK_BYTES.search(data, head.starts[header_index + 1] - 2, start)
+        if newline is None:
+            return None
+        end = data.find(newline.group() * 2, start - len(newline.group()))
+        stop = len(data) if end < 0 else end + len(newline.group())
+        if data.startswith(b"[", start) or data.find(b"\n[", start, stop) >= 0 or data.find(b"\r[", start, stop) >= 0:
+            return None
+        if stop <= start:
+            return None
+    return _read_payload(pa.py_buffer(memoryview(data)[start:stop]), header_index + 2, sep, names, header_index, source,
+                         blank_rows=not until_blank)
 
 
 def _clean_cells(col: pa.Array) -> pa.Array:
