@@ -683,8 +683,9 @@ def read_tail(head: Utf8Head, header_index: int, sep: str, *, source: str | None
             return None
         end = data.find(newline.group() * 2, start - len(newline.group()))
         stop = len(data) if end < 0 else end + len(newline.group())
-        if data.startswith(b"[", start) or data.find(b"\n[", start, stop) >= 0 or data.find(b"\r[", start, stop) >= 0:
-            return None
+        if data.find(b"[", start, stop) >= 0 and (data.startswith(b"[", start) or data.find(b"\n[", start, stop) >= 0
+                                                  or data.find(b"\r[", start, stop) >= 0):
+            return None  # a section title inside: the whole-file path ends the table there
         if stop <= start:
             return None
     return _read_payload(pa.py_buffer(memoryview(data)[start:stop]), header_index + 2, sep, names, header_index, source,
