@@ -296,3 +296,109 @@ def test_decode_lines_splits_cr_only_text() -> None:
     lines, encoding = text.decode_lines(b"\xef\xbb\xbfa\rb\rc\r", "x")
     assert (lines, encoding) == (["a", "b", "c"], "utf-8-sig")
     assert text.head_lines(b"a\rb") == ["a", "b"]
+
+
+# ---------------------------------------------------------------------------
+# Fast paths for large exports: each must give exactly what the general path gives
+# ---------------------------------------------------------------------------
+
+_CT_CELLS = ["21.5", "35,2", "Undetermined", "NaN", "", "N/A", " 18.25 ", "-1", "1e1", "undet", "40"]
+
+
+@given(st.lists(st.sampled_from(_CT_CELLS), min_size=1, max_size=30), st.sampled_from([".", ","]))
+def test_long_ct_column_agrees_with_short(cells: list[str], decimal: str) -> None:
+    """A Ct column long enough for the dictionary path converts each cell as a short column does."""
+    repeats = -(-text._BY_DICTIONARY // len(cells))
+    short = text.ct_array(cells, decimal=decimal)
+    long = text.ct_array(cells * repeats, decimal=decimal)
+    np.testing.assert_array_equal(long, np.tile(short, repeats))
+
+
+@given(st.integers(0, 4999), st.sampled_from(["abc", "77.5", "1.2.3"]))
+def test_long_ct_column_names_first_bad_line(at: int, bad: str) -> None:
+    """In a long Ct column the error names the line of the first bad cell, as row by row."""
+    cells = ["31.5", "Undetermined"] * 2500
+    cells[at] = bad
+    with pytest.raises(ParseError) as caught:
+        text.ct_array(cells, lines=np.arange(10, 5010), source="x", field="CT")
+    assert caught.value.line == at + 10
+
+
+@given(st.lists(st.sampled_from(["A1", "a01", " P24 ", "B-3", "Q1", "", "A25"]), min_size=1, max_size=20),
+       st.booleans())
+def test_long_well_column_agrees_with_short(cells: list[str], allow_null: bool) -> None:
+    """Wells of a long column are normalised, or refused on the same line, as in a short one."""
+    repeats = -(-text._BY_DICTIONARY // len(cells))
+    lines = np.arange(1, len(cells) * repeats + 1)
+
+    def run(values: list[str]) -> list[str | None] | str:
+        try:
+            return text.normalise_wells(values, lines=lines, allow_null=allow_null).to_pylist()
+        except ParseError as exc:
+            return str(exc)
+
+    short, long = run(cells), run(cells * repeats)
+    assert long == (short * repeats if isinstance(short, list) else short)
+
+
+@given(st.lists(st.sampled_from(["Unkn", "NTC", "Std-01", "", "Pos Ctrl", "chứng âm", "xyz", "PC 2"]), min_size=1,
+                max_size=20))
+def test_long_role_column_agrees_with_short(cells: list[str]) -> None:
+    """Roles of a long column are those of a short one, cell for cell."""
+    repeats = -(-text._BY_DICTIONARY // len(cells))
+    short = text.normalise_roles(cells, empty=Role.SAMPLE).to_pylist()
+    assert text.normalise_roles(cells * repeats, empty=Role.SAMPLE).to_pylist() == short * repeats
+
+
+_PLAIN_CELL = st.text(alphabet=st.characters(blacklist_characters="\t\r\n\"\x00",
+                                             blacklist_categories=("Cs", "Cc")), max_size=6)
+
+
+@given(st.lists(st.lists(_PLAIN_CELL, min_size=3, max_size=3) | st.lists(_PLAIN_CELL, min_size=1, max_size=4),
+                min_size=1, max_size=15),
+       st.sampled_from(["\n", "\r\n", "\r"]), st.booleans(), st.booleans())
+def test_read_tail_agrees_with_read_block(rows: list[list[str]], newline: str, bom: bool, until_blank: bool) -> None:
+    """The table read from the file's bytes is the one read_block gives from its lines, or None (general path)."""
+    names = ["Well", "CT", "Name"]
+    body = newline.join(["Title line", "\t".join(names)] + ["\t".join(r) for r in rows]) + newline
+    data = (b"\xef\xbb\xbf" if bom else b"") + body.encode()
+    head = text.utf8_head(data, "x", max_lines=5)
+    assert head is not None
+    fast = text.read_tail(head, 1, "\t", source="x", until_blank=until_blank)
+    if fast is None:
+        return
+    lines, encoding = text.decode_lines(data, "x")
+    assert head.encoding == encoding and head.lines == lines[: len(head.lines)]
+    stop = text.table_stop(lines, 1) if until_blank else None
+    general = text.read_block(lines, 1, stop, "\t", source="x")
+    assert fast.lines.tolist() == general.lines.tolist()
+    assert fast.header == general.header
+    assert [c.to_pylist() for c in fast.columns] == [c.to_pylist() for c in general.columns]
+
+
+@given(st.lists(st.lists(st.lists(st.sampled_from(["a", "", " ", "7"]), min_size=2, max_size=2), max_size=4),
+                min_size=1, max_size=4))
+def test_read_sections_agrees_with_read_block(sections: list[list[list[str]]]) -> None:
+    """Sections read together give each section's rows and line numbers as read one by one."""
+    lines: list[str] = []
+    spans = []
+    for rows in sections:
+        lines.append("Experiment: x")
+        header = len(lines)
+        lines.append("Pos\tName")
+        lines.extend("\t".join(r) for r in rows)
+        spans.append((header, len(lines)))
+    read = text.read_sections(lines, spans, "\t")
+    if read is None:
+        return
+    block, section = read
+    expected_lines: list[int] = []
+    expected_cells: list[list[str | None]] = [[], []]
+    for n, (header, stop) in enumerate(spans):
+        one = text.read_block(lines, header, stop, "\t")
+        assert (section[np.isin(block.lines, one.lines)] == n).all()
+        expected_lines += one.lines.tolist()
+        for j in range(2):
+            expected_cells[j] += one.columns[j].to_pylist()
+    assert block.lines.tolist() == expected_lines
+    assert [c.to_pylist() for c in block.columns] == expected_cells
