@@ -27,9 +27,12 @@ import re
 
 import pyarrow as pa
 
+from engine.errors import ParseError
 from parsers.registry import register
 from parsers.tabular import drop_empty_wells, header_line, instrument_roles, invalid_if_marked, require_header
 from parsers.text import (
+    Block,
+    Utf8Head,
     canonical_table,
     clean_metadata,
     ct_array,
@@ -37,9 +40,11 @@ from parsers.text import (
     head_lines,
     normalise_wells,
     read_block,
+    read_tail,
     require_rows,
     split_fields,
     table_stop,
+    utf8_head,
 )
 
 _TITLE = re.compile(r"^\s*SDS\s+(?P<version>\d+(?:\.\d+)*)\s+(?P<kind>[^\t]*)", re.IGNORECASE)
@@ -91,30 +96,59 @@ class SdsResults:
     @staticmethod
     def parse(data: bytes, source: str, run_id: str) -> pa.Table:
         """Canonical rows of the results table; ``Undetermined`` → NaN; Flagged → call invalid."""
+        head = utf8_head(data, source, max_lines=_HEADER_WITHIN + 1)
+        fast = _parse_head(head, source, run_id) if head is not None else None
+        if fast is not None:
+            return fast
         lines, encoding = decode_lines(data, source)
-        header = require_header(lines, _is_header, within=500, source=source,
-                                missing="no results table header found",
-                                expected="a tab-separated header with Pos (or Well), Sample, Detector, Task and Ct")
+        header = _find_header(lines, source)
         block = read_block(lines, header, table_stop(lines, header), "\t", source=source)
-        require_rows(block, "results", source=source)
-        ct = ct_array(block.require("Ct"), lines=block.lines, source=source, field="Ct")
-        sample = block.require("Sample", "Sample Name")
-        role = instrument_roles(block.get_or_nulls("Task"), sample)
-        block, ct, (sample, role) = drop_empty_wells(block, ct, sample, role, source=source, field="Sample")
-        require_rows(block, "results", source=source)
-        wells = normalise_wells(block.require("Pos", "Well"), plate=384, source=source, lines=block.lines,
-                                field=block.header[block.find("Pos", "Well")])  # type: ignore[index]
-        call = invalid_if_marked(block.get("Omit"), "true", invalid_if_marked(block.get("Flag"), "flagged"))
-        return canonical_table(
-            run_id=run_id,
-            source=source,
-            line=block.lines,
-            metadata={**_run_metadata(lines, header, encoding), "format": "sds"},
-            well=wells,
-            sample_id=sample,
-            role=role,
-            target=block.require("Detector", "Detector Name"),
-            dye=block.get("Reporter"),
-            ct=ct,
-            call=call,
-        )
+        return _table(block, lines, header, encoding, source, run_id)
+
+
+#: Lines searched for the table header.
+_HEADER_WITHIN = 500
+
+
+def _find_header(lines: list[str], source: str) -> int:
+    return require_header(lines, _is_header, within=_HEADER_WITHIN, source=source,
+                          missing="no results table header found",
+                          expected="a tab-separated header with Pos (or Well), Sample, Detector, Task and Ct")
+
+
+def _parse_head(head: Utf8Head, source: str, run_id: str) -> pa.Table | None:
+    """The common case without decoding the table: header in the head, rows from the bytes to the first empty line."""
+    try:
+        header = _find_header(head.lines, source)
+    except ParseError:
+        return None  # the whole-file reading reports it, after its own checks of the text
+    block = read_tail(head, header, "\t", source=source, until_blank=True)
+    if block is None:
+        return None
+    return _table(block, head.lines, header, head.encoding, source, run_id)
+
+
+def _table(block: Block, lines: list[str], header: int, encoding: str, source: str, run_id: str) -> pa.Table:
+    """Canonical rows of the results table (``lines`` above ``header`` give the run metadata)."""
+    require_rows(block, "results", source=source)
+    ct = ct_array(block.require("Ct"), lines=block.lines, source=source, field="Ct")
+    sample = block.require("Sample", "Sample Name")
+    role = instrument_roles(block.get_or_nulls("Task"), sample)
+    block, ct, (sample, role) = drop_empty_wells(block, ct, sample, role, source=source, field="Sample")
+    require_rows(block, "results", source=source)
+    wells = normalise_wells(block.require("Pos", "Well"), plate=384, source=source, lines=block.lines,
+                            field=block.header[block.find("Pos", "Well")])  # type: ignore[index]
+    call = invalid_if_marked(block.get("Omit"), "true", invalid_if_marked(block.get("Flag"), "flagged"))
+    return canonical_table(
+        run_id=run_id,
+        source=source,
+        line=block.lines,
+        metadata={**_run_metadata(lines, header, encoding), "format": "sds"},
+        well=wells,
+        sample_id=sample,
+        role=role,
+        target=block.require("Detector", "Detector Name"),
+        dye=block.get("Reporter"),
+        ct=ct,
+        call=call,
+    )

@@ -1291,13 +1291,13 @@ def canonical_table(
         if value is None:
             return None
         if isinstance(value, str):
-            return pa.repeat(pa.scalar(value, pa.string()), n)
+            return _repeat_string(value, n)
         return value
 
     columns = {
-        "run_id": pa.repeat(pa.scalar(run_id, pa.string()), n),
-        "instrument": pa.repeat(pa.scalar(metadata.get("instrument"), pa.string()), n),
-        "source": pa.repeat(pa.scalar(source, pa.string()), n),
+        "run_id": _repeat_string(run_id, n),
+        "instrument": _repeat_string(metadata.get("instrument"), n),
+        "source": _repeat_string(source, n),
         "line": line,
         "well": well,
         "sample_id": column(sample_id),
@@ -1310,6 +1310,17 @@ def canonical_table(
     from engine.model import well_table
 
     return well_table({k: v for k, v in columns.items() if v is not None}, metadata)
+
+
+def _repeat_string(value: str | None, n: int) -> pa.Array:
+    """``value`` on ``n`` rows, its bytes laid end to end (``pa.repeat`` appends them one row at a time)."""
+    if value is None:
+        return pa.nulls(n, pa.string())
+    raw = value.encode("utf-8")
+    if not raw or len(raw) * n >= 2**31:
+        return pa.repeat(pa.scalar(value, pa.string()), n)
+    offsets = np.arange(n + 1, dtype=np.int32) * np.int32(len(raw))
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw * n)])
 
 
 def roles_from_names(role: pa.Array, sample: pa.Array) -> pa.Array:
