@@ -927,7 +927,21 @@ def _line_at(lines: np.ndarray | Sequence[int] | None, i: int) -> int | None:
 
 def number_array(values: pa.Array, decimal: str = ".") -> np.ndarray:
     """Lenient float conversion of a column (quantities, thresholds): non-numbers become NaN."""
-    v = _canonical_numbers(pc.fill_null(values.cast(pa.string()), ""), decimal)
+    filled = pc.fill_null(_string_array(values).cast(pa.string()), "")
+    if len(filled) >= _BY_DICTIONARY:
+        # As in ct_array: plain numbers cast as written, the few other spellings once each.
+        plain = pc.match_substring_regex(filled, _NUMBER)
+        out = pc.cast(pc.if_else(plain, filled, pa.scalar("nan")), pa.float64()).to_numpy(zero_copy_only=False).copy()
+        rest = np.flatnonzero(~plain.to_numpy(zero_copy_only=False))
+        if len(rest):
+            encoded = pc.dictionary_encode(filled.take(pa.array(rest)))
+            out[rest] = _lenient_numbers(encoded.dictionary, decimal)[encoded.indices.to_numpy(zero_copy_only=False)]
+        return out
+    return _lenient_numbers(filled, decimal)
+
+
+def _lenient_numbers(filled: pa.Array, decimal: str) -> np.ndarray:
+    v = _canonical_numbers(filled, decimal)
     numeric = pc.match_substring_regex(v, _NUMBER)
     return pc.cast(pc.if_else(numeric, v, pa.scalar("nan")), pa.float64()).to_numpy(zero_copy_only=False)
 

@@ -402,3 +402,12 @@ def test_read_sections_agrees_with_read_block(sections: list[list[list[str]]]) -
             expected_cells[j] += one.columns[j].to_pylist()
     assert block.lines.tolist() == expected_lines
     assert [c.to_pylist() for c in block.columns] == expected_cells
+
+
+@given(st.lists(st.sampled_from(["0", "1,000", "12,5", "x", "", "3.5e2", " 7 "]), min_size=1, max_size=20),
+       st.sampled_from([".", ","]))
+def test_long_number_column_agrees_with_short(cells: list[str], decimal: str) -> None:
+    """Lenient numbers of a long column (the dictionary path) equal those of a short one."""
+    repeats = -(-text._BY_DICTIONARY // len(cells))
+    short = text.number_array(pa.array(cells), decimal)
+    np.testing.assert_array_equal(text.number_array(pa.array(cells * repeats), decimal), np.tile(short, repeats))
