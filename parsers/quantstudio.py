@@ -34,6 +34,7 @@ from parsers.registry import register
 from parsers.tabular import drop_empty_wells, instrument_roles, invalid_if_marked
 from parsers.text import (
     Block,
+    Utf8Head,
     canonical_table,
     clean_metadata,
     ct_array,
@@ -47,7 +48,6 @@ from parsers.text import (
     split_lines,
     table_stop,
     utf8_head,
-    Utf8Head,
     well_from_index,
 )
 

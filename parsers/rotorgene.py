@@ -71,11 +71,19 @@ def _dye(channel: str) -> str:
 def _sections(lines: list[str], source: str) -> list[tuple[int, int, str, str | None]]:
     """(header index, stop, channel, assay) for each analysis section."""
     found = []
+    # Only a line starting with a padding character (or empty) can be blank, and only one starting
+    # with padding or q/Q can be a title: the first byte of every line, from Arrow's buffers, picks
+    # the few lines Python then looks at (data rows start with the tube number).
     column = pa.array(lines, pa.string())
-    # A title holds at least the two spaces of "quantitative analysis of": only such lines are
-    # looked at in Python. Blank (separator-only) lines are found by Arrow in one pass.
-    spaced = np.flatnonzero(pc.count_substring(column, " ").to_numpy(zero_copy_only=False) >= 2)
-    titles = [int(i) for i in spaced if _section_title(lines[i])]
+    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32, count=len(column) + 1)
+    chars = np.frombuffer(column.buffers()[2], dtype=np.uint8) if column.buffers()[2] is not None else np.zeros(0, np.uint8)
+    lengths = np.diff(offsets)
+    first = np.zeros(len(column), dtype=np.uint8)
+    filled_rows = lengths > 0
+    first[filled_rows] = chars[offsets[:-1][filled_rows]]
+    del column
+    maybe = np.flatnonzero(~filled_rows | np.isin(first, np.frombuffer(b' \t;,"qQ', dtype=np.uint8)))
+    titles = [int(i) for i in maybe if _section_title(lines[i])]
     if not titles:
         raise ParseError(
             "no 'Quantitative analysis of …' section found",
@@ -83,19 +91,24 @@ def _sections(lines: list[str], source: str) -> list[tuple[int, int, str, str | 
             line=1,
             expected="a Rotor-Gene Q Excel Analysed Data Export with quantitation results",
         )
-    blank = pc.equal(pc.utf8_length(pc.utf8_trim(column, characters=' \t;,"')), 0).to_numpy(zero_copy_only=False)
-    del column
-    blanks, filled = np.flatnonzero(blank), np.flatnonzero(~blank)
+    blanks = np.array([i for i in maybe if _is_blank(lines[i])], dtype=np.int64)
+    blank_set = set(blanks.tolist())
 
     def first_in(indices: np.ndarray, start: int, end: int) -> int:
         """The first of ``indices`` in [start, end), else ``end``."""
         at = np.searchsorted(indices, start)
         return int(indices[at]) if at < len(indices) and indices[at] < end else end
 
+    def first_filled(start: int, end: int) -> int:
+        """The first line in [start, end) that is not blank, else ``end``."""
+        while start < end and start in blank_set:
+            start += 1
+        return start
+
     for n, title in enumerate(titles):
         channel, assay = _section_title(lines[title])  # type: ignore[misc]
         end = titles[n + 1] if n + 1 < len(titles) else len(lines)
-        header = first_in(filled, title + 1, end)  # skip the blank lines under the title
+        header = first_filled(title + 1, end)  # skip the blank lines under the title
         if header >= end or not _HEADER.match(lines[header][:300]):
             raise ParseError(
                 f"the section '{lines[title].strip(' ;,')}' has no results table",
