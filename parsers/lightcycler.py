@@ -36,6 +36,7 @@ from parsers.text import (
     ct_array,
     decode_lines,
     head_lines,
+    lines_starting_with,
     normalise_wells,
     number_array,
     read_block,
@@ -67,9 +68,10 @@ def _dye_of(filter_name: str) -> str:
 
 def _blocks(lines: list[str], source: str) -> list[tuple[int, int, str | None, str | None]]:
     """(header index, stop, experiment, filter) for each channel block."""
-    # The regex only on lines with the two colons it needs, found by Arrow in one pass.
-    colons = pc.count_substring(pa.array(lines, pa.string()), ":").to_numpy(zero_copy_only=False)
-    starts = [int(i) for i in np.flatnonzero(colons >= 2) if _EXPERIMENT.match(lines[i])]
+    # The regex only on lines whose first byte (from Arrow's buffers) can start "Experiment:"
+    # (space, tab, E or e): data rows start with True/False or a position.
+    maybe = lines_starting_with(lines, b" \tEe")
+    starts = [int(i) for i in maybe if _EXPERIMENT.match(lines[i])]
     blocks = []
     if not starts:
         header = require_header(lines, _is_header, within=50, source=source,

@@ -28,7 +28,6 @@ import re
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from engine.errors import ParseError
 from parsers.registry import register
@@ -39,6 +38,7 @@ from parsers.text import (
     ct_array,
     decode_lines,
     head_text,
+    lines_starting_with,
     read_block,
     read_sections,
     require_rows,
@@ -74,15 +74,7 @@ def _sections(lines: list[str], source: str) -> list[tuple[int, int, str, str | 
     # Only a line starting with a padding character (or empty) can be blank, and only one starting
     # with padding or q/Q can be a title: the first byte of every line, from Arrow's buffers, picks
     # the few lines Python then looks at (data rows start with the tube number).
-    column = pa.array(lines, pa.string())
-    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32, count=len(column) + 1)
-    chars = np.frombuffer(column.buffers()[2], dtype=np.uint8) if column.buffers()[2] is not None else np.zeros(0, np.uint8)
-    lengths = np.diff(offsets)
-    first = np.zeros(len(column), dtype=np.uint8)
-    filled_rows = lengths > 0
-    first[filled_rows] = chars[offsets[:-1][filled_rows]]
-    del column
-    maybe = np.flatnonzero(~filled_rows | np.isin(first, np.frombuffer(b' \t;,"qQ', dtype=np.uint8)))
+    maybe = lines_starting_with(lines, b' \t;,"qQ', empty=True)
     titles = [int(i) for i in maybe if _section_title(lines[i])]
     if not titles:
         raise ParseError(

@@ -46,6 +46,7 @@ __all__ = [
     "decode_lines",
     "head_lines",
     "head_text",
+    "lines_starting_with",
     "skip_blank",
     "split_lines",
     "table_stop",
@@ -300,6 +301,24 @@ def head_lines(head: bytes) -> list[str]:
 
 def _is_blank(line: str) -> bool:
     return not line.strip()
+
+
+def lines_starting_with(lines: Sequence[str], first: bytes, *, empty: bool = False) -> np.ndarray:
+    """Indices of the lines whose first UTF-8 byte is one of ``first`` (and of empty lines when ``empty``).
+
+    A cheap sieve for section titles and blank lines in exports of millions of
+    lines: the first bytes come from Arrow's buffers in one vectorised step,
+    and only the few lines it keeps are then looked at in Python.
+    """
+    column = pa.array(lines, pa.string())
+    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32, count=len(column) + 1)
+    data = column.buffers()[2]
+    chars = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    filled = np.diff(offsets) > 0
+    head = np.zeros(len(column), dtype=np.uint8)
+    head[filled] = chars[offsets[:-1][filled]]
+    keep = filled & np.isin(head, np.frombuffer(first, dtype=np.uint8))
+    return np.flatnonzero(keep | ~filled if empty else keep)
 
 
 def skip_blank(lines: Sequence[str], start: int, stop: int | None = None, *,

@@ -411,3 +411,12 @@ def test_long_number_column_agrees_with_short(cells: list[str], decimal: str) ->
     repeats = -(-text._BY_DICTIONARY // len(cells))
     short = text.number_array(pa.array(cells), decimal)
     np.testing.assert_array_equal(text.number_array(pa.array(cells * repeats), decimal), np.tile(short, repeats))
+
+
+@given(st.lists(st.text(max_size=4), max_size=30), st.sets(st.sampled_from(list(b" \tEeq;\xc3")), max_size=4),
+       st.booleans())
+def test_lines_starting_with_is_a_first_byte_sieve(lines: list[str], first: set[int], empty: bool) -> None:
+    """Exactly the lines whose first UTF-8 byte is one given (plus empty lines when asked) are kept."""
+    want = [i for i, line in enumerate(lines)
+            if (line and line.encode()[0] in first) or (empty and not line)]
+    assert text.lines_starting_with(lines, bytes(sorted(first)), empty=empty).tolist() == want
