@@ -719,12 +719,31 @@ def read_tail(head: Utf8Head, header_index: int, sep: str, *, source: str | None
 
 def _clean_cells(col: pa.Array) -> pa.Array:
     """Cells stripped of padding and quotes; empty cells null (as the general path leaves them)."""
-    col = pc.utf8_trim(col, characters=" \t\u00a0\"")
+    if _may_need_trim(col):
+        col = pc.utf8_trim(col, characters=" \t\u00a0\"")
     filled = pc.greater(pc.binary_length(col), 0)
     if col.null_count == 0 and col.offset == 0 and filled.offset == 0:
         # Empty cells become null by giving the trimmed strings a validity bitmap: no string copy.
         return pa.Array.from_buffers(pa.string(), len(col), [filled.buffers()[1], *col.buffers()[1:]])
     return pc.if_else(filled, col, pa.scalar(None, pa.string()))
+
+
+#: First or last bytes of a cell that utf8_trim might remove: space, tab, quote, and the bytes of U+00A0.
+_TRIM_BYTES = np.frombuffer(b' \t"\xc2\xa0', dtype=np.uint8)
+
+
+def _may_need_trim(col: pa.Array) -> bool:
+    """False when no cell starts or ends with padding, so trimming would copy the strings for nothing.
+
+    Looks only at each cell's first and last byte, straight from the Arrow buffers.
+    """
+    if col.offset != 0 or col.null_count or pa.types.is_large_string(col.type) or col.buffers()[2] is None:
+        return True
+    offsets = np.frombuffer(col.buffers()[1], dtype=np.int32, count=len(col) + 1)
+    chars = np.frombuffer(col.buffers()[2], dtype=np.uint8)
+    filled = offsets[1:] > offsets[:-1]
+    ends = np.concatenate([chars[offsets[:-1][filled]], chars[offsets[1:][filled] - 1]])
+    return bool(np.isin(ends, _TRIM_BYTES).any())
 
 
 class _CleanedOnUse(Sequence[pa.Array]):

@@ -420,3 +420,10 @@ def test_lines_starting_with_is_a_first_byte_sieve(lines: list[str], first: set[
     want = [i for i, line in enumerate(lines)
             if (line and line.encode()[0] in first) or (empty and not line)]
     assert text.lines_starting_with(lines, bytes(sorted(first)), empty=empty).tolist() == want
+
+
+@given(st.lists(st.text(alphabet=" \t\"\u00a0ab©é", max_size=5), min_size=1, max_size=20))
+def test_clean_cells_skip_of_trim_is_exact(cells: list[str]) -> None:
+    """Cleaning a column gives the trimmed cells (empty ones null) whether or not trimming is skipped."""
+    want = [c.strip(" \t\u00a0\"") or None for c in cells]
+    assert text._clean_cells(pa.array(cells)).to_pylist() == want
