@@ -48,6 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = 1
     except KeyboardInterrupt:
         status = 130
+    except BrokenPipeError:
+        # `ketqua results list --json | head`: the reader left; not an error worth a traceback.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        status = 0
     return int(status or 0)
 
 

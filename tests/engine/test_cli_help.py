@@ -40,3 +40,23 @@ def test_help_exits_zero_and_mentions_data(path: tuple[str, ...], capsys: pytest
     assert out.startswith("usage: ketqua")
     if path and not any(p[:len(path)] == path and len(p) > len(path) for p in COMMANDS):
         assert "--data" in out
+
+
+def test_closed_stdout_pipe_is_not_a_crash() -> None:
+    """``ketqua parse big-file --json | head -1``: a reader that leaves early gives exit 0 and no traceback."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    fixture = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "real" / "biorad_cfx_csv" / "CFX_sample.txt"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine", "parse", "--json", str(fixture)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+    )
+    assert proc.stdout.read(1) == b"{"
+    proc.stdout.close()  # far more than a pipe buffer is still to be written
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
