@@ -3,6 +3,7 @@
     KetquaError                 anything ketqua refuses, with a message a person can act on
     ├── ConfigError             data folder, configuration file, missing optional dependency
     ├── ParseError              an input file (analyzer export, manifest, profile, design) is malformed
+    │   ├── TruncatedError      an input file ends before its format says it should (cut short, still arriving)
     │   └── ManifestError       a pool manifest is malformed or inconsistent
     ├── AssayError              an assay profile is invalid or cannot be applied to a run
     │   └── RunControlError     a run's controls failed (NTC amplified, positive control did not)
@@ -69,6 +70,15 @@ class ParseError(KetquaError):
         if self.source:
             return self
         return type(self)(self.reason, source=source, line=self.line, field=self.field, expected=self.expected)
+
+
+class TruncatedError(ParseError):
+    """A file ends before its format says it should: still being written, or cut short in transit.
+
+    Intake leaves such a file waiting in the inbox; once it has stayed unchanged
+    past ``[intake] incomplete_seconds`` it is quarantined as "appears truncated".
+    Nothing is ever signed from it.
+    """
 
 
 class ManifestError(ParseError):

@@ -3,6 +3,6 @@
     from parsers import parse_file, parse_bytes, formats
 """
 
-from parsers.registry import detect, formats, parse_bytes, parse_file, register
+from parsers.registry import check_complete, detect, formats, incomplete, parse_bytes, parse_file, register
 
-__all__ = ["detect", "formats", "parse_bytes", "parse_file", "register"]
+__all__ = ["check_complete", "detect", "formats", "incomplete", "parse_bytes", "parse_file", "register"]

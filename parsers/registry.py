@@ -9,6 +9,10 @@ object) exposing:
     parse(data: bytes, source: str, run_id: str) -> pyarrow.Table
         the canonical well table (engine.model.WELL_SCHEMA); raise ParseError
         naming line and field for anything it cannot read.
+    complete(data: bytes) -> str | None            (optional)
+        why ``data`` looks cut short by this format's own structure (declared
+        well count, terminator record, closing tag, zip directory, ...), or None
+        when it looks whole. Cheap: intake calls it before taking a file.
 
 Modules in this package are imported on first use, so adding a file that calls
 ``@register`` is all it takes to add a format: there is no list to keep.
@@ -25,7 +29,7 @@ from typing import Any, Callable, Protocol
 
 import pyarrow as pa
 
-from engine.errors import ParseError
+from engine.errors import ParseError, TruncatedError
 from engine.model import WELL_SCHEMA
 
 SNIFF_BYTES = 64 * 1024
@@ -111,6 +115,35 @@ def detect(data: bytes, source: str) -> Format:
             expected="an export of a supported instrument (see `ketqua formats`)",
         )
     return _FORMATS[scored[0][1]]
+
+
+def incomplete(data: bytes, source: str) -> str | None:
+    """Why ``data`` looks cut short (a sentence for the technician), or None when it looks whole.
+
+    Every supported instrument ends a text export with a line terminator, so a
+    text file ending mid-line is not complete; a format may add its own test
+    (:class:`Parser` ``complete``). A file no format recognises is not judged
+    here: it is refused later as unrecognised.
+    """
+    if not data:
+        return "the file is empty"
+    try:
+        fmt = detect(data, source)
+    except ParseError:
+        fmt = None
+    hook = getattr(fmt.parser, "complete", None) if fmt is not None else None
+    if hook is not None:
+        return hook(data)
+    if data[-1:] not in (b"\n", b"\r"):
+        return "the file ends in the middle of a line"
+    return None
+
+
+def check_complete(data: bytes, source: str) -> None:
+    """Raise :class:`TruncatedError` naming ``source`` when :func:`incomplete` finds the file cut short."""
+    why = incomplete(data, source)
+    if why is not None:
+        raise TruncatedError(f"appears truncated: {why}", source=source, expected="the whole export as the instrument wrote it")
 
 
 def run_id_of(data: bytes) -> str:
