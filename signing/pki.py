@@ -67,12 +67,21 @@ class DevelopmentPki:
         return self.keys_dir / TSA_KEY
 
 
-def ensure_development_pki(keys_dir: str | os.PathLike[str]) -> DevelopmentPki:
+def ensure_development_pki(
+    keys_dir: str | os.PathLike[str],
+    *,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> DevelopmentPki:
     """Create the development CA, signer and TSA under ``keys_dir`` unless they already exist.
 
     Idempotent: existing files are kept as they are (re-running never re-keys a
     lab). If the CA exists but a leaf is missing, the leaf is issued from that
     CA; if the CA itself is missing, everything is created afresh.
+
+    ``not_before``/``not_after`` (UTC) pin the validity of everything created
+    instead of counting from the clock: tests that sign at a pinned instant
+    need keys valid at that instant, whatever day the suite runs.
     """
     pki = DevelopmentPki(Path(keys_dir))
     pki.keys_dir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +93,7 @@ def ensure_development_pki(keys_dir: str | os.PathLike[str]) -> DevelopmentPki:
             ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
         else:
             ca_key = ec.generate_private_key(ec.SECP256R1())
-            ca_cert = _issue_ca(ca_key)
+            ca_cert = _issue_ca(ca_key, not_before=not_before, not_after=not_after)
             _write_private(pki.ca_key, _pem_key(ca_key))
             _write_public(pki.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
             # A new CA invalidates leaves issued by an older one.
@@ -100,7 +109,7 @@ def ensure_development_pki(keys_dir: str | os.PathLike[str]) -> DevelopmentPki:
             if cert_path.exists() and key_path.exists():
                 continue
             leaf_key = ec.generate_private_key(ec.SECP256R1())
-            leaf = issue_leaf(ca_cert, ca_key, leaf_key.public_key(), kind=kind)
+            leaf = issue_leaf(ca_cert, ca_key, leaf_key.public_key(), kind=kind, not_before=not_before, not_after=not_after)
             _write_private(key_path, _pem_key(leaf_key))
             _write_public(cert_path, leaf.public_bytes(serialization.Encoding.PEM))
             created = True
@@ -122,8 +131,18 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def _issue_ca(ca_key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+def _validity(not_before: dt.datetime | None, not_after: dt.datetime | None, days: int) -> tuple[dt.datetime, dt.datetime]:
+    """A validity window: pinned bounds where given, else from a day ago for ``days`` days (clock skew)."""
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    start = not_before if not_before is not None else now - dt.timedelta(days=1)
+    end = not_after if not_after is not None else (now if not_before is None else start) + dt.timedelta(days=days)
+    return start, end
+
+
+def _issue_ca(
+    ca_key: ec.EllipticCurvePrivateKey, *, not_before: dt.datetime | None = None, not_after: dt.datetime | None = None
+) -> x509.Certificate:
+    start, end = _validity(not_before, not_after, 365 * _CA_YEARS)
     name = _name(f"ketqua {DEVELOPMENT_MARK} root CA")
     public = ca_key.public_key()
     return (
@@ -132,8 +151,8 @@ def _issue_ca(ca_key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
         .issuer_name(name)
         .public_key(public)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=365 * _CA_YEARS))
+        .not_valid_before(start)
+        .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -162,6 +181,8 @@ def issue_leaf(
     kind: str = "signer",
     common_name: str | None = None,
     days: int | None = None,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
 ) -> x509.Certificate:
     """Issue a DEVELOPMENT leaf certificate for ``public_key``.
 
@@ -169,21 +190,22 @@ def issue_leaf(
     validators and DCC verifiers look for on a result signer). ``kind="tsa"``:
     digitalSignature with the critical timeStamping extended key usage that
     RFC 3161 requires of a TSA. Also used by tests to certify a PKCS#11 key.
+    ``not_before``/``not_after`` pin the window (see :func:`ensure_development_pki`).
     """
     if kind not in ("signer", "tsa"):
         raise SigningError(f"unknown certificate kind {kind!r} (expected 'signer' or 'tsa')")
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     if common_name is None:
         common_name = f"ketqua {DEVELOPMENT_MARK} " + ("result signer" if kind == "signer" else "time-stamping authority")
     years = _SIGNER_YEARS if kind == "signer" else _TSA_YEARS
+    start, end = _validity(not_before, not_after, days if days is not None else 365 * years)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
         .issuer_name(ca_cert.subject)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=days if days is not None else 365 * years))
+        .not_valid_before(start)
+        .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(

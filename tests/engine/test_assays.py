@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from engine.assays import available_profiles, load_profile, normalise_target, profile_for
 from engine.errors import AssayError
 from engine.model import well_table
+from tests import shared
 
 NAN = float("nan")
 RUN = "a" * 64
@@ -263,7 +264,7 @@ def test_vectorized_rule_matches_per_tube_rule(rows):
     assert got == [rule(*cts) for cts in rows]
 
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "real"
+FIXTURES = shared.REAL
 
 
 def test_real_cobas_hl7_result_is_interpreted():

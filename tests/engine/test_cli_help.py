@@ -7,6 +7,7 @@ import argparse
 import pytest
 
 from engine.cli import build_parser, main
+from tests import shared
 
 
 def _command_paths(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -48,7 +49,7 @@ def test_closed_stdout_pipe_is_not_a_crash() -> None:
     import sys
     from pathlib import Path
 
-    fixture = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "real" / "biorad_cfx_csv" / "CFX_sample.txt"
+    fixture = shared.REAL / "biorad_cfx_csv" / "CFX_sample.txt"
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine", "parse", "--json", str(fixture)],
         stdout=subprocess.PIPE,

@@ -136,9 +136,9 @@ def test_provenance_carries_a_verifiable_jws_over_the_canonical_json(tmp_path: P
     """The Provenance signature decodes to the compact JWS, which verifies and whose payload is the canonical result."""
     from signing.jws import sign_compact, verify_compact
     from signing.keys import SignerSpec
-    from signing.pki import ensure_development_pki
+    from tests.conftest import make_test_pki
 
-    pki = ensure_development_pki(tmp_path / "keys")
+    pki = make_test_pki(tmp_path / "keys")  # valid at the pinned issued_at of result()
     signer = SignerSpec(kind="file", key=str(pki.signer_key), certificate=str(pki.signer_cert),
                         chain=(str(pki.ca_cert),)).open()
     payload = result("POSITIVE")

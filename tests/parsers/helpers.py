@@ -10,10 +10,11 @@ import pyarrow as pa
 import pytest
 
 from engine.cli import main
+from tests import shared
 
 REPO = Path(__file__).resolve().parents[2]
 #: Real instrument exports, read-only, next to the repository as in CI (see their SOURCES.md).
-REAL = REPO / ".." / "shared" / "fixtures" / "real"
+REAL = shared.REAL
 #: Files written for the tests (variants the real fixtures do not cover).
 DATA = REPO / "tests" / "data"
 

@@ -33,6 +33,7 @@ import parsers
 from engine.errors import ParseError
 from engine.model import WELL_SCHEMA
 from parsers.text import decode
+from tests import shared
 from tests.parsers.helpers import DATA, REAL
 
 RUN_ID = "0" * 64
@@ -259,6 +260,7 @@ def _examples(path: Path, base: int) -> int:
     return max(5, base // 4) if path.suffix.lower() == ".xlsx" else base
 
 
+@shared.requires_shared
 def test_corpus_covers_every_real_family():
     """The fuzz corpus holds the real fixtures, one family per fixture folder at least."""
     assert len(CORPUS) >= 13

@@ -27,8 +27,9 @@ from signing.dcc import RESULT_CODE, test_entry as dcc_test_entry, transliterate
 from signing.hc1 import decode_hc1, sign_hc1
 from signing.keys import FileKeySigner, load_signer_spec
 from signing.verify import verify_hc1
+from tests import shared
 
-VECTORS = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "vectors"
+VECTORS = shared.VECTORS
 # "Now": the signer certificates are created by the tests, valid from yesterday.
 ISSUED = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 EXPIRES = ISSUED + dt.timedelta(days=3)

@@ -28,8 +28,9 @@ from signing.jws import sign_compact
 from signing.keys import load_signer_spec
 from signing.pki import ensure_development_pki
 from signing.verify import verify_pdf
+from tests import shared
 
-VECTORS = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "vectors"
+VECTORS = shared.VECTORS
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 RESULT = {
     "schema": "ketqua/result/1", "id": "hcm02-S7-11aa", "version": 1, "supersedes": None,
