@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns (and exits with) the command's status."""
+    from engine import stopping
+
+    if stopping.is_service_command(sys.argv[1:] if argv is None else argv):
+        stopping.remember_early_stops()  # before the imports: a SIGTERM during start-up stops cleanly
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine import metrics
+from engine import metrics, stopping
 from engine.config import Config, load_config
 from engine.datadir import DataDir
 from engine.errors import KetquaError, ManifestError
@@ -578,6 +578,9 @@ async def serve(engine: Engine, *, port: int | None = 8080, host: str = "127.0.0
             loop.add_signal_handler(sig, service.stop.set)
         except (NotImplementedError, RuntimeError):
             pass
+    if stopping.REQUESTED.is_set():  # SIGTERM came while starting up (see engine.stopping)
+        log.info("stop requested during start-up")
+        service.stop.set()
     runner = None
     if port is not None:
         try:

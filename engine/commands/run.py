@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
+    from engine import stopping
     from engine.logs import configure, log
     from engine.pipeline import run_service
 
@@ -43,5 +44,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         run_service(engine, port=None if args.no_api else args.port, host=args.host)
     finally:
+        stopping.ignore_stops()
         engine.close()
     return 0
