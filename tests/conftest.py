@@ -7,6 +7,7 @@ once per session and copied into each test's folder (keys stay 0600/0700).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 from pathlib import Path
 
@@ -27,6 +28,21 @@ def make_test_pki(keys: Path):  # -> signing.pki.DevelopmentPki
     from signing.pki import ensure_development_pki
 
     return ensure_development_pki(keys, not_before=PKI_NOT_BEFORE, not_after=PKI_NOT_AFTER)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """``KETQUA_TEST_REQUIRE=softhsm,shared`` (CI) turns what would be skips into a failed run."""
+    required = {w.strip() for w in os.environ.get("KETQUA_TEST_REQUIRE", "").split(",") if w.strip()}
+    missing = []
+    if "shared" in required and not shared.PRESENT:
+        missing.append(shared.REASON)
+    if "softhsm" in required:
+        from tests.signing.softhsm import softhsm_library
+
+        if softhsm_library() is None:
+            missing.append("SoftHSM2 is not installed (apt-get install softhsm2): the PKCS#11 tests would be skipped")
+    if missing:
+        pytest.exit("required by KETQUA_TEST_REQUIRE: " + "; ".join(missing), returncode=1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
