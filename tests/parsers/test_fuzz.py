@@ -51,7 +51,7 @@ REAL_FAMILY = {
     "rdml": "rdml",
     "rotorgene_q_csv": "rotorgene",
 }
-#: tests/data files are named <family>_...; prefixes that differ from the registry name.
+#: tests/data files are named <format>_... (the registry name, ``-`` written ``_``); prefixes that differ from it.
 DATA_PREFIX = {"hl7": "hl7v2"}
 
 #: Known crashes of parsers owned by others, by corpus file name: reported, not fixed here.
@@ -80,9 +80,10 @@ def _expected_family(path: Path) -> str | None:
     names = {f.name for f in parsers.formats()}
     if REAL in path.parents or path.resolve().is_relative_to(REAL.resolve()):
         return REAL_FAMILY.get(path.parent.name)
-    prefix = path.name.split("_", 1)[0]
-    family = DATA_PREFIX.get(prefix, prefix)
-    return family if family in names else None
+    # The longest prefix wins: quantstudio_xlsx_... is quantstudio-xlsx, not quantstudio.
+    prefixes = {name.replace("-", "_"): name for name in names} | DATA_PREFIX
+    matching = [p for p in prefixes if path.name.startswith(p + "_")]
+    return prefixes[max(matching, key=len)] if matching else None
 
 
 CORPUS = _real_files() + _data_files()
@@ -266,6 +267,12 @@ def test_corpus_covers_every_real_family():
     assert len(CORPUS) >= 13
     covered = {_original(p)[1] for p in CORPUS}
     assert set(REAL_FAMILY.values()) <= covered
+
+
+def test_every_format_has_a_project_data_file():
+    """Each registered format keeps at least one tests/data file named after it, so a clone alone tests every parser."""
+    named = {_expected_family(p) for p in DATA.iterdir() if p.is_file()}
+    assert [f.name for f in parsers.formats() if f.name not in named] == []
 
 
 def _uncovered() -> list[str]:
