@@ -76,17 +76,23 @@ def _data_files() -> list[Path]:
     return out
 
 
-def _expected_family(path: Path) -> str | None:
-    names = {f.name for f in parsers.formats()}
-    if REAL in path.parents or path.resolve().is_relative_to(REAL.resolve()):
-        return REAL_FAMILY.get(path.parent.name)
-    # The longest prefix wins: quantstudio_xlsx_... is quantstudio-xlsx, not quantstudio.
-    prefixes = {name.replace("-", "_"): name for name in names} | DATA_PREFIX
-    matching = [p for p in prefixes if path.name.startswith(p + "_")]
+def _data_family(name: str) -> str | None:
+    """The format a tests/data file name announces; the longest prefix wins (quantstudio_xlsx_ is quantstudio-xlsx)."""
+    prefixes = {f.name.replace("-", "_"): f.name for f in parsers.formats()} | DATA_PREFIX
+    matching = [p for p in prefixes if name.startswith(p + "_")]
     return prefixes[max(matching, key=len)] if matching else None
 
 
+def _expected_family(path: Path) -> str | None:
+    if REAL in path.parents or path.resolve().is_relative_to(REAL.resolve()):
+        return REAL_FAMILY.get(path.parent.name)
+    return _data_family(path.name)
+
+
 CORPUS = _real_files() + _data_files()
+#: Each corpus file's family, decided at collection, so a test using it reads no fixture path itself
+#: (without ../shared the sniffing tests of tests/data files still run).
+EXPECTED_FAMILY = {path: _expected_family(path) for path in CORPUS}
 
 
 def _id(path: Path) -> str:
@@ -271,7 +277,7 @@ def test_corpus_covers_every_real_family():
 
 def test_every_format_has_a_project_data_file():
     """Each registered format keeps at least one tests/data file named after it, so a clone alone tests every parser."""
-    named = {_expected_family(p) for p in DATA.iterdir() if p.is_file()}
+    named = {_data_family(p.name) for p in DATA.iterdir() if p.is_file()}
     assert [f.name for f in parsers.formats() if f.name not in named] == []
 
 
@@ -349,7 +355,7 @@ def test_every_parser_refuses_other_formats_cleanly(path):
 def test_sniffing_is_stable(path):
     """A file is detected as its own family whatever its name, and no other sniffer outranks it."""
     data, detected = _original(path)
-    expected = _expected_family(path)
+    expected = EXPECTED_FAMILY[path]
     if expected is not None:
         assert detected == expected
 
