@@ -51,7 +51,7 @@ REAL_FAMILY = {
     "rdml": "rdml",
     "rotorgene_q_csv": "rotorgene",
 }
-#: tests/data files are named <family>_...; prefixes that differ from the registry name.
+#: tests/data files are named <format>_... (the registry name, ``-`` written ``_``); prefixes that differ from it.
 DATA_PREFIX = {"hl7": "hl7v2"}
 
 #: Known crashes of parsers owned by others, by corpus file name: reported, not fixed here.
@@ -76,16 +76,23 @@ def _data_files() -> list[Path]:
     return out
 
 
+def _data_family(name: str) -> str | None:
+    """The format a tests/data file name announces; the longest prefix wins (quantstudio_xlsx_ is quantstudio-xlsx)."""
+    prefixes = {f.name.replace("-", "_"): f.name for f in parsers.formats()} | DATA_PREFIX
+    matching = [p for p in prefixes if name.startswith(p + "_")]
+    return prefixes[max(matching, key=len)] if matching else None
+
+
 def _expected_family(path: Path) -> str | None:
-    names = {f.name for f in parsers.formats()}
     if REAL in path.parents or path.resolve().is_relative_to(REAL.resolve()):
         return REAL_FAMILY.get(path.parent.name)
-    prefix = path.name.split("_", 1)[0]
-    family = DATA_PREFIX.get(prefix, prefix)
-    return family if family in names else None
+    return _data_family(path.name)
 
 
 CORPUS = _real_files() + _data_files()
+#: Each corpus file's family, decided at collection, so a test using it reads no fixture path itself
+#: (without ../shared the sniffing tests of tests/data files still run).
+EXPECTED_FAMILY = {path: _expected_family(path) for path in CORPUS}
 
 
 def _id(path: Path) -> str:
@@ -268,6 +275,12 @@ def test_corpus_covers_every_real_family():
     assert set(REAL_FAMILY.values()) <= covered
 
 
+def test_every_format_has_a_project_data_file():
+    """Each registered format keeps at least one tests/data file named after it, so a clone alone tests every parser."""
+    named = {_data_family(p.name) for p in DATA.iterdir() if p.is_file()}
+    assert [f.name for f in parsers.formats() if f.name not in named] == []
+
+
 def _uncovered() -> list[str]:
     covered = {_original(p)[1] for p in CORPUS}
     return [f.name for f in parsers.formats() if f.name not in covered]
@@ -342,7 +355,7 @@ def test_every_parser_refuses_other_formats_cleanly(path):
 def test_sniffing_is_stable(path):
     """A file is detected as its own family whatever its name, and no other sniffer outranks it."""
     data, detected = _original(path)
-    expected = _expected_family(path)
+    expected = EXPECTED_FAMILY[path]
     if expected is not None:
         assert detected == expected
 

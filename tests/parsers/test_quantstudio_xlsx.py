@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import math
 from pathlib import Path
@@ -13,12 +14,15 @@ from engine.errors import ParseError
 from engine.model import WELL_COLUMNS, run_metadata
 from parsers import detect, parse_bytes, parse_file
 from tests.parsers import helpers
-from tests.parsers.helpers import cli_parse_broken, cli_parse_json, well_row
+from tests.parsers.helpers import DATA, cli_parse_broken, cli_parse_json, well_row
 
 XLSX = (
     helpers.REAL / "quantstudio_design_analysis_xlsx"
     / "appbio_quantstudio_designandanalysis_Diomni_v4.3_Presence_Absence.xlsx"
 )
+
+#: The project's own Design & Analysis workbook, written by tests/data/make_quantstudio_xlsx.py.
+OWN = DATA / "quantstudio_xlsx_da_pools.xlsx"
 
 
 def _edited(edit) -> bytes:  # type: ignore[no-untyped-def]
@@ -140,3 +144,88 @@ def test_well_numbers_only() -> None:
     out = io.BytesIO()
     book.save(out)
     assert parse_bytes(out.getvalue(), "da.xlsx").column("well").to_pylist() == ["A1", "A1", "A12"]
+
+
+# ---------------------------------------------------------------------------
+# The project's own workbook (tests/data): runs in a clone without ../shared
+# ---------------------------------------------------------------------------
+
+
+def _generator():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("make_quantstudio_xlsx", DATA / "make_quantstudio_xlsx.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def _cells(data: bytes) -> dict[str, list[tuple[object, ...]]]:
+    book = openpyxl.load_workbook(io.BytesIO(data), read_only=True)
+    try:
+        return {ws.title: list(ws.iter_rows(values_only=True)) for ws in book.worksheets}
+    finally:
+        book.close()
+
+
+def test_own_workbook_matches_its_generator() -> None:
+    """The committed .xlsx is what the committed script writes, and the script's bytes never vary."""
+    generator = _generator()
+    first = generator.build()
+    assert generator.build() == first  # fixed document dates and zip member times
+    assert _cells(OWN.read_bytes()) == _cells(first)
+    book = openpyxl.load_workbook(OWN)
+    assert book.properties.created == book.properties.modified == generator.EXPORTED
+    assert book.sheetnames == ["Sample Setup", "Amplification Data", "Results"]
+
+
+def test_own_workbook_values() -> None:
+    """Results rows: Well Position used, numeric Cq read, UNDETERMINED → NaN, empty position dropped, Omit → invalid."""
+    table = parse_file(OWN)
+    assert table.num_rows == 21  # 7 named wells x 3 targets; A6 has no sample
+    orf = well_row(table, "A1", "ORF1ab")
+    assert (orf["sample_id"], orf["role"], orf["dye"], orf["line"], orf["call"]) == ("P001", "sample", "FAM", 27, None)
+    assert orf["ct"] == pytest.approx(23.418)
+    assert well_row(table, "A1", "RNase P")["ct"] == pytest.approx(26.733)
+    p002 = well_row(table, "A2", "N gene")
+    assert p002["sample_id"] == "P002" and math.isnan(p002["ct"]) and p002["line"] == 31
+    omitted = well_row(table, "A4", "RNase P")
+    assert omitted["sample_id"] == "P004" and omitted["call"] == "invalid"
+    assert well_row(table, "A5", "ORF1ab")["sample_id"] == "220506-0112"
+    pc = well_row(table, "H11", "N gene")
+    assert (pc["role"], pc["line"]) == ("pc", 46) and pc["ct"] == pytest.approx(27.911)  # Task POSITIVE_CONTROL
+    ntc = well_row(table, "H12", "ORF1ab")
+    assert ntc["role"] == "ntc" and math.isnan(ntc["ct"]) and ntc["line"] == 48
+    assert "A6" not in table.column("well").to_pylist()
+
+
+def test_own_workbook_metadata() -> None:
+    """Key | Value rows of the Results sheet: instrument, serial, Vietnamese operator, software, run times, barcode."""
+    meta = run_metadata(parse_file(OWN))
+    assert meta["instrument"] == "QuantStudio™ 5 System" and meta["serial"] == "272511087"
+    assert meta["operator"] == "Võ Thị Mai"
+    assert meta["software"] == "Design & Analysis 2.6.0"
+    assert meta["run_start"] == "2022-05-06 01:58:31 PM ICT" and meta["run_end"] == "2022-05-06 03:11:47 PM ICT"
+    assert meta["plate"] == "PL-220506-03"
+
+
+def test_own_workbook_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """`ketqua parse --json` prints 21 rows: Cq as written, UNDETERMINED as null, sheet rows as lines."""
+    code, rows = cli_parse_json(capsys, OWN)
+    assert code == 0 and len(rows) == 21 and tuple(rows[0]) == WELL_COLUMNS
+    by_line = {r["line"]: r for r in rows}
+    assert (by_line[39]["well"], by_line[39]["sample_id"], by_line[39]["target"]) == ("A5", "220506-0112", "ORF1ab")
+    assert by_line[39]["ct"] == pytest.approx(18.07)
+    assert by_line[30]["ct"] is None and by_line[30]["sample_id"] == "P002"
+    assert by_line[50]["role"] == "ntc" and by_line[50]["target"] == "RNase P"
+
+
+def test_own_workbook_damaged_cq(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A text Cq that is not a number names the file, the sheet row and the Cq field."""
+    book = openpyxl.load_workbook(OWN)
+    book["Results"].cell(row=33, column=12, value="36.9O5")  # P003 ORF1ab, letter O for zero
+    out = io.BytesIO()
+    book.save(out)
+    with pytest.raises(ParseError, match=r"line 33, field 'Cq'"):
+        parse_bytes(out.getvalue(), "edited.xlsx")
+    code, err = cli_parse_broken(capsys, tmp_path / "plate03.xlsx", out.getvalue())
+    assert code != 0
+    assert "plate03.xlsx" in err and "line 33" in err and "'Cq'" in err

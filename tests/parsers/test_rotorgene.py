@@ -11,9 +11,11 @@ from engine.errors import ParseError
 from engine.model import WELL_COLUMNS, run_metadata
 from parsers import detect, parse_bytes, parse_file
 from tests.parsers import helpers
-from tests.parsers.helpers import cli_parse_broken, cli_parse_json
+from tests.parsers.helpers import DATA, cli_parse_broken, cli_parse_json
 
 RGQ = helpers.REAL / "rotorgene_q_csv" / "irregular_multi_assay.csv"
+#: The project's own export from a Vietnamese-locale PC: ';' separators, decimal commas, BOM, CRLF, padding.
+OWN = DATA / "rotorgene_vi_semicolon_decimal_comma.csv"
 
 SARS = (
     "\ufeffExcel Analysed Data Export;;;;;\r\n"
@@ -99,3 +101,71 @@ def test_cli_parse_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
     code, err = cli_parse_broken(capsys, tmp_path / "broken_rgq.csv", damaged)
     assert code != 0
     assert "broken_rgq.csv" in err and "line 10" in err
+
+
+# ---------------------------------------------------------------------------
+# The project's own export (tests/data): runs in a clone without ../shared
+# ---------------------------------------------------------------------------
+
+
+def _rows(table):  # type: ignore[no-untyped-def]
+    return {(r["sample_id"], r["target"]): r for r in table.to_pylist()}
+
+
+def test_own_export_is_vietnamese_locale() -> None:
+    """The file keeps what Rotor-Gene Q writes on a vi-VN PC: BOM, CRLF, ';' padding, decimal commas."""
+    data = OWN.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbfExcel Analysed Data Export;;;") and data.endswith(b";\r\n")
+    assert data.count(b"\n") == data.count(b"\r\n")
+    assert b";27,84;" in data
+    assert detect(data, "ket qua.csv").name == "rotorgene"
+
+
+def test_own_export_values() -> None:
+    """Two sections (N gene on Green, IC on Yellow); decimal commas read; empty Ct → NaN; empty tubes dropped."""
+    table = parse_file(OWN)
+    assert table.num_rows == 16  # tubes 7 and 8 are empty rotor positions
+    rows = _rows(table)
+    p001 = rows[("P001", "N gene")]
+    assert (p001["dye"], p001["role"], p001["line"], p001["well"]) == ("Green", "sample", 13, None)
+    assert p001["ct"] == pytest.approx(27.84)
+    assert rows[("P003", "N gene")]["ct"] == pytest.approx(36.2)
+    assert math.isnan(rows[("P002", "N gene")]["ct"]) and rows[("P002", "N gene")]["line"] == 14
+    assert math.isnan(rows[("P005", "N gene")]["ct"])  # "NEG (Ct<Threshold)" comment, no Ct
+    ic = rows[("P001", "IC")]
+    assert (ic["dye"], ic["line"]) == ("Yellow", 28) and ic["ct"] == pytest.approx(29.03)
+    assert math.isnan(rows[("P004", "IC")]["ct"])  # no amplification at all: the IC failed too
+    assert rows[("NTC", "N gene")]["role"] == "ntc" and math.isnan(rows[("NTC", "N gene")]["ct"])
+    ptc = rows[("PTC", "N gene")]
+    assert (ptc["role"], ptc["line"]) == ("pc", 22) and ptc["ct"] == pytest.approx(25.12)
+    assert rows[("220402-0093", "N gene")]["ct"] == pytest.approx(19.57)
+
+
+def test_own_export_metadata() -> None:
+    """Run file, operator (Vietnamese name), serial, software and dd/mm/yyyy date as written."""
+    meta = run_metadata(parse_file(OWN))
+    assert meta["encoding"] == "utf-8-sig"
+    assert meta["plate"] == "SARS-CoV-2 gộp mẫu 2022-04-02 (2).rex"
+    assert meta["operator"] == "Phạm Thị Ngọc" and meta["serial"] == "R0318207"
+    assert meta["run_start"] == "02/04/2022 14:05:12"
+
+
+def test_own_export_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """`ketqua parse --json` prints the 16 tube rows: decimal-comma Ct as numbers, no Ct as null, well null."""
+    code, rows = cli_parse_json(capsys, OWN)
+    assert code == 0 and len(rows) == 16 and tuple(rows[0]) == WELL_COLUMNS
+    by_line = {r["line"]: r for r in rows}
+    assert (by_line[18]["sample_id"], by_line[18]["target"], by_line[18]["well"]) == ("220402-0093", "N gene", None)
+    assert by_line[18]["ct"] == pytest.approx(19.57)
+    assert by_line[21]["role"] == "ntc" and by_line[21]["ct"] is None
+    assert by_line[37]["target"] == "IC" and by_line[37]["ct"] == pytest.approx(27.9)
+
+
+def test_own_export_damaged_ct(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A Ct with two decimal commas names the file, its line and the Ct field."""
+    damaged = OWN.read_bytes().replace(b";36,2;", b";36,2,0;")
+    with pytest.raises(ParseError, match=r"line 15, field 'Ct'"):
+        parse_bytes(damaged, "rgq.csv")
+    code, err = cli_parse_broken(capsys, tmp_path / "rgq_vi.csv", damaged)
+    assert code != 0
+    assert "rgq_vi.csv" in err and "line 15" in err and "'Ct'" in err

@@ -11,9 +11,11 @@ from engine.errors import ParseError
 from engine.model import WELL_COLUMNS, run_metadata
 from parsers import detect, parse_bytes, parse_file
 from tests.parsers import helpers
-from tests.parsers.helpers import cli_parse_broken, cli_parse_json, well_row
+from tests.parsers.helpers import DATA, cli_parse_broken, cli_parse_json, well_row
 
 SDS = helpers.REAL / "abi_sds_txt" / "SDS_sample.txt"
+#: The project's own 7900HT RQ export of a pooled SARS-CoV-2 plate (CR-only, ragged rows, plate trailer).
+OWN = DATA / "sds_7900ht_rq_pools_cr.txt"
 
 
 def test_cr_only_rq_export_values() -> None:
@@ -91,3 +93,68 @@ def test_cli_parse_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
     code, err = cli_parse_broken(capsys, tmp_path / "broken_sds.txt", damaged)
     assert code != 0
     assert "broken_sds.txt" in err and "line 19" in err
+
+
+# ---------------------------------------------------------------------------
+# The project's own export (tests/data): runs in a clone without ../shared
+# ---------------------------------------------------------------------------
+
+
+def test_own_export_is_cr_only_and_whole() -> None:
+    """The file keeps what SDS 2.x writes: CR-only line ends, no LF, ending on a line end."""
+    data = OWN.read_bytes()
+    assert b"\n" not in data and data.endswith(b"\r") and data.startswith(b"SDS 2.4 RQ Results\t")
+    assert detect(data, "export.dat").name == "sds"
+
+
+def test_own_export_values() -> None:
+    """Pools, controls, Undetermined and Flag/Omit marks as written, at their true (CR-counted) lines."""
+    table = parse_file(OWN)
+    assert table.num_rows == 16  # the PlateID trailer under the blank line is not a well
+    a1 = well_row(table, "A1")
+    assert (a1["sample_id"], a1["role"], a1["target"], a1["line"], a1["call"]) == ("P001", "sample", "N1", 10, None)
+    assert a1["ct"] == pytest.approx(24.318705)
+    rnp = well_row(table, "A2")
+    assert (rnp["sample_id"], rnp["target"], rnp["line"]) == ("P001", "RNaseP", 11)  # Endogenous Control task
+    assert rnp["role"] == "sample" and rnp["ct"] == pytest.approx(22.906939)
+    a3 = well_row(table, "A3")
+    assert a3["sample_id"] == "P002" and math.isnan(a3["ct"]) and a3["line"] == 12
+    flagged = well_row(table, "A5")
+    assert flagged["call"] == "invalid" and flagged["ct"] == pytest.approx(37.81229)
+    omitted = well_row(table, "B3")
+    assert (omitted["sample_id"], omitted["call"], omitted["line"]) == ("P006", "invalid", 20)
+    pc = well_row(table, "P21")
+    assert (pc["sample_id"], pc["role"], pc["ct"]) == ("PC", "pc", pytest.approx(28.44131))
+    ntc = well_row(table, "P24")
+    assert (ntc["role"], ntc["target"], ntc["line"]) == ("ntc", "RNaseP", 25) and math.isnan(ntc["ct"])
+    assert table.column("call").to_pylist().count("invalid") == 2
+
+
+def test_own_export_metadata() -> None:
+    """Title, file name, run start and operator come from the key/value lines above the table."""
+    meta = run_metadata(parse_file(OWN))
+    assert meta["software"] == "SDS 2.4"
+    assert meta["plate"] == "SARS2 pools 2022-03-14 plate 12.sdm"
+    assert meta["run_start"] == "Mon Mar 14 09:12:40 ICT 2022"
+    assert meta["operator"] == "ktv.thao"
+
+
+def test_own_export_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """`ketqua parse --json` prints the same rows: Ct as written, Undetermined as null."""
+    code, rows = cli_parse_json(capsys, OWN)
+    assert code == 0 and len(rows) == 16 and tuple(rows[0]) == WELL_COLUMNS
+    by_line = {r["line"]: r for r in rows}
+    assert (by_line[18]["well"], by_line[18]["sample_id"], by_line[18]["target"]) == ("B1", "P005", "N1")
+    assert by_line[18]["ct"] == pytest.approx(31.020158)
+    assert by_line[16]["sample_id"] == "P004" and by_line[16]["ct"] is None
+    assert by_line[22]["role"] == "pc" and by_line[24]["role"] == "ntc"
+
+
+def test_own_export_damaged_ct(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped Ct (letter O for zero) names the file, its line and the Ct field."""
+    damaged = OWN.read_bytes().replace(b"\t31.020158\t", b"\t31.02O158\t")
+    with pytest.raises(ParseError, match=r"line 18, field 'Ct'.*31\.02O158"):
+        parse_bytes(damaged, "sds.txt")
+    code, err = cli_parse_broken(capsys, tmp_path / "plate12_sds.txt", damaged)
+    assert code != 0
+    assert "plate12_sds.txt" in err and "line 18" in err and "'Ct'" in err
