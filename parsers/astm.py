@@ -320,7 +320,9 @@ class AstmParser:
             try:
                 text = deframe(data).decode("latin-1")
             except ParseError as exc:
-                return f"the ASTM transmission is cut: {exc.reason}"
+                if "truncated" in exc.reason:
+                    return f"the ASTM transmission is cut: {exc.reason}"
+                return None  # corrupted (checksum, sequence), not cut: the parser says where
             if data.rstrip(b"\r\n\x04\x05\x06 \t").endswith(ETB) or not text.strip():
                 return "the ASTM transmission stops after an intermediate frame (ETB): its last frame is missing"
         else:

@@ -188,3 +188,16 @@ def head_and_tail(data: bytes, head_bytes: int = 64 * 1024) -> tuple[list[str], 
         return tail, tail, True
     head = text_lines(data[:head_bytes])
     return head[:-1], tail, False
+
+
+def last_line_number(data: bytes) -> int:
+    """1-based number of the file's last line (CRLF, LF or CR-only; UTF-16 aware): where a cut file stops."""
+    encoding = encoding_of(data)
+    if encoding != "bytes":
+        units = data[2:] if data[:2] in (b"\xff\xfe", b"\xfe\xff") else data
+        lf, cr = ((b"\n\x00", b"\r\x00") if encoding == "utf-16-le" else (b"\x00\n", b"\x00\r"))
+        text_lf = units.count(lf)
+        breaks = text_lf if text_lf else units.count(cr)
+    else:
+        breaks = data.count(b"\n") or data.count(b"\r")
+    return max(1, breaks if mid_line(data) is None else breaks + 1)
