@@ -169,13 +169,15 @@ class LightCyclerText:
     def complete(data: bytes) -> str | None:
         """Whole when every channel block lists as many positions as the first, and the last line is whole.
 
-        The LightCycler software may leave the export's last line without its
-        line end (the real 480 export does), so an unterminated last line is
-        whole only when it is the plate's last position (H12 of 96, P24 of
-        384, or the first block's last position) with its Standard field
-        written. Several channel blocks list the same positions, so a last block
-        shorter than the first is cut. Undetectable: a single-channel export cut
-        exactly at a line end (the plate size is not stated).
+        The software ends every line with CRLF, but a real single-channel 480
+        export (HTqPCR's, likely trimmed of trailing whitespace) ends without
+        it, so an unterminated last line of a single-block file is whole only
+        when it is the plate's last position (H12 of 96, P24 of 384) with its
+        Standard field written; a multi-channel file must end with a line end.
+        Several channel blocks list the same positions, so a last block shorter
+        than the first is cut. Undetectable: a cut exactly at a line end of a
+        single-channel export, or exactly between two whole channel blocks
+        (neither the plate size nor the channel count is stated).
         """
         lines = text_lines(data)
         blocks = [i for i, line in enumerate(lines) if _EXPERIMENT.match(line)]
@@ -194,8 +196,8 @@ class LightCyclerText:
         first, last = rows(*spans[0]), rows(*spans[-1])
         if mid_line(data) is not None:
             row = last[-1] if last else []
-            final = {"H12", "P24"} | ({first[-1][pos].strip().upper()} if len(spans) > 1 and first and len(first[-1]) > pos else set())
-            whole_row = (len(row) > pos and row[pos].strip().upper() in final
+            final = {"H12", "P24"}
+            whole_row = (len(spans) == 1 and len(row) > pos and row[pos].strip().upper() in final
                          and (standard is None or (len(row) > standard and row[standard].strip() != "")))
             if not whole_row:
                 return unterminated(data)

@@ -174,7 +174,11 @@ def parse_bytes(data: bytes, source: str, format: str | None = None) -> pa.Table
     ParseError escapes: any other exception from a parser is a bug, but the
     file is still refused with a readable message rather than crashing the engine.
     """
-    fmt = get_format(format) if format else detect(data, source)
+    try:
+        fmt = get_format(format) if format else detect(data, source)
+    except ParseError:
+        check_complete(data, source)  # a cut so early that no format is recognised yet is still "truncated"
+        raise
     check_complete(data, source, fmt.name)
     run_id = run_id_of(data)
     try:

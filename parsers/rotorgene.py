@@ -186,8 +186,10 @@ class RotorGeneExport:
 
         The software pads every line with separators to one width and leaves the
         last line without its CRLF (the real export does), so the last line is
-        whole when it has as many separators as the first line; a cut anywhere
-        in it loses some. Unpadded exports (a ``,`` PC) must end with a line
+        whole when it has as many separators as the first line and ends with
+        one (its last field empty, as padding leaves it); a cut anywhere in it
+        loses some. A real last row with its last column filled and no CRLF
+        would wait and be quarantined: safe, not silent. Unpadded exports (a ``,`` PC) must end with a line
         end. Undetectable: a cut exactly at a line end (tubes per section are
         not stated).
         """
@@ -203,6 +205,9 @@ class RotorGeneExport:
                 reason = "the file ends in the middle of a line" if mid_line(data) else "the last line is cut"
                 return (f"{reason}: its last line has {last.count(sep) + 1} of the {width + 1} fields every line of "
                         f"the export has (it stops at '…{last.rstrip(sep)[-40:]}')")
+            if mid_line(data) and not last.endswith(sep):
+                return (f"the file ends in the middle of a line: its last field is cut or the line end is missing "
+                        f"(it stops at '…{last[-40:]}')")
             return None
         return unterminated(data)
 
