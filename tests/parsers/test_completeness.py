@@ -186,3 +186,93 @@ def test_astm_and_hl7_structure_sentences() -> None:
     assert "stops after its OBR segment" in incomplete(after_obr, "h.hl7")
     mid_order = hl7[: hl7.rindex(b"OBX|3|")]
     assert "every other order in the file ends with SPM" in incomplete(mid_order, "h.hl7")
+
+
+# ---------------------------------------------------------------------------
+# End to end: the incident of issue 12 through Engine.run_once
+# ---------------------------------------------------------------------------
+
+
+def _controls_first_export(seed: int) -> tuple[bytes, bytes, int]:
+    """A simulated QuantStudio plate with its control rows first (manifest, whole export, Ct offset of the last row).
+
+    The last row's CT is set to 23.948 so that cutting the file after "23.9" reproduces the incident.
+    """
+    from engine.demo import manifest_csv, quantstudio_text, simulate_plate
+
+    plate = simulate_plate(seed, pool_size=2, prevalence=0.1)
+    lines = quantstudio_text(plate).decode("utf-8").split("\r\n")
+    assert lines[-1] == ""
+    header = next(i for i, line in enumerate(lines) if line.startswith("Well\t"))
+    pools = {row["pool_id"] for row in plate.manifest}
+    rows = lines[header + 1 : -1]
+    controls = [r for r in rows if r.split("\t")[3] not in pools]
+    specimens = [r for r in rows if r.split("\t")[3] in pools]
+    assert controls and specimens
+    last = specimens[-1].split("\t")
+    ct = lines[header].split("\t").index("CT")
+    last[ct] = "23.948"
+    specimens[-1] = "\t".join(last)
+    text = "\r\n".join(lines[: header + 1] + controls + specimens) + "\r\n"
+    data = text.encode("utf-8")
+    offset = data.rindex(b"23.948")
+    return manifest_csv(plate.manifest), data, offset
+
+
+def _run(data_dir, manifest: bytes, export: bytes):  # noqa: ANN001, ANN202 - DataDir, Summary
+    from engine.demo import write_atomically
+    from engine.pipeline import Engine
+
+    write_atomically(data_dir.inbox / "m.csv", manifest)
+    write_atomically(data_dir.inbox / "plate.txt", export)
+    with Engine(data_dir, workers=0, certificates=False) as engine:
+        summary = engine.run_once()
+        states = {r["name"]: r["state"] for r in engine.ledger.files()}
+        reasons = {e["detail"]["copy"]: e["detail"]["reason"] for e in engine.ledger.events(kind="quarantined")}
+        results = len(engine.ledger.results())
+    return summary, states, reasons, results
+
+
+def test_incident_last_ct_cut_is_quarantined_and_signs_nothing(data_dir) -> None:  # noqa: ANN001 - DataDir
+    """Issue 12: controls first, the last Ct cut 23.948 → 23.9 without a line end: quarantined, nothing signed."""
+    manifest, whole, offset = _controls_first_export(21)
+    cut = whole[: offset + len(b"23.9")]
+    summary, states, reasons, results = _run(data_dir, manifest, cut)
+    assert summary.signed == 0 and results == 0
+    assert states["plate.txt"] == "quarantined" and reasons == {"plate.txt": "truncated"}
+    report = (data_dir.quarantine / "plate.txt.error.txt").read_text(encoding="utf-8")
+    assert "appears truncated" in report and "23.9'" in report and "export it again whole" in report
+
+
+def test_incident_export_whole_signs(data_dir) -> None:  # noqa: ANN001 - DataDir
+    """The same controls-first export, whole, is signed: the cut, not the ordering, is what is refused."""
+    manifest, whole, _ = _controls_first_export(21)
+    summary, states, _, results = _run(data_dir, manifest, whole)
+    assert states["plate.txt"] == "done" and summary.signed > 0 and results == summary.signed
+
+
+@pytest.mark.slow
+def test_engine_cut_exports_sign_nothing(data_dir) -> None:  # noqa: ANN001 - DataDir
+    """Cut at seeded random offsets inside the [Results] rows (never at a line end) and run through the engine: 0 signed."""
+    from engine.demo import write_atomically
+    from engine.pipeline import Engine
+
+    manifest, whole, _ = _controls_first_export(22)
+    start = whole.index(b"[Results]")
+    rng = random.Random(12)
+    cuts = sorted({rng.randrange(start, len(whole) - 2) for _ in range(12)})
+    cuts = [c for c in cuts if whole[c - 1 : c] not in (b"\r", b"\n")]
+    write_atomically(data_dir.inbox / "m.csv", manifest)
+    tried = signed = 0
+    with Engine(data_dir, workers=0, certificates=False) as engine:
+        engine.run_once()
+        for n, cut in enumerate(cuts):
+            write_atomically(data_dir.inbox / f"cut-{n}.txt", whole[:cut])
+            summary = engine.run_once()
+            tried += 1
+            signed += summary.signed
+        reasons = {e["detail"]["copy"]: e["detail"]["reason"] for e in engine.ledger.events(kind="quarantined")}
+        assert engine.ledger.results() == []
+    print(f"\nengine: {tried} cut exports tried, {signed} signed")
+    assert tried >= 8 and signed == 0
+    assert set(reasons.values()) == {"truncated"} and len(reasons) == tried
