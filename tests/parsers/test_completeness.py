@@ -276,3 +276,21 @@ def test_engine_cut_exports_sign_nothing(data_dir) -> None:  # noqa: ANN001 - Da
     print(f"\nengine: {tried} cut exports tried, {signed} signed")
     assert tried >= 8 and signed == 0
     assert set(reasons.values()) == {"truncated"} and len(reasons) == tried
+
+
+def test_manifest_cut_mid_row_is_truncated(data_dir) -> None:  # noqa: ANN001 - DataDir
+    """A manifest ending mid-row raises TruncatedError naming its last line, and is quarantined as truncated."""
+    from engine.demo import write_atomically
+    from engine.manifest import read_manifest
+    from engine.pipeline import Engine
+
+    data = (DATA / "manifest_good.csv").read_bytes()
+    cut = data[:-5]
+    with pytest.raises(TruncatedError, match=r"line \d+: appears truncated: the manifest ends in the middle of a row"):
+        read_manifest(cut, "m.csv")
+    assert read_manifest(data, "m.csv").num_rows > 0
+    write_atomically(data_dir.inbox / "m.csv", cut)
+    with Engine(data_dir, workers=0, certificates=False) as engine:
+        engine.run_once()
+        reasons = {e["detail"]["copy"]: e["detail"]["reason"] for e in engine.ledger.events(kind="quarantined")}
+    assert reasons == {"m.csv": "truncated"}
