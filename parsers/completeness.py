@@ -19,10 +19,13 @@ __all__ = [
     "TAIL_BYTES",
     "encoding_of",
     "gunzipped",
+    "head_and_tail",
+    "last_line_number",
     "last_well_short",
     "mid_line",
     "tail_lines",
     "text_lines",
+    "unterminated",
     "zip_incomplete",
 ]
 
