@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from engine.errors import ManifestError
+from engine.errors import ManifestError, TruncatedError
 
 MANIFEST_COLUMNS = (
     "pool_id",
@@ -63,7 +63,16 @@ def read_manifest(data: bytes, source: str) -> pa.Table:
 
     Line numbers assume one record per line (the platform does not write
     newlines inside quoted fields); a quoted newline shifts later numbers.
+
+    A manifest ending mid-line is cut short (every CSV writer ends the last row
+    with a line end) and raises TruncatedError, so its half row is never read as
+    a person's details. A cut exactly at a line end is undetectable in CSV: the
+    shorter file is a valid manifest of fewer rows (those pools then wait).
     """
+    if data and data[-1:] not in (b"\n", b"\r"):
+        line = data.count(b"\n") + 1
+        raise TruncatedError("appears truncated: the manifest ends in the middle of a row", source=source, line=line,
+                             expected="the whole manifest, ending with a line end; copy or export it again")
     if data.startswith(_BOM):
         data = data[len(_BOM) :]
     try:

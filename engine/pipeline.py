@@ -33,7 +33,7 @@ from typing import Any
 from engine import metrics, stopping
 from engine.config import Config, load_config
 from engine.datadir import DataDir
-from engine.errors import KetquaError, ManifestError
+from engine.errors import KetquaError, ManifestError, TruncatedError
 from engine.intake import Intake, Taken, kind_of, write_archive
 from engine.ledger import ConflictError, Ledger
 from engine.logs import log
@@ -57,6 +57,7 @@ ADVICE = {
     "controls": "The run's controls failed, so none of its results can be released. Repeat the run with fresh controls, then drop the new export in the inbox.",
     "decode": "The pools on the plate do not match the manifest's design. Check the manifest for this plate, correct it and drop it in the inbox again.",
     "manifest": "Correct the manifest at the line and column named above (save as CSV UTF-8) and drop the corrected file in the inbox.",
+    "truncated": "The file appears cut short (still being copied, or the transfer was interrupted): nothing was read from it. Copy or export it again whole from the instrument PC, then drop the new file in the inbox.",
     "unknown_pools": "No manifest names these pools. Drop the pool manifest for this plate in the inbox; if the pool names are wrong, export the run again with the right sample names.",
 }
 
@@ -191,6 +192,9 @@ class Engine:
             return 0
         try:
             rows = read_manifest(data, name).to_pylist()
+        except TruncatedError as exc:
+            self.quarantine(file_row, str(exc), "truncated")
+            return 0
         except ManifestError as exc:
             self.quarantine(file_row, str(exc), "manifest")
             return 0

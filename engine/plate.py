@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.config import Lab
-from engine.errors import AssayError, DecodeError, DesignError, KetquaError, ParseError
+from engine.errors import AssayError, DecodeError, DesignError, KetquaError, ParseError, TruncatedError
 from engine.ledger import Ledger, PlateCommit, SignedResult
 from engine.model import POOL_CODE, POOL_MISSING, SIGNED_OUTCOMES, SPECIMEN_BY_CODE, PoolOutcome, Role, SpecimenOutcome
 from engine.results import build_payload, ct_value, result_id, sign_payload, utc_instant
@@ -59,7 +59,7 @@ class PlateOutcome:
     commit: PlateCommit | None = None
     missing_pools: list[str] = field(default_factory=list)
     error: str | None = None
-    error_kind: str | None = None  # parse | assay | controls | design | decode
+    error_kind: str | None = None  # parse | truncated | assay | controls | design | decode
     manifest_generation: int | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -123,6 +123,8 @@ def process_plate(job: PlateJob) -> PlateOutcome:
         from parsers import parse_bytes
 
         wells = parse_bytes(data, job.source)
+    except TruncatedError as exc:  # cut short: its own kind, so the report says so and advises a whole copy
+        return PlateOutcome(job.run_id, job.source, "bad", error=str(exc), error_kind="truncated")
     except ParseError as exc:
         return PlateOutcome(job.run_id, job.source, "bad", error=str(exc), error_kind="parse")
     seconds["parse"] = time.perf_counter() - t0

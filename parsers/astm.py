@@ -30,6 +30,7 @@ import pyarrow as pa
 from engine.errors import ParseError
 from engine.model import Role
 from parsers.lis import ResultRows, field_at, iso_timestamp, numbered_records
+from parsers.completeness import unterminated
 from parsers.registry import register
 from parsers.text import decode, head_text, normalise_call, normalise_role, split_lines
 
@@ -304,6 +305,41 @@ class AstmParser:
         fs = re.escape(m.group(1))
         others = len(re.findall(rf"[\r\n\x02][0-7]?[POR]{fs}", text))
         return 0.97 if others else 0.8
+
+    @staticmethod
+    def complete(data: bytes) -> str | None:
+        """Whole when the last record is the L (terminator) record, and (framed) every frame is closed.
+
+        A message ends with its L record; in an E1381 capture every frame ends
+        with ETX/ETB and a two-digit checksum, so a cut frame is found by
+        deframing (EOT after the last frame is not required: loggers drop it).
+        A raw message must also end with its record terminator. Undetectable: a
+        file of several whole messages cut exactly between two of them.
+        """
+        if STX in data[:4096] or (STX in data and ETX in data):
+            try:
+                text = deframe(data).decode("latin-1")
+            except ParseError as exc:
+                if "truncated" in exc.reason:
+                    return f"the ASTM transmission is cut: {exc.reason}"
+                return None  # corrupted (checksum, sequence), not cut: the parser says where
+            if data.rstrip(b"\r\n\x04\x05\x06 \t").endswith(ETB) or not text.strip():
+                return "the ASTM transmission stops after an intermediate frame (ETB): its last frame is missing"
+        else:
+            why = unterminated(data)
+            if why is not None:
+                return why
+            text = data.decode("latin-1")
+        records = [r.strip("\x00\r\n\t ") for r in split_lines(text)]
+        records = [r for r in records if r]
+        if not records:
+            return "the ASTM file holds no records"
+        first = records[0].lstrip("\ufeff\xef\xbb\xbf")
+        delimiter = first[1:2] if first[:1] == "H" else "|"
+        last = records[-1]
+        if not (last[:1].upper() == "L" and last[1:2] == delimiter):
+            return f"the ASTM message has no terminator record (L): it stops after a '{last[:1]}' record"
+        return None
 
     @staticmethod
     def parse(data: bytes, source: str, run_id: str) -> pa.Table:

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.errors import ParseError
+from parsers.completeness import head_and_tail, last_well_short, unterminated
 from parsers.registry import register
 from parsers.tabular import drop_empty_wells, header_line, instrument_roles, preamble_pairs, require_header
 from parsers.text import (
@@ -102,6 +103,36 @@ class CfxCqResults:
         if i is None:
             return 0.0
         return 0.97 if re.search(r"\bC(q|\(t\))\b", lines[i]) else 0.7
+
+    @staticmethod
+    def complete(data: bytes) -> str | None:
+        """Whole when the file ends with a line end and the last well has a row for every fluor.
+
+        CFX ends every row with CRLF (UTF-16 "Unicode text" exports too, as
+        UTF-16 code units) and lists each well's fluors together, so a last well
+        with fewer fluor rows than the first is cut. Undetectable: a cut exactly
+        between two wells leaves a well-formed table of fewer wells (CFX does
+        not state how many wells it exported).
+        """
+        why = unterminated(data)
+        if why is not None:
+            return why
+        head, tail, whole = head_and_tail(data)
+        header = header_line(head, _header_separator, within=_HEADER_WITHIN)
+        if header is None:
+            return None
+        sep = _header_separator(head[header])
+        assert sep is not None
+        names = [f.strip().strip('"').lower() for f in head[header].split(sep)]
+        if "well" not in names:
+            return None
+        first = [line.split(sep) for line in head[header + 1 :] if line.strip(sep + ' "\t')]
+        rows = first if whole else [line.split(sep) for line in tail if line.strip(sep + ' "\t')]
+
+        def describe(last: str, have: int, want: int) -> str:
+            return f"the Cq Results table stops at well {last}: that well has {have} of the {want} fluor rows the other wells have"
+
+        return last_well_short(rows, first, names.index("well"), describe)
 
     @staticmethod
     def parse(data: bytes, source: str, run_id: str) -> pa.Table:

@@ -50,6 +50,7 @@ import pyarrow.compute as pc
 
 from engine.errors import ParseError
 from engine.model import Role
+from parsers.completeness import unterminated
 from parsers.registry import register
 from parsers.text import (
     Block,
@@ -277,6 +278,14 @@ class GenericCsv:
     def sniff(head: bytes, name: str) -> float:
         """Never chosen by content: a CSV's meaning depends on the lab's mapping."""
         return 0.0
+
+    @staticmethod
+    def complete(data: bytes) -> str | None:
+        """Whole when the file ends with a line end (spreadsheet and LIS CSV writers end every row with one).
+
+        Undetectable: a cut exactly at a line end (a CSV states no row count).
+        """
+        return unterminated(data)
 
     @staticmethod
     def parse(data: bytes, source: str, run_id: str) -> pa.Table:

@@ -32,6 +32,7 @@ import pyarrow as pa
 from engine.errors import ParseError
 from engine.model import Role
 from parsers.lis import ResultRows, field_at, iso_timestamp, numbered_records
+from parsers.completeness import unterminated
 from parsers.registry import register
 from parsers.text import decode, head_text, normalise_call, normalise_role, split_lines
 
@@ -160,6 +161,20 @@ def _is_number(value: str) -> bool:
     return re.fullmatch(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)", value.strip()) is not None
 
 
+#: Segments that open a message or an order group: a message never ends on one.
+_OPENS_GROUP = frozenset({"MSH", "SFT", "PID", "PD1", "PV1", "PV2", "ORC", "OBR", "TQ1", "SAC"})
+
+
+def _group_ends(kinds: list[str]) -> set[str]:
+    """Segment types that end the file's whole order groups (the segment before the next ORC/OBR/MSH opens one)."""
+    ends: set[str] = set()
+    for i in range(1, len(kinds)):
+        opens = kinds[i] in ("MSH", "ORC") or (kinds[i] == "OBR" and kinds[i - 1] not in ("ORC", "SPM", "SAC", "TQ1"))
+        if opens and kinds[i - 1] not in _OPENS_GROUP:
+            ends.add(kinds[i - 1])
+    return ends
+
+
 @register(
     "hl7v2",
     description="HL7 v2 result message (OUL^R22 / ORU^R01, MLLP tolerated)",
@@ -179,6 +194,48 @@ class Hl7v2Parser:
         if re.search(rf"(?:[\r\n]|\\n)(?:OBX|SPM|OBR|PID|ORC){fs}", text):
             return 0.97
         return 0.85
+
+    @staticmethod
+    def complete(data: bytes) -> str | None:
+        """Whole when every message's structure is closed and its last segment terminated.
+
+        MLLP-wrapped messages end with FS (CR): every VT block must be closed.
+        Otherwise the last segment must end with a segment terminator (CR/LF; a
+        JavaScript-escaped log ends its one line). A batch (FHS/BHS) must end
+        with its FTS/BTS trailer. A message may not stop on a segment that opens
+        a group (MSH, PID, ORC, OBR, ...) before its results, nor, when the
+        file's other orders all end with one segment type (ORU v2.5.1: SPM
+        after its OBX), on another type. Undetectable: a cut exactly at a
+        segment end after an OBX of an order whose group has no closing segment
+        (the count of OBX per order is not stated), or between whole messages.
+        """
+        text = data.decode("utf-8", "replace").removeprefix("\ufeff")
+        body = text.strip("\r\n\t \x00")
+        if body.startswith("\x0b"):
+            if not body.endswith("\x1c") or body.count("\x0b") != body.count("\x1c"):
+                return "the last HL7 message has no MLLP end (FS): the transmission stops inside it"
+            return None
+        why = unterminated(data)
+        if why is not None:
+            return why
+        if is_js_escaped(text):
+            text = js_unescape(text)
+        segments = [s.strip("\x00").lstrip() for s in split_lines(_MLLP_END.sub("\r", text).replace("\x0b", ""))]
+        kinds = [s[:3] for s in segments if s.strip()]
+        if not kinds:
+            return "the file holds no HL7 segments"
+        for header, trailer in (("FHS", "FTS"), ("BHS", "BTS")):
+            if header in kinds and trailer not in kinds[kinds.index(header):]:
+                return f"the HL7 batch has no {trailer} trailer: it stops after a {kinds[-1]} segment"
+        body_kinds = [k for k in kinds if k not in ("FHS", "BHS", "FTS", "BTS")]
+        last = body_kinds[-1] if body_kinds else kinds[-1]
+        if last in _OPENS_GROUP:
+            return f"the last HL7 message stops after its {last} segment, before the results (OBX) it announces"
+        ends = _group_ends(body_kinds)
+        if ends and last not in ends:
+            return (f"the last HL7 message stops after an {last} segment; every other order in the file ends with "
+                    f"{' or '.join(sorted(ends))}")
+        return None
 
     @staticmethod
     def parse(data: bytes, source: str, run_id: str) -> pa.Table:

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 
 from engine.errors import ParseError
 from engine.model import Role
+from parsers.completeness import mid_line, text_lines, unterminated
 from parsers.registry import register
 from parsers.tabular import instrument_roles, invalid_if_marked, require_header
 from parsers.text import (
@@ -163,6 +164,52 @@ class LightCyclerText:
         if any(_is_header(line) for line in lines):
             return 0.8
         return 0.0
+
+    @staticmethod
+    def complete(data: bytes) -> str | None:
+        """Whole when every channel block lists as many positions as the first, and the last line is whole.
+
+        The software ends every line with CRLF, but a real single-channel 480
+        export (HTqPCR's, likely trimmed of trailing whitespace) ends without
+        it, so an unterminated last line of a single-block file is whole only
+        when it is the plate's last position (H12 of 96, P24 of 384) with its
+        Standard field written; a multi-channel file must end with a line end.
+        Several channel blocks list the same positions, so a last block shorter
+        than the first is cut. Undetectable: a cut exactly at a line end of a
+        single-channel export, or exactly between two whole channel blocks
+        (neither the plate size nor the channel count is stated).
+        """
+        lines = text_lines(data)
+        blocks = [i for i, line in enumerate(lines) if _EXPERIMENT.match(line)]
+        header = next((i for i, line in enumerate(lines[:60]) if _is_header(line)), None)
+        if header is None:
+            return unterminated(data)
+        names = [f.strip().lower() for f in lines[header].split("\t")]
+        pos = names.index("pos")
+        standard = names.index("standard") if "standard" in names else None
+
+        def rows(start: int, stop: int) -> list[list[str]]:
+            return [line.split("\t") for line in lines[start:stop] if line.strip() and not _is_header(line)]
+
+        spans = [(b + 1, blocks[n + 1] if n + 1 < len(blocks) else len(lines)) for n, b in enumerate(blocks)]
+        spans = spans or [(header + 1, len(lines))]
+        first, last = rows(*spans[0]), rows(*spans[-1])
+        if mid_line(data) is not None:
+            row = last[-1] if last else []
+            final = {"H12", "P24"}
+            whole_row = (len(spans) == 1 and len(row) > pos and row[pos].strip().upper() in final
+                         and (standard is None or (len(row) > standard and row[standard].strip() != "")))
+            if not whole_row:
+                return unterminated(data)
+        if len(spans) > 1 and len(last) < len(first):
+            m = _EXPERIMENT.match(lines[blocks[-1]])
+            name = m["filter"].strip() if m else "?"
+            if not last:
+                return f"the block for filter '{name}' stops after its header: it lists none of the {len(first)} positions of the first block"
+            where = last[-1][pos].strip() if len(last[-1]) > pos else "?"
+            return (f"the block for filter '{name}' stops at position {where}: it lists "
+                    f"{len(last)} of the {len(first)} positions of the first block")
+        return None
 
     @staticmethod
     def parse(data: bytes, source: str, run_id: str) -> pa.Table:

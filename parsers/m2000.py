@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 
 from engine.errors import ParseError
 from engine.model import Role
+from parsers.completeness import text_lines, unterminated
 from parsers.registry import register
 from parsers.tabular import drop_empty_wells, invalid_where
 from parsers.text import (
@@ -148,6 +149,39 @@ class M2000ResultsLog:
         ):
             return 0.95
         return 0.0
+
+    @staticmethod
+    def complete(data: bytes) -> str | None:
+        """Whole when the log ends with a line end and its last block, Result Information, lists every well.
+
+        The m2000rt writes the Result Information block last, one row per well
+        of the dye tables above it, so the well count of the target-dye table is
+        the count the results table must reach. Undetectable: none for the
+        results (a cut after the last result row only loses trailing padding).
+        """
+        why = unterminated(data)
+        if why is not None:
+            return why
+        lines = text_lines(data)
+        title = next((i for i, line in enumerate(lines) if line.strip() == "Result Information"), None)
+        if title is None:
+            return "the log stops before its Result Information block (the sample ids)"
+        header = next((i for i in range(title + 1, len(lines)) if _TABLE_HEADER.match(lines[i])), None)
+        if header is None:
+            return "the Result Information block stops before its table"
+        results = [line.split("\t")[0].strip() for line in lines[header + 1 : table_stop(lines, header, ends=_ends_table)]]
+        dye = next((i for i, line in enumerate(lines) if _DYE.match(line)), None)
+        if dye is None:
+            return None
+        dye_header = next((i for i in range(dye + 1, title) if _TABLE_HEADER.match(lines[i])), None)
+        if dye_header is None:
+            return None
+        wells = [line.split("\t")[0].strip() for line in lines[dye_header + 1 : table_stop(lines, dye_header, ends=_ends_table)]]
+        if len(results) < len(wells):
+            last = results[-1] if results else "its header"
+            return (f"the Result Information table stops at well {last}: it lists {len(results)} of the "
+                    f"{len(wells)} wells of the dye tables")
+        return None
 
     @staticmethod
     def parse(data: bytes, source: str, run_id: str) -> pa.Table:

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.errors import ParseError
+from parsers.completeness import head_and_tail, last_well_short, unterminated
 from parsers.registry import register
 from parsers.tabular import drop_empty_wells, instrument_roles, invalid_if_marked
 from parsers.text import (
@@ -235,6 +236,58 @@ def _results_table(block: Block, header: dict[str, str], encoding: str, source: 
     )
 
 
+def _results_header(lines: list[str]) -> int | None:
+    """Index of the [Results] table header among ``lines`` (results-only files: the first tab line after the header)."""
+    sections = [i for i, line in enumerate(lines) if line[:1] == "[" and (m := _SECTION.match(line[:200]))
+                and m["name"].strip().lower() == "results"]
+    start = sections[0] + 1 if sections else 0
+    blank = _is_blank_line if sections else _blank_or_key_value
+    header = skip_blank(lines, start, blank=blank)
+    if header >= len(lines) or "\t" not in lines[header]:
+        return None
+    return header
+
+
+def _is_blank_line(line: str) -> bool:
+    return not line.strip()
+
+
+def results_complete(data: bytes, table: str = "[Results]") -> str | None:
+    """The completeness test of a QuantStudio-family text export (shared with its variants)."""
+    why = unterminated(data)
+    if why is not None:
+        return why
+    head, tail, whole = head_and_tail(data)
+    header = _results_header(head)
+    if header is None:
+        return None  # no table where the parser looks: it reports that itself
+    names = [_norm(n) for n in head[header].split("\t")]
+    well = next((names.index(n) for n in ("well position", "well") if n in names), None)
+    if well is None:
+        return None
+    stop = table_stop(head, header)
+    first = [line.split("\t") for line in head[header + 1 : stop]]
+    if whole:
+        if stop < len(head):
+            return None  # the table is closed by a blank line: what follows is the results metadata
+        rows = first
+    else:
+        if any(not line.strip() or line[:1] == "[" for line in tail):
+            return None
+        rows = [line.split("\t") for line in tail]
+    plate = _plate_size(_header(head))
+
+    def describe(last: str, have: int, want: int) -> str:
+        return (f"the {table} table stops at well {last} of a {plate}-well plate: that well has {have} of the "
+                f"{want} target rows the other wells have")
+
+    return last_well_short(rows, first, well, describe)
+
+
+def _norm(name: str) -> str:
+    return " ".join(name.strip().strip('"').lower().split())
+
+
 @register(
     "quantstudio",
     description="Applied Biosystems QuantStudio / 7500 / ViiA 7 / StepOne text export",
@@ -256,6 +309,19 @@ class QuantStudioText:
         if has_results and re.search(r"(?m)^Well\t.*Sample Name\t", text):
             return 0.9
         return 0.0
+
+    @staticmethod
+    def complete(data: bytes) -> str | None:
+        """Whole when the file ends with a line end and the [Results] table's last well has all its target rows.
+
+        The software writes every line with CRLF, so a file ending mid-line is
+        cut. Results are listed well by well, each well with its targets, so a
+        last well with fewer target rows than the first (when all other whole
+        wells have as many) is cut inside that well. Undetectable: a cut exactly
+        between two wells' rows, or inside the results-metadata block after the
+        table, leaves a shorter but well-formed export.
+        """
+        return results_complete(data)
 
     @staticmethod
     def parse(data: bytes, source: str, run_id: str) -> pa.Table:

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.errors import ParseError
+from parsers.completeness import zip_incomplete
 from parsers.registry import register
 from parsers.tabular import instrument_roles, invalid_if_marked
 from parsers.text import (
@@ -208,6 +209,24 @@ class QuantStudioWorkbook:
         if b"[Content_Types].xml" in head and name.lower().endswith(".xlsx"):
             return 0.6
         return 0.0
+
+    @staticmethod
+    def complete(data: bytes) -> str | None:
+        """Whole when the zip directory (written last) is at the end and lists the workbook part.
+
+        Undetectable: none (every cut loses the zip directory).
+        """
+        why = zip_incomplete(data, "workbook")
+        if why is not None:
+            return why
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                names = set(archive.namelist())
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return "the workbook's zip directory cannot be read (the file is cut or damaged)"
+        if "xl/workbook.xml" not in names:
+            return "the workbook has no xl/workbook.xml part (the file is cut or damaged)"
+        return None
 
     @staticmethod
     def parse(data: bytes, source: str, run_id: str) -> pa.Table:

@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from engine.errors import ParseError
 from engine.model import Role
+from parsers.completeness import zip_incomplete
 from parsers.registry import register
 from parsers.text import canonical_table, ct_array, normalise_role, normalise_wells
 
@@ -57,6 +58,7 @@ _PLATE_FORMATS = {"384": (16, 24), "96": (8, 12), "48": (6, 8), "1536": (32, 48)
 
 # Possessive and stopping at the next <adp>, so an unclosed <adp> cannot make the scan quadratic.
 _CURVE_POINTS = re.compile(rb"<((?:[\w.-]+:)?(?:adp|mdp))>[^<]*+(?:<(?!/?\1>)[^<]*+)*+</\1>")
+_RDML_END = re.compile(rb"</(?:[\w.-]+:)?rdml\s*>$")
 _RDML_ROOT = re.compile(r"<(?:[\w.-]+:)?rdml[\s>]")
 
 
@@ -340,6 +342,20 @@ class RdmlParser:
             if _RDML_ROOT.search(decoded) and "<" in decoded.lstrip("\ufeff \r\n\t")[:1]:
                 return 0.95
         return 0.0
+
+    @staticmethod
+    def complete(data: bytes) -> str | None:
+        """Whole when a zipped RDML has its zip directory at the end, and bare XML its closing root tag.
+
+        Both are written last, so any cut loses them. Undetectable: none.
+        """
+        if data.startswith(b"PK"):
+            return zip_incomplete(data, "RDML archive")
+        tail = data[-512:].rstrip(b"\r\n\t \x00")
+        if _RDML_END.search(tail) is None:
+            last = tail[-40:].decode("utf-8", "replace").replace("\n", " ")
+            return f"the RDML document has no closing </rdml> tag: it stops at '…{last}'"
+        return None
 
     @staticmethod
     def parse(data: bytes, source: str, run_id: str) -> pa.Table:

@@ -117,33 +117,48 @@ def detect(data: bytes, source: str) -> Format:
     return _FORMATS[scored[0][1]]
 
 
-def incomplete(data: bytes, source: str) -> str | None:
+def incomplete(data: bytes, source: str, format: str | None = None) -> str | None:
     """Why ``data`` looks cut short (a sentence for the technician), or None when it looks whole.
 
     Every supported instrument ends a text export with a line terminator, so a
-    text file ending mid-line is not complete; a format may add its own test
-    (:class:`Parser` ``complete``). A file no format recognises is not judged
-    here: it is refused later as unrecognised.
+    text file ending mid-line is not complete; a format replaces that test with
+    its own (:class:`Parser` ``complete``) where its structure says more, or
+    where its writer may leave the last line unterminated. A gzipped export
+    must hold a whole gzip stream, and is then judged by what it inflates to.
+    ``format`` names the format when the caller chose it (``--format``);
+    otherwise it is detected. A file no format recognises is not judged here:
+    it is refused later as unrecognised.
     """
+    from parsers.completeness import gunzipped, mid_line
+
     if not data:
         return "the file is empty"
     try:
-        fmt = detect(data, source)
+        fmt = get_format(format) if format else detect(data, source)
     except ParseError:
         fmt = None
+    text, why = gunzipped(data)
+    if text is None:
+        return why
     hook = getattr(fmt.parser, "complete", None) if fmt is not None else None
     if hook is not None:
-        return hook(data)
-    if data[-1:] not in (b"\n", b"\r"):
-        return "the file ends in the middle of a line"
-    return None
+        try:
+            return hook(text)
+        except Exception:  # noqa: BLE001 - a bug in a format's test must not stop intake; fall back to the line end
+            return mid_line(text)
+    return mid_line(text)
 
 
-def check_complete(data: bytes, source: str) -> None:
+def check_complete(data: bytes, source: str, format: str | None = None) -> None:
     """Raise :class:`TruncatedError` naming ``source`` when :func:`incomplete` finds the file cut short."""
-    why = incomplete(data, source)
+    why = incomplete(data, source, format)
     if why is not None:
-        raise TruncatedError(f"appears truncated: {why}", source=source, expected="the whole export as the instrument wrote it")
+        from parsers.completeness import gunzipped, last_line_number
+
+        text, _ = gunzipped(data)
+        line = last_line_number(text) if text and not text.startswith(b"PK") else None
+        raise TruncatedError(f"appears truncated: {why}", source=source, line=line,
+                             expected="the whole export as the instrument wrote it")
 
 
 def run_id_of(data: bytes) -> str:
@@ -154,10 +169,17 @@ def run_id_of(data: bytes) -> str:
 def parse_bytes(data: bytes, source: str, format: str | None = None) -> pa.Table:
     """Parse ``data`` (named ``source``) into the canonical well table.
 
-    Only ParseError escapes: any other exception from a parser is a bug, but the
+    A file cut short raises TruncatedError (a ParseError) before any row is
+    read, so nothing is ever interpreted or signed from part of an export. Only
+    ParseError escapes: any other exception from a parser is a bug, but the
     file is still refused with a readable message rather than crashing the engine.
     """
-    fmt = get_format(format) if format else detect(data, source)
+    try:
+        fmt = get_format(format) if format else detect(data, source)
+    except ParseError:
+        check_complete(data, source)  # a cut so early that no format is recognised yet is still "truncated"
+        raise
+    check_complete(data, source, fmt.name)
     run_id = run_id_of(data)
     try:
         table = fmt.parser.parse(data, source, run_id)

@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from engine.errors import ParseError
+from parsers.completeness import head_and_tail, mid_line, unterminated
 from parsers.registry import register
 from parsers.tabular import drop_empty_wells, instrument_roles, preamble_pairs
 from parsers.text import (
@@ -178,6 +179,37 @@ class RotorGeneExport:
         if re.search(r"(?im)^\"?Quantitative analysis of ", text) and re.search(r"(?im)^\"?No\.\"?[;,\t]\"?Colou?r", text):
             return 0.9
         return 0.0
+
+    @staticmethod
+    def complete(data: bytes) -> str | None:
+        """Whole when the last line is as wide as the export's padding, or (unpadded) ends with a line end.
+
+        The software pads every line with separators to one width and leaves the
+        last line without its CRLF (the real export does), so the last line is
+        whole when it has as many separators as the first line and ends with
+        one (its last field empty, as padding leaves it); a cut anywhere in it
+        loses some. A real last row with its last column filled and no CRLF
+        would wait and be quarantined: safe, not silent. Unpadded exports (a ``,`` PC) must end with a line
+        end. Undetectable: a cut exactly at a line end (tubes per section are
+        not stated).
+        """
+        head, tail, _ = head_and_tail(data)
+        if not head or not tail:
+            return unterminated(data)
+        first = head[0]
+        sep = ";" if first.count(";") >= first.count(",") else ","
+        width = first.count(sep)
+        if width and first.endswith(sep):
+            last = tail[-1]
+            if last.count(sep) < width:
+                reason = "the file ends in the middle of a line" if mid_line(data) else "the last line is cut"
+                return (f"{reason}: its last line has {last.count(sep) + 1} of the {width + 1} fields every line of "
+                        f"the export has (it stops at '…{last.rstrip(sep)[-40:]}')")
+            if mid_line(data) and not last.endswith(sep):
+                return (f"the file ends in the middle of a line: its last field is cut or the line end is missing "
+                        f"(it stops at '…{last[-40:]}')")
+            return None
+        return unterminated(data)
 
     @staticmethod
     def parse(data: bytes, source: str, run_id: str) -> pa.Table:

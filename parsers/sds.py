@@ -28,6 +28,7 @@ import re
 import pyarrow as pa
 
 from engine.errors import ParseError
+from parsers.completeness import head_and_tail, mid_line, unterminated
 from parsers.registry import register
 from parsers.tabular import drop_empty_wells, header_line, instrument_roles, invalid_if_marked, require_header
 from parsers.text import (
@@ -92,6 +93,31 @@ class SdsResults:
         if header_line(lines, _is_header, within=200) is not None:
             return 0.8
         return 0.0
+
+    @staticmethod
+    def complete(data: bytes) -> str | None:
+        """Whole when the file ends with a line end, or ends inside the plate trailer with its padding intact.
+
+        SDS 2.x writes the results table, a blank line, then a plate trailer
+        (``PlateID …``) whose lines are padded with tabs to one width, and may
+        leave the trailer's last line without its CR (the real SDS 2.3 export
+        does). So an unterminated last line is whole only after the table's
+        closing blank line and as wide as the trailer's first line. Undetectable:
+        a cut exactly at a line end (SDS states no row count; the trailer is
+        optional in older exports).
+        """
+        if mid_line(data) is None:
+            return None
+        head, tail, whole = head_and_tail(data)
+        lines = tail
+        blank = next((i for i in range(len(lines) - 1, -1, -1) if not lines[i].strip()), None)
+        if blank is not None and blank < len(lines) - 1:
+            trailer = lines[blank + 1 :]
+            width = trailer[0].count("\t")
+            if len(trailer) > 1 and width > 0 and trailer[-1].count("\t") == width and trailer[-1].strip():
+                if not whole or header_line(head, _is_header, within=_HEADER_WITHIN) is not None:
+                    return None
+        return unterminated(data)
 
     @staticmethod
     def parse(data: bytes, source: str, run_id: str) -> pa.Table:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import parsers
-from engine.errors import ParseError
+from engine.errors import ParseError, TruncatedError
 from engine.model import WELL_SCHEMA, rows_as_dicts, run_metadata
 from parsers.astm import AstmParser, deframe
 from tests.parsers.helpers import DATA, REAL
@@ -209,6 +209,9 @@ def test_truncated_frame_is_refused():
     with pytest.raises(ParseError) as err:
         parsers.parse_bytes(data[:cut], "cut.cap")
     assert "truncated" in str(err.value) and err.value.line == 5
+    with pytest.raises(ParseError) as err:
+        AstmParser.parse(data[:cut], "cut.cap", "0" * 64)
+    assert "truncated" in str(err.value) and err.value.line == 5
 
 
 def test_missing_frame_is_refused():
@@ -231,8 +234,10 @@ def test_missing_header_record_is_refused():
 def test_missing_terminator_means_truncated():
     """A message without its L record is a truncated file."""
     data = "\r".join(panther_records()[:-1]).encode() + b"\r"
-    with pytest.raises(ParseError, match="no L"):
+    with pytest.raises(TruncatedError, match=r"appears truncated: the ASTM message has no terminator record \(L\)"):
         parsers.parse_bytes(data, "short.txt", format="astm")
+    with pytest.raises(ParseError, match="no L"):
+        AstmParser.parse(data, "short.txt", "0" * 64)
 
 
 def test_bad_delimiters_and_garbage_lines():

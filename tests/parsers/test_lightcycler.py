@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ParseError
+from engine.errors import ParseError, TruncatedError
 from engine.model import WELL_COLUMNS, run_metadata
 from parsers import detect, parse_bytes, parse_file
+from parsers.lightcycler import LightCyclerText
 from tests.parsers import helpers
 from tests.parsers.helpers import cli_parse_broken, cli_parse_json, well_row
 
@@ -68,8 +69,11 @@ def test_block_without_table() -> None:
     """A channel block cut right after its Experiment line is refused, naming that block's filter."""
     text = MULTI.read_text()
     cut = text[: text.index("Selected Filter: Cy5")] + "Selected Filter: Cy5 / Cy5.5 (618-660)\r\n"
-    with pytest.raises(ParseError, match=r"line 17: the block for filter 'Cy5 / Cy5.5 \(618-660\)' has no results"):
+    with pytest.raises(TruncatedError, match=r"line 17: appears truncated: the block for filter 'Cy5 / Cy5.5 \(618-660\)' "
+                                             r"stops after its header"):
         parse_bytes(cut.encode(), "lc.txt")
+    with pytest.raises(ParseError, match=r"line 17: the block for filter 'Cy5 / Cy5.5 \(618-660\)' has no results"):
+        LightCyclerText.parse(cut.encode(), "lc.txt", "0" * 64)
 
 
 def test_truncated_gzip() -> None:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ParseError
+from engine.errors import ParseError, TruncatedError
 from engine.model import WELL_COLUMNS, run_metadata
 from parsers import detect, parse_bytes, parse_file
+from parsers.m2000 import M2000ResultsLog
 from tests.parsers import helpers
 from tests.parsers.helpers import DATA, cli_parse_broken, cli_parse_json, well_row
 
@@ -63,11 +64,16 @@ def test_invalid_well_status() -> None:
 
 
 def test_truncated_before_results() -> None:
-    """A log cut before the Result Information block says it may be truncated."""
+    """A log cut before the Result Information block is refused as truncated, at parse time and by the parser itself."""
     data = LOG.read_bytes()
     cut = data[: data.index(b"Assay Calibration Information")]
-    with pytest.raises(ParseError, match=r"Result Information.*truncated"):
+    with pytest.raises(TruncatedError, match=r"appears truncated: the file ends in the middle of a line"):
         parse_bytes(cut, "Results.log", format="m2000")
+    at_line = cut[: cut.rindex(b"\n") + 1]
+    with pytest.raises(TruncatedError, match=r"line \d+: appears truncated: the log stops before its Result Information"):
+        parse_bytes(at_line, "Results.log", format="m2000")
+    with pytest.raises(ParseError, match=r"Result Information.*truncated"):
+        M2000ResultsLog.parse(at_line, "Results.log", "0" * 64)
 
 
 def test_non_numeric_cn_names_line() -> None:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ParseError
+from engine.errors import ParseError, TruncatedError
 from engine.model import WELL_COLUMNS, run_metadata
 from parsers import detect, parse_bytes, parse_file
+from parsers.sds import SdsResults
 from tests.parsers import helpers
 from tests.parsers.helpers import DATA, cli_parse_broken, cli_parse_json, well_row
 
@@ -76,8 +77,10 @@ def test_damaged_ct_names_line() -> None:
 def test_truncated_in_header() -> None:
     """A file cut before the table header is refused on line 1 with what was expected."""
     data = SDS.read_bytes()[:200]
-    with pytest.raises(ParseError, match=r"line 1: no results table header.*Detector"):
+    with pytest.raises(TruncatedError, match=r"line 9: appears truncated: the file ends in the middle of a line"):
         parse_bytes(data, "sds.txt", format="sds")
+    with pytest.raises(ParseError, match=r"line 1: no results table header.*Detector"):
+        SdsResults.parse(data, "sds.txt", "0" * 64)
 
 
 def test_cli_parse_json(capsys: pytest.CaptureFixture[str]) -> None:
