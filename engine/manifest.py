@@ -5,7 +5,7 @@ the columns of :data:`MANIFEST_COLUMNS` and an optional ``aliquot``. Whole
 columns are validated with Arrow compute; the first offending row is reported
 with its line number so the technician can fix the file and drop it again.
 
-What a value may hold (docs/interfaces.md, "Pool manifest"):
+What a value may hold (also in docs/interfaces.md, "Pool manifests"):
 
 - ``specimen_id`` and ``pool_id`` match :data:`ID_PATTERN`: 1 to 64 ASCII
   letters, digits, ``.``, ``_`` or ``-``, starting with a letter or digit. Ids
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -151,8 +150,9 @@ def read_manifest(data: bytes, source: str) -> pa.Table:
             fail(pc.match_substring_regex(cols[field], _CONTROL), field, "contains a control character",
                  "printable text only; re-export the file from the platform")
     for field, limit in MAX_LENGTHS.items():
-        _check_length(cols[field], limit, lambda idx, field=field, limit=limit: fail_at(
-            idx, field, f"longer than {limit} characters", f"at most {limit} characters; shorten it on the platform"))
+        idx = _first_too_long(cols[field], limit)
+        if idx is not None:
+            fail_at(idx, field, f"longer than {limit} characters", f"at most {limit} characters; shorten it on the platform")
     fail(pc.invert(pc.match_substring_regex(cols["phone"], PHONE_PATTERN)), "phone", "not a phone number",
          "digits with optional +, spaces, dots, dashes or brackets, e.g. +84 901 234 567")
     fail(pc.invert(pc.match_substring_regex(cols["collected_at"], _INSTANT)), "collected_at", "not an ISO 8601 date-time with UTC offset", "e.g. 2026-11-28T08:30:00+07:00")
@@ -214,18 +214,18 @@ def _shown(value: object) -> str:
     return repr(value)
 
 
-def _check_length(column: pa.ChunkedArray, limit: int, fail_at: Callable[[int], None]) -> None:
-    """Call ``fail_at`` with the first row longer than ``limit`` characters as printed (NFC).
+def _first_too_long(column: pa.ChunkedArray, limit: int) -> int | None:
+    """Index of the first row longer than ``limit`` characters as printed (NFC), or None.
 
-    Most rows are short: only the rows over the limit in their stored form are
-    normalised, since a decomposed (NFD) name from a Mac export has more code points.
+    Only rows over the limit in their stored form are normalised: a decomposed
+    (NFD) name from a Mac export has more code points than it prints.
     """
     over = pc.indices_nonzero(pc.greater(pc.utf8_length(column), limit))
-    if len(over):
-        composed = pc.utf8_length(pc.utf8_normalize(pc.take(column, over), "NFC"))
-        bad = pc.filter(over, pc.greater(composed, limit))
-        if len(bad):
-            fail_at(int(bad[0].as_py()))
+    if not len(over):
+        return None
+    composed = pc.utf8_length(pc.utf8_normalize(pc.take(column, over), "NFC"))
+    bad = pc.filter(over, pc.greater(composed, limit))
+    return int(bad[0].as_py()) if len(bad) else None
 
 
 def _first_repeat(values: pa.ChunkedArray | pa.Array) -> int:
