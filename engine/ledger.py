@@ -664,6 +664,27 @@ class Ledger:
             "last_seq": self.last_seq(),
         }
 
+    # ------------------------------------------------------------------ what waits (ketqua status)
+    def pools_without_plate(self) -> list[dict[str, Any]]:
+        """Manifest pools no committed plate has measured yet: ``pool_id``, ``specimens``, the manifest
+        (``manifest``, ``manifest_name``) and its ``received_at``, oldest first."""
+        rows = self.conn.execute(
+            "SELECT m.pool_id, count(*) AS specimens, m.manifest, f.name AS manifest_name, min(f.received_at) AS received_at"
+            " FROM pool_members m JOIN files f ON f.sha256 = m.manifest"
+            " WHERE m.pool_id NOT IN (SELECT pool_id FROM pool_decisions)"
+            " GROUP BY m.pool_id ORDER BY received_at, m.pool_id"
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def latest_events(self, kind: str) -> dict[str, dict[str, Any]]:
+        """The newest ``kind`` event of each file (``at``, ``detail``), in one scan instead of one per file."""
+        rows = self.conn.execute(
+            "SELECT file, at, detail FROM events WHERE seq IN"
+            " (SELECT max(seq) FROM events WHERE kind=? AND file IS NOT NULL GROUP BY file)",
+            (kind,),
+        ).fetchall()
+        return {r["file"]: {"at": r["at"], "detail": json.loads(r["detail"])} for r in rows}
+
 
 def _result_dict(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)

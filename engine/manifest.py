@@ -4,11 +4,26 @@ The sampling platform exports CSV (UTF-8, with or without BOM, header row) with
 the columns of :data:`MANIFEST_COLUMNS` and an optional ``aliquot``. Whole
 columns are validated with Arrow compute; the first offending row is reported
 with its line number so the technician can fix the file and drop it again.
+
+What a value may hold (also in docs/interfaces.md, "Pool manifests"):
+
+- ``specimen_id`` and ``pool_id`` match :data:`ID_PATTERN`: 1 to 64 ASCII
+  letters, digits, ``.``, ``_`` or ``-``, starting with a letter or digit. Ids
+  end up in file names, URLs and spreadsheets; this keeps them inert in all
+  three (no ``/``, no spaces, no leading ``.``, ``-`` or ``=``).
+- No field holds a control character (C0 ``U+0000``–``U+001F``, DEL, C1
+  ``U+0080``–``U+009F``): a NUL or an escape sequence is never a real name.
+- Fields are at most :data:`MAX_LENGTHS` characters, counted as printed (NFC):
+  ``full_name`` and ``collection_site`` are the longest that still fit their
+  certificate row at the smallest type size (engine/certificate_layout.py);
+  ``address`` is not printed and is bounded to keep payloads small.
+- ``phone`` matches :data:`PHONE_PATTERN` (digits with the usual separators) or is empty.
 """
 
 from __future__ import annotations
 
 import io
+import re
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,6 +55,22 @@ _BOM = b"\xef\xbb\xbf"
 _DATE = r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$"
 # collected_at must carry its UTC offset: a swab time without one is ambiguous across time zones.
 _INSTANT = r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d+)?)?(Z|[+-]([01]\d|2[0-3]):?[0-5]\d)$"
+#: Specimen and pool ids (documented in docs/interfaces.md).
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+ID_FIELDS = ("pool_id", "specimen_id")
+#: Phone: optional +, optional (, a digit, then digits, spaces, ( ) . - ; 3 to 25 characters.
+PHONE_PATTERN = r"^(\+?\(?[0-9][0-9 ().-]{2,22})?$"
+#: Longest value per field, in characters as printed (NFC). full_name is drawn bold and
+#: collection_site regular in a 353-point row, shrunk down to 6 pt: 83 upper-case
+#: Vietnamese letters fit bold and about 98 regular, so these limits never get cut.
+MAX_LENGTHS = {"full_name": 80, "national_id": 32, "phone": 25, "address": 200, "collected_at": 40, "collection_site": 90}
+# C0 controls, DEL and C1 controls (RE2 syntax).
+_CONTROL = r"[\x{0}-\x{1F}\x{7F}-\x{9F}]"
+# Every byte but C0 controls other than CR/LF, and DEL: what ``bytes.translate`` deletes to find controls.
+_NOT_CONTROL_BYTES = bytes(b for b in range(256) if (b >= 0x20 or b in (0x0A, 0x0D)) and b != 0x7F)
+_C1_UTF8 = re.compile(rb"\xc2[\x80-\x9f]")
+_SHOWN = 40  # characters of an offending value quoted in an error
+
 _SEX = ("male", "female", "other", "unknown", "m", "f", "nam", "nữ", "")
 _YES = ("yes", "y", "true", "1", "có")
 _NO = ("no", "n", "false", "0", "không", "")
@@ -109,15 +140,30 @@ def read_manifest(data: bytes, source: str) -> pa.Table:
     lines = pa.array(range(2, n + 2), type=pa.int32())
     cols: dict[str, pa.ChunkedArray] = {c: pc.utf8_trim_whitespace(table[c]) for c in MANIFEST_COLUMNS}
 
+    def fail_at(idx: int, field: str, message: str, expected: str) -> None:
+        value = cols[field][idx].as_py() if field in cols else None
+        raise ManifestError(f"{message} (found {_shown(value)})", source=source, line=int(lines[idx].as_py()), field=field, expected=expected)
+
     def fail(mask: pa.ChunkedArray | pa.Array, field: str, message: str, expected: str) -> None:
         mask = pc.fill_null(mask, True)
         if pc.any(mask).as_py():
-            idx = pc.index(mask, True).as_py()
-            value = cols[field][idx].as_py() if field in cols else None
-            raise ManifestError(f"{message} (found {value!r})", source=source, line=int(lines[idx].as_py()), field=field, expected=expected)
+            fail_at(pc.index(mask, True).as_py(), field, message, expected)
 
     for field in REQUIRED_VALUES:
         fail(pc.equal(cols[field], ""), field, "value missing", "a non-empty value")
+    for field in ID_FIELDS:
+        fail(pc.invert(pc.match_substring_regex(cols[field], ID_PATTERN)), field, "not a valid id",
+             "1 to 64 of A-Za-z0-9 . _ - starting with a letter or digit")
+    if _has_control_bytes(data):  # one pass over the bytes; the regex per column only names row and field
+        for field in MANIFEST_COLUMNS:
+            fail(pc.match_substring_regex(cols[field], _CONTROL), field, "contains a control character",
+                 "printable text only; re-export the file from the platform")
+    for field, limit in MAX_LENGTHS.items():
+        idx = _first_too_long(cols[field], limit)
+        if idx is not None:
+            fail_at(idx, field, f"longer than {limit} characters", f"at most {limit} characters; shorten it on the platform")
+    fail(pc.invert(pc.match_substring_regex(cols["phone"], PHONE_PATTERN)), "phone", "not a phone number",
+         "digits with optional +, spaces, dots, dashes or brackets, e.g. +84 901 234 567")
     fail(pc.invert(pc.match_substring_regex(cols["collected_at"], _INSTANT)), "collected_at", "not an ISO 8601 date-time with UTC offset", "e.g. 2026-11-28T08:30:00+07:00")
     dob = cols["date_of_birth"]
     fail(pc.and_(pc.not_equal(dob, ""), pc.invert(pc.match_substring_regex(dob, _DATE))), "date_of_birth", "not an ISO 8601 date", "YYYY-MM-DD")
@@ -137,12 +183,14 @@ def read_manifest(data: bytes, source: str) -> pa.Table:
     else:
         aliquot = pa.chunked_array([pa.array([False] * n)])
 
-    # The same (pool, specimen) twice is a copy-paste error on the platform side.
+    # The same (pool, specimen) twice is a copy-paste error on the platform side; the copy is named.
     keys = pc.binary_join_element_wise(cols["pool_id"], cols["specimen_id"], "\x1f")
     counts = pc.value_counts(keys)
-    repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
-    if len(repeated):
-        fail(pc.is_in(keys, value_set=repeated), "specimen_id", "specimen listed twice in the same pool", "each specimen once per pool")
+    if pc.any(pc.greater(counts.field("counts"), 1)).as_py():
+        idx = _first_repeat(keys)
+        first = pc.index(keys, keys[idx]).as_py()
+        fail_at(idx, "specimen_id", f"specimen listed twice in the same pool (first on line {lines[first].as_py()})",
+                "each specimen once per pool; delete one of the two rows")
 
     out = pa.table({c: cols[c] for c in MANIFEST_COLUMNS} | {"aliquot": aliquot, "line": lines})
     _check_one_person_per_specimen(out, source)
@@ -159,20 +207,76 @@ def _valid_date(text: str) -> bool:
     return True
 
 
+def _has_control_bytes(data: bytes) -> bool:
+    """Whether the UTF-8 file holds a control character anywhere (line ends aside).
+
+    A C pass over the bytes is several times cheaper than a regex over every
+    column, and almost every manifest holds none.
+    """
+    return bool(data.translate(None, _NOT_CONTROL_BYTES)) or _C1_UTF8.search(data) is not None
+
+
+def _shown(value: object) -> str:
+    """A value as quoted in an error: escapes visible, long text cut (a 5,000-character address stays readable)."""
+    if isinstance(value, str) and len(value) > _SHOWN:
+        return f"{value[:_SHOWN]!r}… ({len(value)} characters)"
+    return repr(value)
+
+
+def _first_too_long(column: pa.ChunkedArray, limit: int) -> int | None:
+    """Index of the first row longer than ``limit`` characters as printed (NFC), or None.
+
+    Only rows over the limit in their stored form are normalised: a decomposed
+    (NFD) name from a Mac export has more code points than it prints.
+    """
+    over = pc.indices_nonzero(pc.greater(pc.utf8_length(column), limit))
+    if not len(over):
+        return None
+    composed = pc.utf8_length(pc.utf8_normalize(pc.take(column, over), "NFC"))
+    bad = pc.filter(over, pc.greater(composed, limit))
+    return int(bad[0].as_py()) if len(bad) else None
+
+
+def _first_repeat(values: pa.ChunkedArray | pa.Array) -> int:
+    """Index of the earliest row whose value already appeared on an earlier row (the caller knows one does)."""
+    order = pc.sort_indices(values)  # stable: equal values keep file order
+    ordered = pc.take(values, order)
+    repeat = pc.equal(ordered[1:], ordered[:-1])
+    return int(pc.min(pc.filter(order[1:], repeat)).as_py())
+
+
 def _check_one_person_per_specimen(table: pa.Table, source: str) -> None:
-    """A specimen in several pools (combinatorial designs) must carry the same person on every row."""
+    """A specimen in several pools (combinatorial designs) must carry the same person on every row.
+
+    The earliest row that differs from its specimen's first row is reported, naming the differing field.
+    """
     person = ["specimen_id", "full_name", "date_of_birth", "national_id"]
     distinct = table.select(person).group_by(person).aggregate([])
     if distinct.num_rows == pc.count_distinct(table["specimen_id"]).as_py():
         return
-    counts = pc.value_counts(distinct["specimen_id"])
-    bad = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
-    mask = pc.is_in(table["specimen_id"], value_set=bad)
-    rows = pc.filter(table["line"], mask).to_pylist()
+    specimen = table["specimen_id"]
+    group = pc.index_in(specimen, value_set=pc.unique(specimen))
+    firsts = (
+        pa.table({"group": group, "row": pa.array(range(table.num_rows), pa.int64())})
+        .group_by("group", use_threads=False)
+        .aggregate([("row", "min")])
+        .sort_by("group")["row_min"]
+    )
+    first_row = pc.take(firsts, group)
+    fields = person[1:]
+    differs = {f: pc.not_equal(pc.take(table[f], first_row), table[f]) for f in fields}
+    mask = differs[fields[0]]
+    for f in fields[1:]:
+        mask = pc.or_(mask, differs[f])
+    idx = pc.index(mask, True).as_py()
+    field = next(f for f in fields if differs[f][idx].as_py())
+    first = int(first_row[idx].as_py())
+    first_line = table["line"][first].as_py()
     raise ManifestError(
-        f"specimen {bad[0].as_py()!r} appears with different person details on lines {rows[:5]}",
+        f"specimen {specimen[idx].as_py()!r} appears with different person details than on line {first_line}"
+        f" ({field} {_shown(table[field][idx].as_py())} here, {_shown(table[field][first].as_py())} there)",
         source=source,
-        line=int(rows[1] if len(rows) > 1 else rows[0]),
-        field="full_name",
+        line=int(table["line"][idx].as_py()),
+        field=field,
         expected="the same name, date of birth and ID on every row of a specimen",
     )

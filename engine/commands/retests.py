@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
+
+from engine.csvsafe import DictWriter
 
 COLUMNS = ("specimen_id", "kind", "pool_id", "full_name", "date_of_birth", "collection_site", "collected_at", "source", "created_at", "reason")
 
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
         rows = ledger.open_retests()
     if args.csv:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\r\n")
+        writer = DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\r\n")
         writer.writeheader()
         writer.writerows(rows)
         with open(args.csv, "w", encoding="utf-8-sig", newline="") as fh:

@@ -8,11 +8,11 @@ or 384-well plates; the last wells of every plate are kept free for the run cont
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterator
 from typing import TextIO
 
+from engine.csvsafe import DictWriter
 from engine.errors import DesignError
 from engine.pooling.designs import Design
 
@@ -69,7 +69,7 @@ def worklist_rows(design: Design, *, plate_format: int = 96, volume_ul: float = 
 def write_worklist(design: Design, out: TextIO | None = None, **options: object) -> str:
     """Write the worklist CSV to ``out`` (or return it as text when ``out`` is None)."""
     buffer = out if out is not None else io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=WORKLIST_COLUMNS, lineterminator="\r\n")
+    writer = DictWriter(buffer, fieldnames=WORKLIST_COLUMNS, lineterminator="\r\n")
     writer.writeheader()
     for row in worklist_rows(design, **options):  # type: ignore[arg-type]
         writer.writerow(row)

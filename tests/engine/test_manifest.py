@@ -123,3 +123,126 @@ def test_written_rows_read_back_unchanged(people: list[tuple[str, str, bool]]) -
     assert [r["full_name"] for r in got] == [r["full_name"] for r in rows]
     assert [r["address"] for r in got] == [r["address"] for r in rows]
     assert [r["aliquot"] for r in got] == [r["aliquot"] == "yes" for r in rows]
+
+
+def _read(rows: list[dict[str, str]]) -> ManifestError:
+    with pytest.raises(ManifestError) as err:
+        read_manifest(manifest_csv(rows, bom=False), "m.csv")
+    return err.value
+
+
+def test_duplicate_specimen_is_reported_at_the_duplicate_line() -> None:
+    """A specimen listed twice in one pool is reported at its second row, where the copy-paste happened."""
+    err = _read([_row(specimen_id="S0"), _row(specimen_id="S1"), _row(specimen_id="S2"), _row(specimen_id="S1")])
+    assert err.line == 5 and err.field == "specimen_id"
+    assert "line 3" in str(err)  # points back at the first occurrence too
+
+
+def test_earliest_duplicate_in_the_file_is_reported() -> None:
+    """With two duplicated specimens, the one whose copy comes first in the file is reported."""
+    rows = [_row(specimen_id="B"), _row(specimen_id="A"), _row(specimen_id="A"), _row(specimen_id="B")]
+    assert _read(rows).line == 4
+
+
+def test_conflicting_person_is_reported_at_the_row_that_differs() -> None:
+    """The row whose person details differ from the specimen's first row is the one named, with its field."""
+    rows = [
+        _row(pool_id="R1", specimen_id="A"),
+        _row(pool_id="R1", specimen_id="B"),
+        _row(pool_id="C1", specimen_id="A"),  # same person: fine
+        _row(pool_id="D1", specimen_id="A", date_of_birth="1990-01-03"),
+    ]
+    err = _read(rows)
+    assert err.line == 5 and err.field == "date_of_birth"
+    assert "line 2" in str(err)
+
+
+def test_earliest_conflicting_person_in_the_file_is_reported() -> None:
+    """Of two specimens with conflicting rows, the conflict earliest in the file is named."""
+    rows = [
+        _row(pool_id="R1", specimen_id="B"),
+        _row(pool_id="R1", specimen_id="A"),
+        _row(pool_id="C1", specimen_id="A", full_name="Someone Else"),
+        _row(pool_id="C1", specimen_id="B", full_name="Another One"),
+    ]
+    err = _read(rows)
+    assert err.line == 4 and err.field == "full_name"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["../../../../tmp/x", "S\x001", "S 1", "/etc/passwd", ".hidden", "-S1", "S1/2", "S1\\2", "Ső1", "x" * 65, "=HYPERLINK(1)"],
+)
+@pytest.mark.parametrize("field", ["specimen_id", "pool_id"])
+def test_ids_outside_the_documented_pattern_are_refused(field: str, value: str) -> None:
+    """Specimen and pool ids must match the documented id pattern; path tricks, NULs and spaces are refused."""
+    err = _read([_row(specimen_id="S0"), _row(**{field: value})])
+    assert err.line == 3 and err.field == field
+    assert "A-Za-z0-9" in str(err)
+
+
+@pytest.mark.parametrize("value", ["SP261129-00001", "P-001", "a.b_c-9", "0", "X" * 64, "PL261129-00000-P001"])
+def test_ids_in_the_documented_pattern_are_accepted(value: str) -> None:
+    """Real-looking ids (the demo's, the platform's) pass the id pattern, up to 64 characters."""
+    table = read_manifest(manifest_csv([_row(pool_id=value, specimen_id=value)], bom=False), "m.csv")
+    assert table.column("specimen_id").to_pylist() == [value]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("full_name", "Nguyễn\x00Văn"),
+        ("full_name", "Nguyễn\tVăn"),
+        ("address", "1 Lê Lợi\x1b[31m"),
+        ("address", "1 Lê Lợi\x85Huế"),  # C1 NEL
+        ("collection_site", "Trạm\x7fY tế"),
+        ("national_id", "0791\x0b90"),
+    ],
+)
+def test_control_characters_are_refused(field: str, value: str) -> None:
+    """Control characters (C0, DEL, C1) in any field are refused with file, line and field."""
+    err = _read([_row(specimen_id="S0"), _row(**{field: value})])
+    assert (err.source, err.line, err.field) == ("m.csv", 3, field)
+    assert "control character" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("field", "limit"),
+    [("full_name", 80), ("address", 200), ("collection_site", 90), ("national_id", 32)],
+)
+def test_over_long_fields_are_refused_at_their_limit(field: str, limit: int) -> None:
+    """A field longer than what the certificate and payload hold is refused; one at the limit is accepted."""
+    read_manifest(manifest_csv([_row(**{field: "a" * limit})], bom=False), "m.csv")
+    err = _read([_row(specimen_id="S0"), _row(**{field: "a" * (limit + 1)})])
+    assert (err.line, err.field) == (3, field)
+    assert f"at most {limit}" in str(err)
+
+
+def test_huge_address_error_message_stays_short() -> None:
+    """A 5,000-character address is refused, and the message quotes only its start, not the whole value."""
+    err = _read([_row(address=("Đường " * 1000)[:5000])])
+    assert (err.line, err.field) == (2, "address")
+    assert len(str(err)) < 400 and "5000 characters" in str(err)
+
+
+def test_length_counts_composed_characters() -> None:
+    """A decomposed (NFD, as macOS writes) name is measured as it prints (NFC), so it is not refused early."""
+    import unicodedata
+
+    name = unicodedata.normalize("NFD", "Ễ" * 80)
+    assert len(name) == 240
+    table = read_manifest(manifest_csv([_row(full_name=name)], bom=False), "m.csv")
+    assert table.column("full_name").to_pylist() == [name]
+
+
+@pytest.mark.parametrize("value", ["0901234567", "+84 901 234 567", "(028) 3822-1234", "028.3822.1234", ""])
+def test_phone_numbers_in_common_writings_are_accepted(value: str) -> None:
+    """Phones with country code, spaces, dots, dashes or brackets pass; an empty phone is allowed."""
+    assert read_manifest(manifest_csv([_row(phone=value)], bom=False), "m.csv").column("phone").to_pylist() == [value]
+
+
+@pytest.mark.parametrize("value", ["call me", "=1+2", "0901234567 ext. 5", "+" + "1" * 30])
+def test_malformed_phone_numbers_are_refused(value: str) -> None:
+    """A phone that is not digits with the usual separators is refused with its field."""
+    err = _read([_row(specimen_id="S0"), _row(phone=value)])
+    assert (err.line, err.field) == (3, "phone")
