@@ -41,3 +41,7 @@ def numba_cache_dir() -> str:
 
 
 numba_cache_dir()
+
+# Engine modules import pyHanko lazily in many places; the signing package holds the one
+# filter for pyHanko's DSA deprecation warning, and importing it here puts it in place first.
+import signing  # noqa: E402,F401

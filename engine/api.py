@@ -620,37 +620,44 @@ def api_config(data: DataDir) -> tuple[ApiSettings, ssl.SSLContext | None]:
         previous_signers = ["keys/signer-2026.pem"] # retired signer certificates still published in /v1/keys
     """
     from engine.config import read_config_file
-    from engine.errors import ConfigError
 
-    raw, path = read_config_file(data)
+    raw, _ = read_config_file(data)  # checks [api] with api_problems, among all sections
     if raw is None:
         return ApiSettings(), None
     table = raw.get("api", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [api] must be a table")
     defaults = ApiSettings()
-    known = set(defaults.__dataclass_fields__)
-    unknown = sorted(set(table) - known - set(_TLS_KEYS))
-    if unknown:
-        raise ConfigError(f"{path}: [api] has unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known | set(_TLS_KEYS)))}")
-    previous = table.get("previous_signers", [])
-    if not isinstance(previous, list) or not all(isinstance(p, str) for p in previous):
-        raise ConfigError(f"{path}: [api] previous_signers must be a list of certificate file paths")
-    values: dict[str, Any] = {"previous_signers": tuple(previous)}
-    for key in (known & set(table)) - {"previous_signers"}:
-        default, value = getattr(defaults, key), table[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ConfigError(f"{path}: [api] {key} must be a positive number, got {value!r}")
-        values[key] = type(default)(value)
+    values: dict[str, Any] = {"previous_signers": tuple(table.get("previous_signers", ()))}
+    for key in (set(defaults.__dataclass_fields__) & set(table)) - {"previous_signers"}:
+        values[key] = type(getattr(defaults, key))(table[key])
     settings = ApiSettings(**values)
     tls = {k: table.get(k) for k in _TLS_KEYS}
     if not any(tls.values()):
         return settings, None
-    if not (tls["tls_certificate"] and tls["tls_key"]):
-        raise ConfigError(f"{path}: [api] TLS needs both tls_certificate and tls_key")
     resolve = lambda p: str(p if Path(p).is_absolute() else data.root / p)  # noqa: E731
     client_ca = resolve(tls["tls_client_ca"]) if tls["tls_client_ca"] else None
     return settings, server_ssl_context(resolve(tls["tls_certificate"]), resolve(tls["tls_key"]), client_ca)
+
+
+def api_problems(table: dict[str, Any]) -> tuple[set[str], list[tuple[str, str]]]:
+    """The settings ``[api]`` knows and every problem of their values (see ``engine.config.SECTIONS``)."""
+    defaults = ApiSettings()
+    known = set(defaults.__dataclass_fields__) | set(_TLS_KEYS)
+    problems: list[tuple[str, str]] = []
+    previous = table.get("previous_signers", [])
+    if not isinstance(previous, list) or not all(isinstance(p, str) for p in previous):
+        problems.append(("previous_signers", f"must be a list of certificate file paths, got {previous!r}"))
+    for key in sorted((set(defaults.__dataclass_fields__) & set(table)) - {"previous_signers"}):
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            problems.append((key, f"must be a positive number, got {value!r}"))
+        elif isinstance(getattr(defaults, key), int) and not isinstance(value, int):
+            problems.append((key, f"must be a whole number, got {value!r}"))
+    for key in _TLS_KEYS:
+        if key in table and not isinstance(table[key], str):
+            problems.append((key, f"must be a file path, got {table[key]!r}"))
+    if any(table.get(k) for k in _TLS_KEYS) and not (table.get("tls_certificate") and table.get("tls_key")):
+        problems.append(("tls_certificate" if not table.get("tls_certificate") else "tls_key", "TLS needs both tls_certificate and tls_key"))
+    return known, problems
 
 
 def server_ssl_context(certfile: str, keyfile: str, client_ca: str | None = None) -> ssl.SSLContext:

@@ -555,10 +555,10 @@ def test_api_table_errors_name_the_setting(tmp_path: Path) -> None:
     from engine.errors import ConfigError
 
     w = make_world(tmp_path)
-    for text, fragment in (("[api]\nburst = -1\n", "burst must be a positive number"),
-                           ("[api]\nspeed = 3\n", "unknown setting(s) speed"),
+    for text, fragment in (("[api]\nburst = -1\n", "burst: must be a positive number"),
+                           ("[api]\nspeed = 3\n", "speed: unknown setting"),
                            ('[api]\ntls_certificate = "x.pem"\n', "both tls_certificate and tls_key"),
-                           ('[api]\nprevious_signers = "old.pem"\n', "previous_signers must be a list")):
+                           ('[api]\nprevious_signers = "old.pem"\n', "previous_signers: must be a list")):
         w.data.config.write_text(text, encoding="utf-8")
         with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
             api_config(w.data)
