@@ -57,9 +57,42 @@ from engine.datadir import DataDir
 from engine.errors import ApiError, KetquaError
 from engine.feed import FeedReader, item_json  # noqa: F401  (item_json re-exported)
 from engine.ledger import Ledger
+from engine.logs import log
 from engine.tokens import Principal, TokenCache
 
-log = logging.getLogger("ketqua.api")
+_ENABLED = logging.getLogger("ketqua")  # the structured log's own logger: whether an access line is wanted at all
+
+
+class _AiohttpLog(logging.Filter):
+    """aiohttp's own log records, re-emitted as one structured ketqua event without their text.
+
+    aiohttp logs a refused request with the exception's text and a traceback, and
+    the text of ``LineTooLong`` (an oversized request line) quotes the request
+    line: path, query string, cursor. Only the exception's type, the HTTP status
+    and the frames (never the message) reach the log; the original record is dropped.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        fields: dict[str, Any] = {"logger": record.name, "what": str(record.msg)}  # aiohttp's template, not its arguments
+        if exc is None:
+            (log.warning if record.levelno >= logging.WARNING else log.debug)("http server", **fields)
+            return False
+        fields["error"] = type(exc).__name__
+        status = getattr(exc, "status", None) or getattr(exc, "code", None)
+        if isinstance(status, int) and 400 <= status < 500:  # the client's mistake (bad or oversized request line)
+            log.warning("http request refused", status=status, **fields)
+        else:
+            log.error("http server failed", **fields, frames="".join(traceback.format_tb(exc.__traceback__)))
+        return False
+
+
+_AIOHTTP_LOG = _AiohttpLog()
+#: The logger aiohttp's request handlers get (see :func:`serve`); aiohttp's own loggers are bridged too.
+_HTTP_LOGGER = logging.getLogger("ketqua.api.http")
+for _name in ("ketqua.api.http", "aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal"):
+    if _AIOHTTP_LOG not in logging.getLogger(_name).filters:
+        logging.getLogger(_name).addFilter(_AIOHTTP_LOG)
 
 NDJSON = "application/x-ndjson"
 PROBLEM = "application/problem+json"
@@ -308,11 +341,18 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
             header = request.headers.get("Authorization", "")
             scheme, _, token = header.partition(" ")
             principal = state.tokens.authenticate(token.strip()) if scheme.lower() == "bearer" else None
-            if principal is None:
+            if principal is None and (scheme.lower() != "bearer" or not token.strip()):
                 response = problem(
                     401,
                     "Unauthorized",
                     "send 'Authorization: Bearer <token>' with a token from `ketqua tokens add`",
+                    **{"WWW-Authenticate": 'Bearer realm="ketqua"'},  # RFC 6750 3.1: no error code without credentials
+                )
+            elif principal is None:
+                response = problem(
+                    401,
+                    "Unauthorized",
+                    "token unknown or revoked; ask the lab for a new one (`ketqua tokens add`)",
                     **{"WWW-Authenticate": 'Bearer realm="ketqua", error="invalid_token"'},
                 )
             elif scope and scope not in principal.scopes:
@@ -347,17 +387,17 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
     except CursorError as exc:
         response = problem(400, "Bad cursor", str(exc))
     except KetquaError as exc:
-        log.warning("%s %s: %s", request.method, route, type(exc).__name__)
+        log.warning("api request failed", method=request.method, route=route, error=type(exc).__name__)
         response = problem(503, "Service Unavailable", str(exc))
     except sqlite3.OperationalError as exc:  # ledger busy or its disk full: the consumer should retry
-        log.warning("%s %s: ledger read failed (%s)", request.method, route, type(exc).__name__)
+        log.warning("api ledger read failed", method=request.method, route=route, error=type(exc).__name__)
         response = problem(503, "Service Unavailable", "the ledger is busy; retry shortly", **{"Retry-After": "2"})
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # never a stack trace to the client, never personal data in the log
         # Frames only, not the exception's message: a message may quote a payload (names, national ids).
         where = "".join(traceback.format_tb(exc.__traceback__))
-        log.error("%s %s failed with %s\n%s", request.method, route, type(exc).__name__, where)
+        log.error("api request failed", method=request.method, route=route, error=type(exc).__name__, frames=where)
         response = problem(500, "Internal Server Error", "the server failed; the lab's log has the details")
     elapsed = time.perf_counter() - t0
     key = (route, response.status)
@@ -366,15 +406,15 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
         instruments = _ROUTE_INSTRUMENTS[key] = (HTTP_REQUESTS.labels(route, str(response.status)), HTTP_LATENCY.labels(route))
     instruments[0].inc()
     instruments[1].observe(elapsed)
-    if log.isEnabledFor(logging.INFO):
+    if _ENABLED.isEnabledFor(logging.INFO):
         log.info(
-            "%s %s %d %.1fms token=%s client=%s",
-            request.method,
-            route,  # the template, not the path: ids and cursors stay out of the log
-            response.status,
-            elapsed * 1e3,
-            principal.token_id if principal else "-",
-            _client_subject(request) or "-",
+            "api request",
+            method=request.method,
+            route=route,  # the template, not the path: ids and cursors stay out of the log
+            status=response.status,
+            ms=round(elapsed * 1e3, 1),
+            token=principal.token_id if principal else "-",
+            client=_client_subject(request) or "-",
         )
     return response
 
@@ -687,7 +727,8 @@ async def serve(
     """
     if ssl_context is None and _STATE in app:
         ssl_context = api_config(api_state(app).data)[1]
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # The default access log is off (guard writes the line), and aiohttp's error log goes through _AiohttpLog.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=_HTTP_LOGGER)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024, reuse_address=True)
     try:

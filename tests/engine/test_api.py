@@ -52,6 +52,15 @@ def results_token(world: World) -> str:
     return token(world, "read:results")
 
 
+def _logged(caplog: pytest.LogCaptureFixture) -> str:
+    """The ketqua log lines captured, each as its event and key=value fields (as the text log prints them)."""
+    return "\n".join(
+        " ".join([r.getMessage(), *(f"{k}={v}" for k, v in getattr(r, "fields", {}).items())])
+        for r in caplog.records
+        if r.name.startswith("ketqua")
+    )
+
+
 def _pages(server: ServerThread, tok: str, limit: int, accept: str | None = None) -> list[dict]:
     """Every item of the feed, following cursors page by page."""
     items: list[dict] = []
@@ -454,13 +463,13 @@ def test_mutual_tls_requires_a_client_certificate_and_logs_its_subject(
         mutual = ssl.create_default_context(cafile=files["ca"])
         mutual.load_cert_chain(files["client_cert"], files["client_key"])
         conn = http.client.HTTPSConnection("127.0.0.1", s.port, context=mutual, timeout=10)
-        with caplog.at_level(logging.INFO, logger="ketqua.api"):
+        with caplog.at_level(logging.INFO, logger="ketqua"):
             conn.request("GET", "/v1/results?limit=1", headers={"Authorization": f"Bearer {results_token}"})
             resp = conn.getresponse()
             assert resp.status == 200 and len(json.loads(resp.read())["items"]) == 1
             time.sleep(0.1)
         conn.close()
-        lines = [r.getMessage() for r in caplog.records if r.name == "ketqua.api"]
+        lines = _logged(caplog).splitlines()
         assert any("commonName=national-platform" in line for line in lines), lines
         assert not any(results_token in line for line in lines)
     finally:
@@ -583,7 +592,7 @@ def test_access_log_holds_no_personal_data_ids_or_secrets(
     server: ServerThread, results_token: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Log lines name route templates, status and token id only: no names, national ids, result ids, cursors or tokens."""
-    with caplog.at_level(logging.INFO, logger="ketqua.api"):
+    with caplog.at_level(logging.INFO, logger="ketqua"):
         _, _, body = server.request("/v1/results?limit=3", results_token)
         page = json.loads(body)
         rid = page["items"][0]["id"]
@@ -593,8 +602,8 @@ def test_access_log_holds_no_personal_data_ids_or_secrets(
         server.request("/v1/results?after=bogus", results_token)
         server.request(f"/v1/results/{rid}", "kq_0123456789abcdef_" + "A" * 43)
         time.sleep(0.1)
-    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "ketqua.api")
-    assert "/v1/results/{id} 200" in text and "/v1/results 400" in text
+    text = _logged(caplog)
+    assert "route=/v1/results/{id} status=200" in text and "route=/v1/results status=400" in text
     secrets = [rid, page["next"], results_token, results_token[20:]]
     for item in page["items"]:
         person = item["payload"]["person"]
