@@ -609,3 +609,34 @@ def test_access_log_holds_no_personal_data_ids_or_secrets(
         person = item["payload"]["person"]
         secrets += [person["full_name"], person["national_id"], person["phone"], item["payload"]["specimen"]["id"]]
     assert not [s for s in secrets if s in text]
+
+
+def test_oversized_request_line_never_logs_its_query_or_cursor(
+    server: ServerThread, results_token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 16 KB request line with a cursor is refused with 400, and no log line holds the cursor or the query."""
+    import socket
+
+    _, _, body = server.request("/v1/results?limit=1", results_token)
+    cursor = json.loads(body)["next"]
+    query = f"after={cursor}&limit=5&pad=" + "Q" * 16 * 1024
+    with caplog.at_level(logging.DEBUG):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+            conn.sendall(f"GET /v1/results?{query} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {results_token}\r\n\r\n".encode())
+            reply = conn.recv(65536)
+        time.sleep(0.2)
+    assert reply.startswith(b"HTTP/1.") and b" 400 " in reply.split(b"\r\n")[0]
+    logged = caplog.text + _logged(caplog)
+    assert "http request refused" in logged and "LineTooLong" in logged
+    for secret in (cursor, "QQQQQQQQ", "after=", results_token):
+        assert secret not in logged
+
+
+def test_unknown_or_revoked_token_is_told_so(server: ServerThread, world: World) -> None:
+    """No token: how to send one; a revoked (or unknown) token: that it is unknown or revoked."""
+    tok = token(world, "read:results", name="revoked-soon")
+    revoke_token(world.ledger_path, token_id(tok) or "")
+    status, body = server.get_json("/v1/results?limit=1", tok)
+    assert status == 401 and "unknown or revoked" in body["detail"]
+    status, body = server.get_json("/v1/results?limit=1")
+    assert status == 401 and "Authorization: Bearer" in body["detail"]
