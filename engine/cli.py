@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import logging
 import pkgutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from engine import __version__
 from engine.config import read_config_file
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         with contextlib.ExitStack() as held:
+            held.enter_context(_warnings_to_stderr())
             data = DataDir.at(args.data)
             # One check of ketqua.toml for every command, all its problems at once, before anything runs.
             read_config_file(data)
@@ -68,6 +70,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         status = 130
     return int(status or 0)
+
+
+@contextlib.contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """The engine's warnings (a data folder's permissions tightened, a file quarantined) on stderr for the
+    length of a command; ``ketqua run`` replaces this with its configured log (engine.logs.configure)."""
+    logger = logging.getLogger("ketqua")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("ketqua: %(message)s"))
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def _closed_stdout() -> int:
