@@ -178,7 +178,7 @@ def _lines(text: str) -> dict[tuple[str, str | None], int]:
         key = re.match(r"\s*([A-Za-z0-9_\-\"']+)\s*=", line)
         if key:
             name = key.group(1).strip("\"'")
-            where.setdefault((section, name), number) if section else where.setdefault((name, None), number)
+            where.setdefault((section, name) if section else (name, None), number)
     return where
 
 

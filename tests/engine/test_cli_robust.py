@@ -157,7 +157,7 @@ def test_everything_the_engine_writes_is_owner_only_but_the_inbox(tmp_path: Path
     """After a demo with certificate workers: ledger (+wal/shm), archive, quarantine, certificates, exports, keys
     are 0600/0700; the inbox and the data folder keep the lab's permissions."""
     data = DataDir.at(tmp_path / "d")
-    done = ketqua("demo", "--workers", "1", "--data", str(data.root), env={"KETQUA_UMASK_PROBE": "1"}, timeout=600)
+    done = ketqua("demo", "--workers", "1", "--data", str(data.root), timeout=600)
     assert done.returncode == 0, done.stderr
     assert any(data.certificates.iterdir()) and any(data.archive.iterdir())
     loose = [e for folder in data.private_folders for e in _loose(folder)]
