@@ -57,9 +57,42 @@ from engine.datadir import DataDir
 from engine.errors import ApiError, KetquaError
 from engine.feed import FeedReader, item_json  # noqa: F401  (item_json re-exported)
 from engine.ledger import Ledger
+from engine.logs import log
 from engine.tokens import Principal, TokenCache
 
-log = logging.getLogger("ketqua.api")
+_ENABLED = logging.getLogger("ketqua")  # the structured log's own logger: whether an access line is wanted at all
+
+
+class _AiohttpLog(logging.Filter):
+    """aiohttp's own log records, re-emitted as one structured ketqua event without their text.
+
+    aiohttp logs a refused request with the exception's text and a traceback, and
+    the text of ``LineTooLong`` (an oversized request line) quotes the request
+    line: path, query string, cursor. Only the exception's type, the HTTP status
+    and the frames (never the message) reach the log; the original record is dropped.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        fields: dict[str, Any] = {"logger": record.name, "what": str(record.msg)}  # aiohttp's template, not its arguments
+        if exc is None:
+            (log.warning if record.levelno >= logging.WARNING else log.debug)("http server", **fields)
+            return False
+        fields["error"] = type(exc).__name__
+        status = getattr(exc, "status", None) or getattr(exc, "code", None)
+        if isinstance(status, int) and 400 <= status < 500:  # the client's mistake (bad or oversized request line)
+            log.warning("http request refused", status=status, **fields)
+        else:
+            log.error("http server failed", **fields, frames="".join(traceback.format_tb(exc.__traceback__)))
+        return False
+
+
+_AIOHTTP_LOG = _AiohttpLog()
+#: The logger aiohttp's request handlers get (see :func:`serve`); aiohttp's own loggers are bridged too.
+_HTTP_LOGGER = logging.getLogger("ketqua.api.http")
+for _name in ("ketqua.api.http", "aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal"):
+    if _AIOHTTP_LOG not in logging.getLogger(_name).filters:
+        logging.getLogger(_name).addFilter(_AIOHTTP_LOG)
 
 NDJSON = "application/x-ndjson"
 PROBLEM = "application/problem+json"
@@ -308,11 +341,18 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
             header = request.headers.get("Authorization", "")
             scheme, _, token = header.partition(" ")
             principal = state.tokens.authenticate(token.strip()) if scheme.lower() == "bearer" else None
-            if principal is None:
+            if principal is None and (scheme.lower() != "bearer" or not token.strip()):
                 response = problem(
                     401,
                     "Unauthorized",
                     "send 'Authorization: Bearer <token>' with a token from `ketqua tokens add`",
+                    **{"WWW-Authenticate": 'Bearer realm="ketqua"'},  # RFC 6750 3.1: no error code without credentials
+                )
+            elif principal is None:
+                response = problem(
+                    401,
+                    "Unauthorized",
+                    "token unknown or revoked; ask the lab for a new one (`ketqua tokens add`)",
                     **{"WWW-Authenticate": 'Bearer realm="ketqua", error="invalid_token"'},
                 )
             elif scope and scope not in principal.scopes:
@@ -347,17 +387,17 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
     except CursorError as exc:
         response = problem(400, "Bad cursor", str(exc))
     except KetquaError as exc:
-        log.warning("%s %s: %s", request.method, route, type(exc).__name__)
+        log.warning("api request failed", method=request.method, route=route, error=type(exc).__name__)
         response = problem(503, "Service Unavailable", str(exc))
     except sqlite3.OperationalError as exc:  # ledger busy or its disk full: the consumer should retry
-        log.warning("%s %s: ledger read failed (%s)", request.method, route, type(exc).__name__)
+        log.warning("api ledger read failed", method=request.method, route=route, error=type(exc).__name__)
         response = problem(503, "Service Unavailable", "the ledger is busy; retry shortly", **{"Retry-After": "2"})
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # never a stack trace to the client, never personal data in the log
         # Frames only, not the exception's message: a message may quote a payload (names, national ids).
         where = "".join(traceback.format_tb(exc.__traceback__))
-        log.error("%s %s failed with %s\n%s", request.method, route, type(exc).__name__, where)
+        log.error("api request failed", method=request.method, route=route, error=type(exc).__name__, frames=where)
         response = problem(500, "Internal Server Error", "the server failed; the lab's log has the details")
     elapsed = time.perf_counter() - t0
     key = (route, response.status)
@@ -366,15 +406,15 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
         instruments = _ROUTE_INSTRUMENTS[key] = (HTTP_REQUESTS.labels(route, str(response.status)), HTTP_LATENCY.labels(route))
     instruments[0].inc()
     instruments[1].observe(elapsed)
-    if log.isEnabledFor(logging.INFO):
+    if _ENABLED.isEnabledFor(logging.INFO):
         log.info(
-            "%s %s %d %.1fms token=%s client=%s",
-            request.method,
-            route,  # the template, not the path: ids and cursors stay out of the log
-            response.status,
-            elapsed * 1e3,
-            principal.token_id if principal else "-",
-            _client_subject(request) or "-",
+            "api request",
+            method=request.method,
+            route=route,  # the template, not the path: ids and cursors stay out of the log
+            status=response.status,
+            ms=round(elapsed * 1e3, 1),
+            token=principal.token_id if principal else "-",
+            client=_client_subject(request) or "-",
         )
     return response
 
@@ -620,37 +660,44 @@ def api_config(data: DataDir) -> tuple[ApiSettings, ssl.SSLContext | None]:
         previous_signers = ["keys/signer-2026.pem"] # retired signer certificates still published in /v1/keys
     """
     from engine.config import read_config_file
-    from engine.errors import ConfigError
 
-    raw, path = read_config_file(data)
+    raw, _ = read_config_file(data)  # checks [api] with api_problems, among all sections
     if raw is None:
         return ApiSettings(), None
     table = raw.get("api", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [api] must be a table")
     defaults = ApiSettings()
-    known = set(defaults.__dataclass_fields__)
-    unknown = sorted(set(table) - known - set(_TLS_KEYS))
-    if unknown:
-        raise ConfigError(f"{path}: [api] has unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known | set(_TLS_KEYS)))}")
-    previous = table.get("previous_signers", [])
-    if not isinstance(previous, list) or not all(isinstance(p, str) for p in previous):
-        raise ConfigError(f"{path}: [api] previous_signers must be a list of certificate file paths")
-    values: dict[str, Any] = {"previous_signers": tuple(previous)}
-    for key in (known & set(table)) - {"previous_signers"}:
-        default, value = getattr(defaults, key), table[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ConfigError(f"{path}: [api] {key} must be a positive number, got {value!r}")
-        values[key] = type(default)(value)
+    values: dict[str, Any] = {"previous_signers": tuple(table.get("previous_signers", ()))}
+    for key in (set(defaults.__dataclass_fields__) & set(table)) - {"previous_signers"}:
+        values[key] = type(getattr(defaults, key))(table[key])
     settings = ApiSettings(**values)
     tls = {k: table.get(k) for k in _TLS_KEYS}
     if not any(tls.values()):
         return settings, None
-    if not (tls["tls_certificate"] and tls["tls_key"]):
-        raise ConfigError(f"{path}: [api] TLS needs both tls_certificate and tls_key")
     resolve = lambda p: str(p if Path(p).is_absolute() else data.root / p)  # noqa: E731
     client_ca = resolve(tls["tls_client_ca"]) if tls["tls_client_ca"] else None
     return settings, server_ssl_context(resolve(tls["tls_certificate"]), resolve(tls["tls_key"]), client_ca)
+
+
+def api_problems(table: dict[str, Any]) -> tuple[set[str], list[tuple[str, str]]]:
+    """The settings ``[api]`` knows and every problem of their values (see ``engine.config.SECTIONS``)."""
+    defaults = ApiSettings()
+    known = set(defaults.__dataclass_fields__) | set(_TLS_KEYS)
+    problems: list[tuple[str, str]] = []
+    previous = table.get("previous_signers", [])
+    if not isinstance(previous, list) or not all(isinstance(p, str) for p in previous):
+        problems.append(("previous_signers", f"must be a list of certificate file paths, got {previous!r}"))
+    for key in sorted((set(defaults.__dataclass_fields__) & set(table)) - {"previous_signers"}):
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            problems.append((key, f"must be a positive number, got {value!r}"))
+        elif isinstance(getattr(defaults, key), int) and not isinstance(value, int):
+            problems.append((key, f"must be a whole number, got {value!r}"))
+    for key in _TLS_KEYS:
+        if key in table and not isinstance(table[key], str):
+            problems.append((key, f"must be a file path, got {table[key]!r}"))
+    if any(table.get(k) for k in _TLS_KEYS) and not (table.get("tls_certificate") and table.get("tls_key")):
+        problems.append(("tls_certificate" if not table.get("tls_certificate") else "tls_key", "TLS needs both tls_certificate and tls_key"))
+    return known, problems
 
 
 def server_ssl_context(certfile: str, keyfile: str, client_ca: str | None = None) -> ssl.SSLContext:
@@ -680,7 +727,8 @@ async def serve(
     """
     if ssl_context is None and _STATE in app:
         ssl_context = api_config(api_state(app).data)[1]
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # The default access log is off (guard writes the line), and aiohttp's error log goes through _AiohttpLog.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=_HTTP_LOGGER)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024, reuse_address=True)
     try:

@@ -3,29 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import pkgutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from engine import __version__
+from engine.config import read_config_file
+from engine.datadir import DataDir
 from engine.errors import KetquaError
 
 
+DEFAULT_DATA = "./ketqua-data"
+_DATA_HELP = "data folder (inbox/, archive/, quarantine/, certificates/, keys/, ledger.sqlite3); default ./ketqua-data"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser; every subcommand takes ``--data DIR``."""
+    """The full argument parser; ``--data DIR`` is taken before the subcommand or after it."""
+    # SUPPRESS: a subcommand's --data overrides the one given before it, and its absence does not
+    # overwrite that one with a default (`ketqua --data X design …` and `ketqua design … --data X`).
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--data",
-        metavar="DIR",
-        default="./ketqua-data",
-        help="data folder (inbox/, archive/, quarantine/, certificates/, keys/, ledger.sqlite3); default ./ketqua-data",
-    )
+    common.add_argument("--data", metavar="DIR", default=argparse.SUPPRESS, help=_DATA_HELP)
     parser = argparse.ArgumentParser(
         prog="ketqua",
         description="ketqua: analyzer files and pool manifests in, signed individual results out.",
     )
     parser.add_argument("--version", action="version", version=f"ketqua {__version__}")
+    parser.add_argument("--data", metavar="DIR", default=DEFAULT_DATA, help=_DATA_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     import engine.commands as commands
@@ -46,20 +52,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        status = args.func(args)
+        with contextlib.ExitStack() as held:
+            held.enter_context(_warnings_to_stderr())
+            data = DataDir.at(args.data)
+            # One check of ketqua.toml for every command, all its problems at once, before anything runs.
+            read_config_file(data)
+            if getattr(args, "takes_lock", False):
+                held.enter_context(data.lock())
+            status = args.func(args)
     except KetquaError as exc:
         print(f"ketqua {args.command}: {exc}", file=sys.stderr)
         status = 1
+    except BrokenPipeError:
+        status = _closed_stdout()
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        # A path the user gave that cannot be written or read (`--csv /missing/dir/x.csv`): say which and why.
+        print(f"ketqua {args.command}: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        status = 1
     except KeyboardInterrupt:
         status = 130
-    except BrokenPipeError:
-        # `ketqua results list --json | head`: the reader left; not an error worth a traceback.
-        import os
-
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        status = 0
     return int(status or 0)
+
+
+@contextlib.contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """The engine's warnings (a data folder's permissions tightened, a file quarantined) on stderr for the
+    length of a command; ``ketqua run`` replaces this with its configured log (engine.logs.configure)."""
+    logger = logging.getLogger("ketqua")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("ketqua: %(message)s"))
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+def _closed_stdout() -> int:
+    """`ketqua results list --json | head`: the reader left; not an error worth a traceback."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

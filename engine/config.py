@@ -2,7 +2,9 @@
 
 Every setting has a default so a fresh data folder works (the demo runs with no
 file at all). Sections read here: ``[lab]``, ``[assay]``, ``[intake]``,
-``[results]``, ``[logging]``. ``[signing]`` belongs to :mod:`signing.keys`.
+``[results]``, ``[logging]``. ``[signing]`` belongs to :mod:`signing.keys`,
+``[api]`` to :mod:`engine.api`; :data:`SECTIONS` lists every section and its
+checker, and :func:`read_config_file` checks them all whenever the file is read.
 
     [lab]
     id = "VN-79-PASTEUR"
@@ -30,7 +32,11 @@ file at all). Sections read here: ``[lab]``, ``[assay]``, ``[intake]``,
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -71,64 +77,171 @@ class Config:
     json_logs: bool = False
 
 
-def _section(raw: dict[str, Any], name: str, cls: type, source: str) -> Any:
-    table = raw.get(name, {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{source}: [{name}] must be a table")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(table) - set(known))
-    if unknown:
-        raise ConfigError(f"{source}: [{name}] has unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    values = {}
+#: Every section ketqua.toml may have, and the ``module:function`` that checks it. A checker
+#: takes the section's table and returns (the settings it knows, [(setting, problem), …]);
+#: unknown settings and sections are found here, once, for all of them. Checkers of other
+#: packages are imported only when their section is present.
+SECTIONS: dict[str, str] = {
+    "lab": "engine.config:lab_problems",
+    "assay": "engine.config:assay_problems",
+    "intake": "engine.config:intake_problems",
+    "results": "engine.config:results_problems",
+    "logging": "engine.config:logging_problems",
+    "signing": "signing.keys:signing_problems",
+    "api": "engine.api:api_problems",
+}
+
+Problems = list[tuple[str, str]]
+
+
+def dataclass_problems(table: dict[str, Any], cls: type) -> tuple[set[str], Problems]:
+    """Type checks of a section whose settings are the fields of ``cls`` (typed by their defaults)."""
+    defaults = cls()
+    known = {f.name for f in fields(cls)}
+    problems: Problems = []
+    for key in sorted(known & set(table)):
+        default, value = getattr(defaults, key), table[key]
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                problems.append((key, f"must be true or false, got {value!r}"))
+        elif isinstance(default, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                problems.append((key, f"must be a non-negative number, got {value!r}"))
+            elif isinstance(default, int) and not isinstance(value, int):
+                problems.append((key, f"must be a whole number, got {value!r}"))
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                problems.append((key, f"must be a string, got {value!r}"))
+        elif isinstance(default, (tuple, list)):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                problems.append((key, f"must be a list of strings, got {value!r}"))
+    return known, problems
+
+
+def _from_table(table: dict[str, Any], cls: type) -> Any:
+    """An instance of ``cls`` from an already checked section (numbers take the default's type)."""
+    defaults = cls()
+    values: dict[str, Any] = {}
     for key, value in table.items():
-        default = getattr(cls(), key)
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise ConfigError(f"{source}: [{name}] {key} must be true or false")
+        default = getattr(defaults, key)
         if isinstance(default, (int, float)) and not isinstance(default, bool):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"{source}: [{name}] {key} must be a non-negative number")
             value = type(default)(value)
-        if isinstance(default, str) and not isinstance(value, str):
-            raise ConfigError(f"{source}: [{name}] {key} must be a string")
+        elif isinstance(default, tuple):
+            value = tuple(value)
         values[key] = value
     return cls(**values)
 
 
-def read_config_file(data: DataDir) -> tuple[dict[str, Any] | None, str]:
-    """The parsed ``<data>/ketqua.toml`` (None when there is none) and its path for messages.
+def lab_problems(table: dict[str, Any]) -> tuple[set[str], Problems]:
+    return dataclass_problems(table, Lab)
 
-    Every section's reader starts here, so a broken file is reported the same way by each.
+
+def intake_problems(table: dict[str, Any]) -> tuple[set[str], Problems]:
+    return dataclass_problems(table, IntakeSettings)
+
+
+def assay_problems(table: dict[str, Any]) -> tuple[set[str], Problems]:
+    value = table.get("default", "taqpath")
+    return {"default"}, [] if isinstance(value, str) and value else [("default", f"must be a profile name, got {value!r}")]
+
+
+def results_problems(table: dict[str, Any]) -> tuple[set[str], Problems]:
+    value = table.get("hc1_validity_days", 365)
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return {"hc1_validity_days"}, [] if ok else [("hc1_validity_days", f"must be a positive whole number of days, got {value!r}")]
+
+
+def logging_problems(table: dict[str, Any]) -> tuple[set[str], Problems]:
+    value = table.get("json", False)
+    return {"json"}, [] if isinstance(value, bool) else [("json", f"must be true or false, got {value!r}")]
+
+
+def _did_you_mean(name: str, known: Iterable[str], brackets: bool = False) -> str:
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    show = (lambda k: f"[{k}]") if brackets else (lambda k: k)
+    if close:
+        return f"did you mean {show(close[0])}?"
+    return "known: " + ", ".join(show(k) for k in known)
+
+
+def _lines(text: str) -> dict[tuple[str, str | None], int]:
+    """Line numbers of ``[section]`` headers and ``key =`` lines, for messages (plain TOML layouts)."""
+    where: dict[tuple[str, str | None], int] = {}
+    section = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        header = re.match(r"\s*\[\s*([^\]\s]+)\s*\]", line)
+        if header:
+            section = header.group(1).strip("\"'")
+            where.setdefault((section, None), number)
+            continue
+        key = re.match(r"\s*([A-Za-z0-9_\-\"']+)\s*=", line)
+        if key:
+            name = key.group(1).strip("\"'")
+            where.setdefault((section, name) if section else (name, None), number)
+    return where
+
+
+def config_problems(raw: dict[str, Any], text: str = "") -> list[str]:
+    """Every problem of a parsed ketqua.toml, one readable line each (line, [section] setting: what is wrong)."""
+    lines = _lines(text)
+
+    def at(section: str, key: str | None) -> str:
+        line = lines.get((section, key)) or lines.get((section, None))
+        return f"line {line}: " if line else ""
+
+    problems: list[str] = []
+    for name, table in raw.items():
+        if name not in SECTIONS:
+            problems.append(f"{at(name, None)}[{name}]: unknown section; {_did_you_mean(name, SECTIONS, brackets=True)}")
+            continue
+        if not isinstance(table, dict):
+            problems.append(f"{at(name, None)}[{name}]: must be a table (a [{name}] header with settings under it), got {table!r}")
+            continue
+        module, function = SECTIONS[name].split(":")
+        known, found = getattr(importlib.import_module(module), function)(table)
+        for key in sorted(set(table) - set(known)):
+            problems.append(f"{at(name, key)}[{name}] {key}: unknown setting; {_did_you_mean(key, known)}")
+        problems.extend(f"{at(name, key)}[{name}] {key}: {message}" for key, message in found)
+    return problems
+
+
+def read_config_file(data: DataDir) -> tuple[dict[str, Any] | None, str]:
+    """The parsed ``<data>/ketqua.toml`` (None when there is none) and its path, every section checked.
+
+    Every reader of a section starts here, and ``ketqua`` calls it before any command,
+    so a broken file is refused the same way everywhere, with all its problems at once.
     """
     path = data.config
-    if not path.exists():
-        return None, str(path)
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8")), str(path)
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, str(path)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); nothing in it was used") from exc
+    problems = config_problems(raw, text)
+    if len(problems) == 1:
+        raise ConfigError(f"{path}: {problems[0]}")
+    if problems:
+        raise ConfigError(f"{path}: {len(problems)} problems; fix them and run again:\n  " + "\n  ".join(problems))
+    return raw, str(path)
 
 
 def load_config(data: DataDir) -> Config:
-    """Read ``<data>/ketqua.toml`` if present; defaults otherwise. ConfigError names the bad setting."""
-    raw, source = read_config_file(data)
+    """Read ``<data>/ketqua.toml`` if present; defaults otherwise. ConfigError names every bad setting."""
+    raw, _ = read_config_file(data)
     if raw is None:
         return Config()
-    assay = raw.get("assay", {})
-    results = raw.get("results", {})
-    logging = raw.get("logging", {})
-    default_assay = assay.get("default", "taqpath") if isinstance(assay, dict) else "taqpath"
-    validity = results.get("hc1_validity_days", 365) if isinstance(results, dict) else 365
-    json_logs = logging.get("json", False) if isinstance(logging, dict) else False
-    if not isinstance(default_assay, str):
-        raise ConfigError(f"{source}: [assay] default must be a profile name")
-    if not isinstance(validity, int) or validity <= 0:
-        raise ConfigError(f"{source}: [results] hc1_validity_days must be a positive whole number of days")
-    if not isinstance(json_logs, bool):
-        raise ConfigError(f"{source}: [logging] json must be true or false")
     return Config(
-        lab=_section(raw, "lab", Lab, source),
-        default_assay=default_assay,
-        intake=_section(raw, "intake", IntakeSettings, source),
-        hc1_validity_days=validity,
-        json_logs=json_logs,
+        lab=_from_table(raw.get("lab", {}), Lab),
+        default_assay=raw.get("assay", {}).get("default", "taqpath"),
+        intake=_from_table(raw.get("intake", {}), IntakeSettings),
+        hc1_validity_days=raw.get("results", {}).get("hc1_validity_days", 365),
+        json_logs=raw.get("logging", {}).get("json", False),
     )

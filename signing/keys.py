@@ -319,14 +319,14 @@ def _resolve(root: Path, value: str | None) -> str | None:
 
 
 def _signing_section(data: "DataDir") -> tuple[dict | None, str]:
-    """The raw ``[signing]`` table of ``<data>/ketqua.toml`` (None when absent) and the file's name for messages."""
+    """The ``[signing]`` table of ``<data>/ketqua.toml`` (None when absent) and the file's name for messages.
+
+    The engine's reader checks the whole file (this section through :func:`signing_problems`) first.
+    """
     from engine.config import read_config_file
 
     config, source = read_config_file(data)
-    section = (config or {}).get("signing")
-    if section is not None and not isinstance(section, dict):
-        raise ConfigError(f"{source}: [signing] must be a table")
-    return section, source
+    return (config or {}).get("signing"), source
 
 
 def load_signer_spec(data: "DataDir") -> SignerSpec:
@@ -360,12 +360,11 @@ def load_timestamper(data: "DataDir") -> "TimeStamperLike | None":
 
 def timestamper_from_config(section: dict, keys_dir: Path, *, source: str = "ketqua.toml") -> "TimeStamperLike | None":
     """Build the time-stamper a ``[signing]`` table asks for (see the module docstring)."""
+    problems = _tsa_problems(section)
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(f"[signing] {key}: {message}" for key, message in problems))
     url, tsa = section.get("tsa_url"), section.get("tsa")
-    if url is not None and tsa is not None:
-        raise ConfigError(f"{source}: [signing] sets both tsa_url and tsa; keep one (tsa_url for the lab's real TSA)")
     if url is not None:
-        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
-            raise ConfigError(f"{source}: [signing] tsa_url = {url!r} must be an http:// or https:// URL of an RFC 3161 time-stamping service")
         from pyhanko.sign.timestamps import HTTPTimeStamper
 
         # No session is kept (one POST per token, a session per request), so the stamper pickles
@@ -373,10 +372,6 @@ def timestamper_from_config(section: dict, keys_dir: Path, *, source: str = "ket
         return HTTPTimeStamper(url, timeout=_TSA_TIMEOUT_S)
     if tsa is None:
         return None
-    if tsa != "development":
-        raise ConfigError(
-            f"{source}: [signing] tsa = {tsa!r}; the only value is 'development' (a real authority is tsa_url = 'https://...')"
-        )
     from signing.pades import development_timestamper
 
     pki = ensure_development_pki(keys_dir)
@@ -394,23 +389,59 @@ _TSA_TIMEOUT_S = 10
 _KNOWN = {f.name for f in fields(SignerSpec)} | _TSA_KEYS
 
 
+_SECRETS = ("passphrase", "pin", "password")
+_TEXT_SETTINGS = ("key", "certificate", "passphrase_env", "passphrase_file", "module", "token", "key_label", "pin_env", "pin_file")
+
+
+def _tsa_problems(section: dict) -> list[tuple[str, str]]:
+    url, tsa = section.get("tsa_url"), section.get("tsa")
+    if url is not None and tsa is not None:
+        return [("tsa", "both tsa_url and tsa are set; keep one (tsa_url for the lab's real TSA)")]
+    if url is not None and (not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname):
+        return [("tsa_url", f"{url!r} must be an http:// or https:// URL of an RFC 3161 time-stamping service")]
+    if tsa is not None and tsa != "development":
+        return [("tsa", f"{tsa!r}; the only value is 'development' (a real authority is tsa_url = 'https://...')")]
+    return []
+
+
+def signing_problems(section: dict) -> tuple[set[str], list[tuple[str, str]]]:
+    """The settings ``[signing]`` knows and every problem of their values, without opening any key.
+
+    The engine's configuration check calls this for the whole file at once (see ``engine.config.SECTIONS``).
+    """
+    problems: list[tuple[str, str]] = []
+    for secret_like in _SECRETS:
+        if secret_like in section:
+            problems.append((secret_like, f"do not write the {secret_like} in the file; use {secret_like}_env or {secret_like}_file"))
+    kind = section.get("kind", "file")
+    if kind not in ("file", "pkcs11"):
+        problems.append(("kind", f"{kind!r} is not a key store (expected 'file' or 'pkcs11')"))
+    for key in _TEXT_SETTINGS:
+        if key in section and not isinstance(section[key], str):
+            problems.append((key, f"must be a string, got {section[key]!r}"))
+    chain = section.get("chain", [])
+    if not isinstance(chain, (str, list)) or (isinstance(chain, list) and not all(isinstance(c, str) for c in chain)):
+        problems.append(("chain", f"must be a certificate file path or a list of them, got {chain!r}"))
+    if kind == "pkcs11" and not all(section.get(k) for k in ("module", "token", "key_label")):
+        missing = ", ".join(k for k in ("module", "token", "key_label") if not section.get(k))
+        problems.append(("kind", f"'pkcs11' needs module, token and key_label (missing: {missing})"))
+    problems.extend(_tsa_problems(section))
+    return _KNOWN | set(_SECRETS), problems
+
+
 def spec_from_config(section: dict, root: Path, *, source: str = "ketqua.toml") -> SignerSpec:
     """Build a :class:`SignerSpec` from a ``[signing]`` table; paths relative to ``root``."""
     if not isinstance(section, dict):
         raise ConfigError(f"{source}: [signing] must be a table")
-    unknown = sorted(set(section) - _KNOWN)
-    if unknown:
-        raise ConfigError(f"{source}: [signing] has unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(_KNOWN))}")
-    for secret_like in ("passphrase", "pin", "password"):
-        if secret_like in section:
-            raise ConfigError(f"{source}: do not write the {secret_like} in the file; use {secret_like}_env or {secret_like}_file")
+    known, problems = signing_problems(section)
+    problems += [(key, f"unknown setting (known: {', '.join(sorted(_KNOWN))})") for key in sorted(set(section) - known)]
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(f"[signing] {key}: {message}" for key, message in problems))
     kind = section.get("kind", "file")
-    if kind not in ("file", "pkcs11"):
-        raise ConfigError(f"{source}: [signing] kind = {kind!r} (expected 'file' or 'pkcs11')")
     chain = section.get("chain", ())
     if isinstance(chain, str):
         chain = (chain,)
-    spec = SignerSpec(
+    return SignerSpec(
         kind=kind,
         key=_resolve(root, section.get("key")),
         certificate=_resolve(root, section.get("certificate")),
@@ -423,6 +454,3 @@ def spec_from_config(section: dict, root: Path, *, source: str = "ketqua.toml") 
         pin_env=section.get("pin_env"),
         pin_file=_resolve(root, section.get("pin_file")),
     )
-    if kind == "pkcs11" and not (spec.module and spec.token and spec.key_label):
-        raise ConfigError(f"{source}: [signing] kind = 'pkcs11' needs module, token and key_label")
-    return spec

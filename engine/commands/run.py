@@ -10,7 +10,8 @@ if TYPE_CHECKING:
 
 
 def add_pipeline_options(p: argparse.ArgumentParser) -> None:
-    """The options of every command that runs the pipeline (run, ingest, demo)."""
+    """The options of every command that runs the pipeline (run, ingest, demo); they take the data folder's lock."""
+    p.set_defaults(takes_lock=True)  # engine.cli takes it before the command runs: one writer per data folder
     p.add_argument("--workers", type=int, default=None, help="worker processes for plates (default: one per core; 0 = inline)")
     p.add_argument("--no-certificates", action="store_true", help="do not render PDF certificates (signed JSON and QR only)")
 
@@ -35,11 +36,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def run(args: argparse.Namespace) -> int:
     from engine import stopping
+    from engine.config import load_config
+    from engine.datadir import DataDir
     from engine.logs import configure, log
     from engine.pipeline import run_service
 
+    # Logging first, so what opening the data folder reports (permissions tightened) is in the log.
+    configure(json_lines=args.json_logs or load_config(DataDir.at(args.data)).json_logs)
     engine = open_engine(args)
-    configure(json_lines=args.json_logs or engine.config.json_logs)
     log.info("start", data=str(engine.data.root), inbox=str(engine.data.inbox), workers=engine.workers, api=None if args.no_api else f"{args.host}:{args.port}")
     try:
         run_service(engine, port=None if args.no_api else args.port, host=args.host)

@@ -37,12 +37,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def _ledger_path(args: argparse.Namespace) -> Path:
-    """The ledger file of ``--data`` (its folder is created: tokens may come before the first run)."""
+    """The ledger file of ``--data`` (the folder is created, private: tokens may come before the first run)."""
     from engine.datadir import DataDir
 
-    data = DataDir.at(args.data)
-    data.root.mkdir(parents=True, exist_ok=True)
-    return data.ledger
+    return DataDir.at(args.data).create().ledger
 
 
 def run_add(args: argparse.Namespace) -> int:

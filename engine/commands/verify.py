@@ -73,7 +73,11 @@ def run(args: argparse.Namespace) -> int:
     if not trust_paths and (data.keys / "ca.pem").exists():
         trust_paths = [str(data.keys / "ca.pem")]
     if not trust_paths:
-        return _unusable(f"no trust roots: pass --trust PEM or --trust JWKS.json (none found at {data.keys / 'ca.pem'})")
+        return _unusable(
+            f"no trust roots: there is no {data.keys / 'ca.pem'}. Pass --data DIR, the lab's data folder "
+            "(its keys/ca.pem is trusted), or --trust FILE: the lab's CA certificate (PEM or DER) or the "
+            "JWKS it publishes at /v1/keys"
+        )
     cert_paths = list(args.cert)
     if (data.keys / "signer.pem").exists():
         cert_paths.append(str(data.keys / "signer.pem"))

@@ -52,6 +52,15 @@ def results_token(world: World) -> str:
     return token(world, "read:results")
 
 
+def _logged(caplog: pytest.LogCaptureFixture) -> str:
+    """The ketqua log lines captured, each as its event and key=value fields (as the text log prints them)."""
+    return "\n".join(
+        " ".join([r.getMessage(), *(f"{k}={v}" for k, v in getattr(r, "fields", {}).items())])
+        for r in caplog.records
+        if r.name.startswith("ketqua")
+    )
+
+
 def _pages(server: ServerThread, tok: str, limit: int, accept: str | None = None) -> list[dict]:
     """Every item of the feed, following cursors page by page."""
     items: list[dict] = []
@@ -454,13 +463,13 @@ def test_mutual_tls_requires_a_client_certificate_and_logs_its_subject(
         mutual = ssl.create_default_context(cafile=files["ca"])
         mutual.load_cert_chain(files["client_cert"], files["client_key"])
         conn = http.client.HTTPSConnection("127.0.0.1", s.port, context=mutual, timeout=10)
-        with caplog.at_level(logging.INFO, logger="ketqua.api"):
+        with caplog.at_level(logging.INFO, logger="ketqua"):
             conn.request("GET", "/v1/results?limit=1", headers={"Authorization": f"Bearer {results_token}"})
             resp = conn.getresponse()
             assert resp.status == 200 and len(json.loads(resp.read())["items"]) == 1
             time.sleep(0.1)
         conn.close()
-        lines = [r.getMessage() for r in caplog.records if r.name == "ketqua.api"]
+        lines = _logged(caplog).splitlines()
         assert any("commonName=national-platform" in line for line in lines), lines
         assert not any(results_token in line for line in lines)
     finally:
@@ -555,10 +564,10 @@ def test_api_table_errors_name_the_setting(tmp_path: Path) -> None:
     from engine.errors import ConfigError
 
     w = make_world(tmp_path)
-    for text, fragment in (("[api]\nburst = -1\n", "burst must be a positive number"),
-                           ("[api]\nspeed = 3\n", "unknown setting(s) speed"),
+    for text, fragment in (("[api]\nburst = -1\n", "burst: must be a positive number"),
+                           ("[api]\nspeed = 3\n", "speed: unknown setting"),
                            ('[api]\ntls_certificate = "x.pem"\n', "both tls_certificate and tls_key"),
-                           ('[api]\nprevious_signers = "old.pem"\n', "previous_signers must be a list")):
+                           ('[api]\nprevious_signers = "old.pem"\n', "previous_signers: must be a list")):
         w.data.config.write_text(text, encoding="utf-8")
         with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
             api_config(w.data)
@@ -583,7 +592,7 @@ def test_access_log_holds_no_personal_data_ids_or_secrets(
     server: ServerThread, results_token: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Log lines name route templates, status and token id only: no names, national ids, result ids, cursors or tokens."""
-    with caplog.at_level(logging.INFO, logger="ketqua.api"):
+    with caplog.at_level(logging.INFO, logger="ketqua"):
         _, _, body = server.request("/v1/results?limit=3", results_token)
         page = json.loads(body)
         rid = page["items"][0]["id"]
@@ -593,10 +602,41 @@ def test_access_log_holds_no_personal_data_ids_or_secrets(
         server.request("/v1/results?after=bogus", results_token)
         server.request(f"/v1/results/{rid}", "kq_0123456789abcdef_" + "A" * 43)
         time.sleep(0.1)
-    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "ketqua.api")
-    assert "/v1/results/{id} 200" in text and "/v1/results 400" in text
+    text = _logged(caplog)
+    assert "route=/v1/results/{id} status=200" in text and "route=/v1/results status=400" in text
     secrets = [rid, page["next"], results_token, results_token[20:]]
     for item in page["items"]:
         person = item["payload"]["person"]
         secrets += [person["full_name"], person["national_id"], person["phone"], item["payload"]["specimen"]["id"]]
     assert not [s for s in secrets if s in text]
+
+
+def test_oversized_request_line_never_logs_its_query_or_cursor(
+    server: ServerThread, results_token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 16 KB request line with a cursor is refused with 400, and no log line holds the cursor or the query."""
+    import socket
+
+    _, _, body = server.request("/v1/results?limit=1", results_token)
+    cursor = json.loads(body)["next"]
+    query = f"after={cursor}&limit=5&pad=" + "Q" * 16 * 1024
+    with caplog.at_level(logging.DEBUG):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+            conn.sendall(f"GET /v1/results?{query} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {results_token}\r\n\r\n".encode())
+            reply = conn.recv(65536)
+        time.sleep(0.2)
+    assert reply.startswith(b"HTTP/1.") and b" 400 " in reply.split(b"\r\n")[0]
+    logged = caplog.text + _logged(caplog)
+    assert "http request refused" in logged and "LineTooLong" in logged
+    for secret in (cursor, "QQQQQQQQ", "after=", results_token):
+        assert secret not in logged
+
+
+def test_unknown_or_revoked_token_is_told_so(server: ServerThread, world: World) -> None:
+    """No token: how to send one; a revoked (or unknown) token: that it is unknown or revoked."""
+    tok = token(world, "read:results", name="revoked-soon")
+    revoke_token(world.ledger_path, token_id(tok) or "")
+    status, body = server.get_json("/v1/results?limit=1", tok)
+    assert status == 401 and "unknown or revoked" in body["detail"]
+    status, body = server.get_json("/v1/results?limit=1")
+    assert status == 401 and "Authorization: Bearer" in body["detail"]
