@@ -491,7 +491,7 @@ class Intake:
         if why is not None and not overdue:
             return Archived(sig, wait=why, judged=True)
         if not data:
-            return Archived(sig, refuse=f"is empty (0 bytes) and stayed empty for {self.settings.incomplete_seconds:g} s")
+            return Archived(sig, refuse="is empty (0 bytes), and nothing was written to it while intake waited")
         sha = hashlib.sha256(data).hexdigest()
         kind = kind_of(data[:4096])
         try:

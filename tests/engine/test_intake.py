@@ -359,3 +359,19 @@ def test_backfill_refuses_empty_and_quarantines_cut_files(data_dir: DataDir, tmp
     assert dict(said)["empty.txt"].startswith("is empty") and "truncated" in dict(said)["cut.txt"]
     report = (data_dir.quarantine / "cut.txt.error.txt").read_text(encoding="utf-8")
     assert "appears truncated" in report and "Export the run again" in report
+
+
+def test_engine_quarantines_a_cut_inbox_file_with_a_readable_report(data_dir: DataDir) -> None:
+    """A one-shot run (nothing is still writing) quarantines a cut export at once, through the engine's quarantine report."""
+    from engine.pipeline import Engine
+
+    whole = (Path(__file__).resolve().parents[1] / "data" / "quantstudio_7500_results.txt").read_bytes()
+    cut = next(n for n in range(len(whole) // 2, len(whole)) if whole[n - 1 : n] not in (b"\r", b"\n"))
+    (data_dir.inbox / "plate.txt").write_bytes(whole[:cut])
+    with Engine(data_dir, workers=0, certificates=False) as engine:
+        summary = engine.run_once()
+        (row,) = engine.ledger.files()
+        assert summary.quarantined == 1 and row["state"] == "quarantined"
+    report = (data_dir.quarantine / "plate.txt.error.txt").read_text(encoding="utf-8")
+    assert "File: plate.txt" in report and "appears truncated: the file ends in the middle of a line" in report
+    assert "Export the run again" in report and not (data_dir.inbox / "plate.txt").exists()
