@@ -16,7 +16,9 @@ checker, and :func:`read_config_file` checks them all whenever the file is read.
 
     [intake]
     recursive = true
-    stable_seconds = 2.0        # size+mtime unchanged this long => the file is complete
+    stable_seconds = 2.0        # size, mtime and inode unchanged this long (and no writer has it open) => complete
+    incomplete_seconds = 600.0  # a file that looks cut short (ends mid-line, fails its format's structure
+                                # test) or is empty waits this long unchanged, then is quarantined as truncated
     poll_seconds = 0.5          # how often the inbox is looked at (network shares give no events)
     rescan_seconds = 60.0       # full rescan even when events are available (inotify queues overflow)
     max_attempts = 5            # transient failures before a file is parked for an operator
@@ -59,6 +61,7 @@ class IntakeSettings:
 
     recursive: bool = True
     stable_seconds: float = 2.0
+    incomplete_seconds: float = 600.0
     poll_seconds: float = 0.5
     rescan_seconds: float = 60.0
     max_attempts: int = 5

@@ -1,28 +1,47 @@
 """Intake: take complete files from the inbox, archive their exact bytes, record them, then acknowledge.
 
 Order of operations per file (each step survives a crash before the next):
-1. the file is *complete*: it appeared by rename (instrument PCs and the
-   sampling platform write ``.name.part``/``*.tmp`` and rename; those names are
-   ignored), or its size and mtime have been stable for ``stable_seconds``
-   (SMB/NFS shares give no change events, so the inbox is polled, and a full
-   rescan runs anyway because event queues overflow);
-2. its bytes are copied to ``archive/<sha256>`` (temp name, fsync, rename);
+1. the file is *complete*. Every rule must hold:
+   - its size, mtime, inode and device have been unchanged for ``stable_seconds``
+     (SMB/NFS shares give no change events, so the inbox is polled, and a full
+     rescan runs anyway because event queues overflow), or it was renamed into
+     place (inotify ``IN_MOVED_TO``; instrument PCs and the sampling platform
+     write ``.name.part``/``*.tmp`` and rename; those names are ignored). A
+     close after writing (``IN_CLOSE_WRITE``) only wakes the scanner: writers
+     that reopen the file for every chunk close it many times;
+   - no process holds it open for writing (a read lease, Linux local disks;
+     where leases are unavailable the stable-time rule alone decides);
+   - its format does not look cut short (:func:`parsers.incomplete`: empty,
+     ends mid-line, or fails its format's structure test). Such a file waits in
+     the inbox; once unchanged for ``incomplete_seconds`` it is taken and
+     quarantined as "appears truncated" (an empty one is set aside unread);
+2. its bytes are read through one descriptor opened without following links
+   and copied to ``archive/<sha256>`` (temp name, fsync, rename);
 3. the ledger records it (same bytes under any name → a ``duplicate`` event, nothing new);
 4. only then is it removed from the inbox: that removal is the acknowledgement.
 
-A crash between 2 and 3 re-takes the file (the archive copy is identical); a
-crash between 3 and 4 re-takes it and finds it a duplicate. Symlinks, and
-anything that resolves outside the inbox, are never followed: they are moved
-aside into ``quarantine/`` with a note.
+Size, mtime, inode and device are compared again after reading, after
+archiving, before recording and before removing: any change means the file is
+still arriving, so nothing is recorded and nothing removed. A crash between 2
+and 3 re-takes the file (the archive copy is identical); a crash between 3 and
+4 re-takes it and finds it a duplicate. Links (symbolic, or a file with other
+hard links, which may be a file from outside the inbox) are never read: they
+are moved aside into ``quarantine/`` with a note.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import os
+import signal
+import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.config import IntakeSettings
 from engine.datadir import DataDir
@@ -32,12 +51,22 @@ from engine.logs import log
 
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".error.txt")
 
-# inotify (Linux, local disks): a file renamed into place (IN_MOVED_TO) or closed after
-# writing (IN_CLOSE_WRITE) is complete now, with no stable-time wait. Network shares
-# deliver no events, so polling with the stable-time rule stays, and so does the full
-# rescan, because the kernel drops events when its queue overflows (IN_Q_OVERFLOW).
+# inotify (Linux, local disks): a file renamed into place (IN_MOVED_TO) is complete now,
+# with no stable-time wait. A close after writing (IN_CLOSE_WRITE) only wakes the
+# scanner: a writer appending one chunk per open closes the file after every chunk.
+# Network shares deliver no events, so polling with the stable-time rule stays, and so
+# does the full rescan, because the kernel drops events when its queue overflows (IN_Q_OVERFLOW).
 _IN_CLOSE_WRITE, _IN_MOVED_TO, _IN_CREATE = 0x00000008, 0x00000080, 0x00000100
 _IN_Q_OVERFLOW, _IN_ISDIR, _IN_NONBLOCK, _IN_CLOEXEC = 0x00004000, 0x40000000, 0o4000, 0o2000000
+
+CHANGED = "it changed while it was being read"
+OPEN_FOR_WRITING = "another program still has it open for writing"
+
+Signature = tuple[int, int, int, int]  # size, mtime_ns, inode, device: any change = still arriving
+
+
+def signature(st: os.stat_result) -> Signature:
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
 
 
 class InotifyWatch:
@@ -70,7 +99,7 @@ class InotifyWatch:
                 self._add(Path(sub) / d)
 
     def read(self) -> list[Path]:
-        """Paths of files signalled complete since the last call (new subfolders get watched)."""
+        """Paths of files renamed into place since the last call (new subfolders get watched)."""
         import struct
 
         out: list[Path] = []
@@ -100,7 +129,7 @@ class InotifyWatch:
                         self._add_tree(path)
                         self.overflowed = True  # files may have landed before the watch: rescan
                     continue
-                if mask & (_IN_CLOSE_WRITE | _IN_MOVED_TO):
+                if mask & _IN_MOVED_TO:
                     out.append(path)
 
     def close(self) -> None:
@@ -118,16 +147,34 @@ class Taken:
     name: str  # path relative to the inbox
     kind: str  # analyzer | manifest
     fresh: bool  # False: these bytes were received before (a duplicate drop)
+    quarantined: bool = False  # recorded, then quarantined at once (appears truncated)
+
+
+@dataclass
+class Archived:
+    """What reading one inbox file found; computed off the event loop, acted on by :meth:`Intake.record`."""
+
+    sig: Signature | None  # None: not read at all (it became a symbolic link)
+    sha256: str = ""
+    size: int = 0
+    kind: str = "analyzer"
+    wait: str | None = None  # not complete yet, and why: nothing recorded, nothing removed
+    judged: bool = False  # ``wait`` came from the format test: not read again until ``incomplete_seconds``
+    truncated: str | None = None  # complete by patience but cut short: recorded, then quarantined
+    refuse: str | None = None  # moved aside: a link (never read) or an empty file
+    link: bool = False
 
 
 @dataclass
 class _Seen:
-    size: int
-    mtime_ns: int
-    since: float
+    sig: Signature
+    since: float  # when this signature was first seen (intake clock)
     failures: int = 0
     retry_at: float = 0.0
     parked: bool = False
+    judged: bool = False  # read at this signature and found cut short
+    overdue: bool = False  # unchanged for incomplete_seconds: a cut-short file is taken now
+    said: str | None = None  # last waiting reason logged (each reason is logged once)
 
 
 def ignored(name: str) -> bool:
@@ -172,16 +219,73 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-class Intake:
-    """Watches one inbox (by polling) and hands complete files to the ledger."""
+_F_SETLEASE = getattr(fcntl, "F_SETLEASE", None)
+_F_SETSIG = getattr(fcntl, "F_SETSIG", None)
 
-    def __init__(self, data: DataDir, ledger: Ledger, settings: IntakeSettings | None = None) -> None:
+
+def open_for_writing(fd: int) -> bool | None:
+    """Whether some process holds the file open for writing; None when the filesystem cannot tell.
+
+    A read lease (Linux) is refused with EAGAIN/EBUSY while any descriptor is
+    open for writing; it is released at once. EINVAL (NFS, SMB, overlay) and
+    EACCES (not the owner, no CAP_LEASE) mean no answer: the stable-time rule
+    decides alone. The lease-break signal is set to SIGURG, whose default is
+    to be ignored: the default SIGIO would kill the engine if a writer opened
+    the file in the microseconds the lease is held.
+    """
+    if _F_SETLEASE is None:
+        return None
+    try:
+        if _F_SETSIG is not None:
+            fcntl.fcntl(fd, _F_SETSIG, signal.SIGURG)
+        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EBUSY):
+            return True
+        return None
+    try:
+        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+    except OSError:
+        pass
+    return False
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, max(size, 1 << 20))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+class Intake:
+    """Watches one inbox (by polling, woken by inotify) and hands complete files to the ledger.
+
+    ``quarantine(file_row, error, kind)`` is how a file recorded but cut short
+    is quarantined (the engine passes :meth:`engine.pipeline.Engine.quarantine`,
+    which writes the copy and its ``.error.txt``); ``clock`` is a monotonic
+    time source in seconds, injectable for tests.
+    """
+
+    def __init__(
+        self,
+        data: DataDir,
+        ledger: Ledger,
+        settings: IntakeSettings | None = None,
+        *,
+        quarantine: Callable[[dict[str, Any], str, str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.data = data
         self.ledger = ledger
         self.settings = settings or IntakeSettings()
         self.inbox = data.inbox.resolve()
+        self.quarantine = quarantine or self._quarantine
+        self.clock = clock
         self._seen: dict[str, _Seen] = {}
-        self._ready: dict[str, tuple[int, int]] = {}  # path -> (size, mtime) when inotify said complete
+        self._ready: dict[str, Signature] = {}  # path -> signature when inotify saw it renamed into place
+        self._mentioned: set[str] = set()  # ignored names already logged
         self.partial_skips = 0  # files seen still changing (for tests and metrics)
         self.watch: InotifyWatch | None = None
 
@@ -201,95 +305,276 @@ class Intake:
             self.watch = None
 
     def events(self) -> bool:
-        """Drain inotify: remember files signalled complete; True when a full rescan is due (overflow)."""
+        """Drain inotify: remember files renamed into place; True when a full rescan is due (overflow)."""
         if self.watch is None:
             return False
         for path in self.watch.read():
             try:
-                st = path.stat()
+                st = os.stat(path, follow_symlinks=False)
             except OSError:
                 continue
-            self._ready[str(path)] = (st.st_size, st.st_mtime_ns)
+            self._ready[str(path)] = signature(st)
         overflow, self.watch.overflowed = self.watch.overflowed, False
         return overflow or bool(self._ready)
 
-    def candidates(self) -> list[Path]:
-        """Files in the inbox (recursive when configured), oldest first; refused paths are moved aside."""
-        found: list[Path] = []
+    # ------------------------------------------------------------------ finding files
+    def _entries(self) -> list[tuple[Path, os.stat_result]]:
+        """Regular files in the inbox with their lstat, oldest first; links are moved aside, ignored names logged once."""
+        found: list[tuple[Path, os.stat_result]] = []
         if not self.inbox.exists():
             return found
+        mentioned, self._mentioned = self._mentioned, set()  # names that left the inbox are forgotten
         walker = os.walk(self.inbox, followlinks=False) if self.settings.recursive else [(str(self.inbox), [], [e.name for e in os.scandir(self.inbox)])]
         for folder, dirs, names in walker:
             # Never descend into hidden folders or symlinked folders.
             for d in list(dirs):
-                if d.startswith(".") or os.path.islink(os.path.join(folder, d)):
-                    if os.path.islink(os.path.join(folder, d)):
-                        self._refuse(Path(folder) / d, "is a symbolic link to a folder; links are not followed")
+                sub = Path(folder) / d
+                if os.path.islink(sub):
+                    self._set_aside(sub, "is a symbolic link to a folder; links are not followed", link=True)
+                    dirs.remove(d)
+                elif d.startswith("."):
+                    self._mention(sub, mentioned)
                     dirs.remove(d)
             for name in names:
                 path = Path(folder) / name
                 rel = path.relative_to(self.inbox).as_posix()
                 if ignored(rel):
-                    continue
-                if path.is_symlink():
-                    self._refuse(path, "is a symbolic link; copy the file itself into the inbox")
+                    self._mention(path, mentioned)
                     continue
                 try:
-                    resolved = path.resolve(strict=True)
+                    st = os.stat(path, follow_symlinks=False)
                 except OSError:
                     continue  # vanished meanwhile
-                if not resolved.is_relative_to(self.inbox):
-                    self._refuse(path, "leads outside the inbox")
-                    continue
-                if path.is_file():
-                    found.append(path)
-        found.sort(key=lambda p: (self._mtime(p), p.name))
+                if stat.S_ISLNK(st.st_mode):
+                    self._set_aside(path, "is a symbolic link; copy the file itself into the inbox", link=True)
+                elif stat.S_ISREG(st.st_mode):
+                    found.append((path, st))
+        found.sort(key=lambda e: (e[1].st_mtime_ns, e[0].name))
         return found
 
-    @staticmethod
-    def _mtime(path: Path) -> int:
-        try:
-            return path.stat().st_mtime_ns
-        except OSError:
-            return 0
+    def candidates(self) -> list[Path]:
+        """Files in the inbox (recursive when configured), oldest first; refused paths are moved aside."""
+        return [path for path, _ in self._entries()]
 
-    def _refuse(self, path: Path, why: str) -> None:
+    def _mention(self, path: Path, before: set[str]) -> None:
+        rel = path.relative_to(self.inbox).as_posix()
+        self._mentioned.add(rel)
+        if rel not in before:
+            log.info("ignored", path=rel, why="hidden or temporary name (a file still being written); rename it to take it in")
+
+    def _set_aside(self, path: Path, why: str, *, link: bool) -> None:
+        """Move ``path`` itself (never a link's target) into quarantine/ with a note; a ``refused`` event."""
         rel = path.relative_to(self.inbox).as_posix() if path.is_relative_to(self.inbox) else str(path)
         self.data.quarantine.mkdir(parents=True, exist_ok=True)
-        target = self.data.quarantine / f"{rel.replace('/', '_')}.link"
-        note = self.data.quarantine / f"{rel.replace('/', '_')}.error.txt"
-        note.write_text(
-            f"File: {rel}\nProblem: {why}.\nNothing was read from it.\n"
-            "What to do: place the real file (not a link or shortcut) in the inbox.\n",
-            encoding="utf-8",
+        flat = stem = rel.replace("/", "_")
+        n = 1
+        while any(os.path.lexists(self.data.quarantine / (stem + end)) for end in (".link", "", ".error.txt")):
+            n += 1
+            stem = f"{n}-{flat}"
+        target = self.data.quarantine / (stem + (".link" if link else ""))
+        what = (
+            "Nothing was read from it.\nWhat to do: place the real file (not a link or shortcut) in the inbox.\n"
+            if link
+            else "What to do: export or copy the file again; if the instrument writes an empty file first, "
+            "raise [intake] incomplete_seconds in ketqua.toml.\n"
         )
         try:
             os.replace(path, target)  # moves the link itself, never its target
-        except OSError:
-            pass
-        self.ledger.event("refused", None, path=rel, reason=why)
-        log.warning("refused", path=rel, reason=why)
+        except OSError as exc:
+            log.warning("cannot set aside", path=rel, error=str(exc))
+            return
+        (self.data.quarantine / (stem + ".error.txt")).write_text(f"File: {rel}\nProblem: {why}.\n{what}", encoding="utf-8")
+        self._seen.pop(str(path), None)
+        self.ledger.event("refused", None, path=rel, reason=why, copy=target.name)
+        log.warning("refused", path=rel, reason=why, copy=target.name)
 
-    def is_complete(self, path: Path, now: float, stable_seconds: float) -> bool:
-        """True when size and mtime have not changed for ``stable_seconds`` (0: trust what is there)."""
-        try:
-            st = path.stat()
-        except OSError:
-            return False
-        key = str(path)
+    def _quarantine(self, row: dict[str, Any], error: str, kind: str) -> None:
+        # Intake on its own (tests): the ledger state and event; the engine also writes the copy and its report.
+        self.ledger.set_file_state(row["sha256"], "quarantined", error=error, event="quarantined", reason=kind)
+        log.warning("quarantined", file=row["name"], reason=kind, error=error)
+
+    # ------------------------------------------------------------------ deciding
+    def _patience(self, stable_seconds: float | None) -> tuple[float, float]:
+        """``(stable, incomplete)`` seconds; ``stable_seconds=0`` (backfill: trust what is there) waits for neither."""
+        if stable_seconds is None:
+            return self.settings.stable_seconds, self.settings.incomplete_seconds
+        return stable_seconds, (0.0 if stable_seconds <= 0 else self.settings.incomplete_seconds)
+
+    def is_complete(self, path: Path, now: float, stable_seconds: float, incomplete_seconds: float | None = None,
+                    st: os.stat_result | None = None) -> bool:
+        """Worth reading now: unchanged for ``stable_seconds`` (or renamed into place), not backing off.
+
+        A file read before at this same signature and found cut short is not
+        read again until it has been unchanged for ``incomplete_seconds``.
+        """
+        if st is None:
+            try:
+                st = os.stat(path, follow_symlinks=False)
+            except OSError:
+                return False
+        patience = self.settings.incomplete_seconds if incomplete_seconds is None else incomplete_seconds
+        key, sig = str(path), signature(st)
         ready = self._ready.pop(key, None)
-        if ready is not None and ready == (st.st_size, st.st_mtime_ns):
-            seen = self._seen.get(key)
-            return not (seen is not None and (seen.parked or now < seen.retry_at))
         seen = self._seen.get(key)
-        if seen is None or seen.size != st.st_size or seen.mtime_ns != st.st_mtime_ns:
+        if seen is None or seen.sig != sig:
             if seen is not None:
-                self.partial_skips += 1
-            self._seen[key] = _Seen(st.st_size, st.st_mtime_ns, now)
-            return stable_seconds <= 0
+                self.partial_skips += 1  # grew or was replaced: still arriving, every clock restarts
+            seen = self._seen[key] = _Seen(sig, now, said=seen.said if seen else None)
+        seen.overdue = now - seen.since >= patience
         if seen.parked or now < seen.retry_at:
             return False
-        return now - seen.since >= stable_seconds
+        if seen.judged:
+            return seen.overdue
+        return ready == sig or now - seen.since >= stable_seconds
+
+    def ready(self, *, stable_seconds: float | None = None) -> list[Path]:
+        """Files worth reading now (cheap: lstat only); forgets files that left the inbox."""
+        stable, patience = self._patience(stable_seconds)
+        now = self.clock()
+        present: set[str] = set()
+        out = []
+        for path, st in self._entries():
+            present.add(str(path))
+            if self.is_complete(path, now, stable, patience, st):
+                out.append(path)
+        for table in (self._seen, self._ready):
+            for key in [k for k in table if k not in present]:
+                del table[key]
+        return out
+
+    # ------------------------------------------------------------------ taking
+    def archive(self, path: Path) -> Archived | None:
+        """Read one file through one descriptor and store its bytes in the archive; None when it vanished.
+
+        Touches no ledger and no intake state, so the service runs it in a
+        thread while the event loop keeps serving; :meth:`record` acts on the
+        result.
+        """
+        from parsers import incomplete
+
+        rel = path.relative_to(self.inbox).as_posix()
+        seen = self._seen.get(str(path))
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # became a symbolic link since it was listed
+                return Archived(None, refuse="is a symbolic link; copy the file itself into the inbox", link=True)
+            raise IntakeError(f"{rel}: cannot be read ({exc.strerror}); will retry") from exc
+        try:
+            st = os.fstat(fd)
+            sig = signature(st)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            if seen is not None and seen.sig != sig:
+                return Archived(sig, wait=CHANGED)
+            if st.st_nlink > 1:
+                # Another name for the same bytes, possibly outside the inbox (and not ours to read).
+                return Archived(
+                    sig, refuse=f"has {st.st_nlink - 1} other hard link(s), so it may be a file from outside the inbox; links are not followed", link=True
+                )
+            if open_for_writing(fd):
+                return Archived(sig, wait=OPEN_FOR_WRITING)
+            data = _read_all(fd, st.st_size)
+            after = os.fstat(fd)
+            if signature(after) != sig or len(data) != after.st_size:
+                return Archived(sig, wait=CHANGED)
+            if open_for_writing(fd):  # opened by a writer while it was read
+                return Archived(sig, wait=OPEN_FOR_WRITING)
+        except OSError as exc:
+            raise IntakeError(f"{rel}: cannot be read ({exc.strerror}); will retry") from exc
+        finally:
+            os.close(fd)
+        why = incomplete(data, rel)
+        overdue = seen is not None and seen.overdue
+        if why is not None and not overdue:
+            return Archived(sig, wait=why, judged=True)
+        if not data:
+            return Archived(sig, refuse="is empty (0 bytes), and nothing was written to it while intake waited")
+        sha = hashlib.sha256(data).hexdigest()
+        kind = kind_of(data[:4096])
+        try:
+            write_archive(self.data.archive, sha, data)
+        except OSError as exc:
+            raise IntakeError(f"{rel}: cannot be archived ({exc.strerror}); will retry") from exc
+        if self._signature(path) != sig:
+            return Archived(sig, wait=CHANGED)
+        return Archived(sig, sha, len(data), kind, truncated=why)
+
+    @staticmethod
+    def _signature(path: Path) -> Signature | None:
+        try:
+            return signature(os.stat(path, follow_symlinks=False))
+        except OSError:
+            return None
+
+    def _waiting(self, path: Path, found: Archived) -> None:
+        """Not complete yet: restart the clock when it changed; say why once."""
+        key = str(path)
+        seen = self._seen.get(key)
+        if seen is None:
+            return
+        rel = path.relative_to(self.inbox).as_posix()
+        if found.wait == CHANGED:
+            self.partial_skips += 1
+            now = self._signature(path)
+            if now is None:
+                del self._seen[key]
+            else:  # every clock starts again from what is there now
+                self._seen[key] = _Seen(now, self.clock(), said=seen.said)
+            return
+        seen.judged = found.judged
+        if found.wait != seen.said:
+            seen.said = found.wait
+            wait_s = self.settings.incomplete_seconds if found.judged else None
+            log.info("waiting", file=rel, why=found.wait, **({"quarantine_after_s": wait_s} if wait_s is not None else {}))
+
+    def record(self, path: Path, found: Archived | None) -> Taken | None:
+        """Record an archived file in the ledger, then acknowledge it by removing it from the inbox.
+
+        Nothing is recorded or removed when the file is not complete, or when
+        its signature no longer matches the bytes that were read.
+        """
+        if found is None:
+            return None
+        if found.wait is not None:
+            self._waiting(path, found)
+            return None
+        rel = path.relative_to(self.inbox).as_posix()
+        if found.refuse is not None:
+            if found.sig is None or self._signature(path) == found.sig:
+                self._set_aside(path, found.refuse, link=found.link)
+            return None
+        if self._signature(path) != found.sig:
+            self._waiting(path, Archived(found.sig, wait=CHANGED))
+            return None
+        fresh = self.ledger.receive_file(found.sha256, rel, found.size, found.kind)
+        quarantined = False
+        if found.truncated is not None and fresh:
+            row = self.ledger.file(found.sha256)
+            assert row is not None
+            self.quarantine(row, f"appears truncated: {found.truncated}", "truncated")
+            quarantined = True
+        log.info("received" if fresh else "duplicate", file=rel, sha256=found.sha256, kind=found.kind, size=found.size)
+        if self._signature(path) != found.sig:
+            # Recorded as read; the file moved on since (a writer came back): it stays to be taken again.
+            log.warning("changed after it was recorded; left in the inbox", file=rel, sha256=found.sha256)
+            self._waiting(path, Archived(found.sig, wait=CHANGED))
+            return Taken(found.sha256, rel, found.kind, fresh, quarantined)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            # Recorded already; a later scan finds it again as a duplicate and retries the removal.
+            log.warning("cannot remove from inbox", path=rel, error=str(exc))
+        self._seen.pop(str(path), None)
+        return Taken(found.sha256, rel, found.kind, fresh, quarantined)
+
+    def take(self, path: Path) -> Taken | None:
+        """Archive, record, acknowledge one file; None if it is not complete (yet)."""
+        return self.record(path, self.archive(path))
 
     def scan(self, *, stable_seconds: float | None = None) -> list[Taken]:
         """One pass over the inbox: take every complete file. ``stable_seconds=0`` for backfills."""
@@ -300,6 +585,22 @@ class Intake:
             except IntakeError as exc:
                 self._failed(path, str(exc))
                 continue
+            if item is not None:
+                taken.append(item)
+        return taken
+
+    async def scan_async(self) -> list[Taken]:
+        """:meth:`scan` for the event loop: reading and archiving run in a thread, ledger writes stay here."""
+        import asyncio
+
+        taken: list[Taken] = []
+        for path in self.ready():
+            try:
+                found = await asyncio.to_thread(self.archive, path)
+            except IntakeError as exc:
+                self._failed(path, str(exc))
+                continue
+            item = self.record(path, found)
             if item is not None:
                 taken.append(item)
         return taken
@@ -315,85 +616,5 @@ class Intake:
             self.ledger.event("parked", None, path=path.relative_to(self.inbox).as_posix(), error=error, attempts=seen.failures)
             log.error("parked", path=str(path), error=error, attempts=seen.failures)
         else:
-            seen.retry_at = time.monotonic() + self.settings.backoff_seconds * 2 ** (seen.failures - 1)
+            seen.retry_at = self.clock() + self.settings.backoff_seconds * 2 ** (seen.failures - 1)
             log.warning("intake retry", path=str(path), error=error, attempts=seen.failures)
-
-    def archive(self, path: Path) -> tuple[str, int, str] | None:
-        """Read one file and store its bytes in the archive: ``(sha256, size, kind)``, or None if not complete.
-
-        Touches no ledger, so the service runs it in a thread while the event
-        loop keeps serving; the ledger record is :meth:`record`.
-        """
-        rel = path.relative_to(self.inbox).as_posix()
-        try:
-            before = path.stat()
-            with open(path, "rb") as fh:
-                data = fh.read()
-            after = path.stat()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise IntakeError(f"{rel}: cannot be read ({exc.strerror}); will retry") from exc
-        if len(data) != after.st_size or before.st_mtime_ns != after.st_mtime_ns or before.st_size != after.st_size:
-            self.partial_skips += 1
-            self._seen.pop(str(path), None)
-            return None
-        if not data:
-            return None  # an empty file is a file still being created; it is looked at again
-        sha = hashlib.sha256(data).hexdigest()
-        kind = kind_of(data[:4096])
-        try:
-            write_archive(self.data.archive, sha, data)
-        except OSError as exc:
-            raise IntakeError(f"{rel}: cannot be archived ({exc.strerror}); will retry") from exc
-        return sha, len(data), kind
-
-    def record(self, path: Path, sha: str, size: int, kind: str) -> Taken:
-        """Record an archived file in the ledger, then acknowledge it by removing it from the inbox."""
-        rel = path.relative_to(self.inbox).as_posix()
-        fresh = self.ledger.receive_file(sha, rel, size, kind)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            # Recorded already; a later scan finds it again as a duplicate and retries the removal.
-            log.warning("cannot remove from inbox", path=rel, error=str(exc))
-        self._seen.pop(str(path), None)
-        log.info("received" if fresh else "duplicate", file=rel, sha256=sha, kind=kind, size=size)
-        return Taken(sha, rel, kind, fresh)
-
-    def take(self, path: Path) -> Taken | None:
-        """Archive, record, acknowledge one file; None if it changed while being read (not complete yet)."""
-        archived = self.archive(path)
-        return None if archived is None else self.record(path, *archived)
-
-    def ready(self, *, stable_seconds: float | None = None) -> list[Path]:
-        """Files complete now (cheap: stat only); forgets files that left the inbox."""
-        stable = self.settings.stable_seconds if stable_seconds is None else stable_seconds
-        now = time.monotonic()
-        present: set[str] = set()
-        out = []
-        for path in self.candidates():
-            present.add(str(path))
-            if self.is_complete(path, now, stable):
-                out.append(path)
-        for table in (self._seen, self._ready):
-            for key in [k for k in table if k not in present]:
-                del table[key]
-        return out
-
-    async def scan_async(self) -> list[Taken]:
-        """:meth:`scan` for the event loop: reading and archiving run in a thread, ledger writes stay here."""
-        import asyncio
-
-        taken: list[Taken] = []
-        for path in self.ready():
-            try:
-                archived = await asyncio.to_thread(self.archive, path)
-            except IntakeError as exc:
-                self._failed(path, str(exc))
-                continue
-            if archived is not None:
-                taken.append(self.record(path, *archived))
-        return taken

@@ -101,7 +101,7 @@ class Engine:
         self.timestamper = load_timestamper(data)
         if isinstance(self.timestamper, DevelopmentTimeStamper):
             log.warning("development tsa", why="[signing] tsa = 'development': certificate time-stamps come from the DEVELOPMENT TSA, not for clinical use")
-        self.intake = Intake(data, self.ledger, self.config.intake)
+        self.intake = Intake(data, self.ledger, self.config.intake, quarantine=self.quarantine)
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self.certificates_enabled = certificates
         self._executor: Executor | None = None
@@ -160,8 +160,18 @@ class Engine:
         )
 
     # ------------------------------------------------------------------ backfill intake
-    def ingest_paths(self, paths: Iterable[str | os.PathLike[str]], progress: Callable[[int, int], None] | None = None) -> list[Taken]:
-        """Receive existing files from anywhere (backfill): archived and recorded, originals left in place."""
+    def ingest_paths(self, paths: Iterable[str | os.PathLike[str]], progress: Callable[[int, int], None] | None = None,
+                     refused: Callable[[Path, str], None] | None = None) -> list[Taken]:
+        """Receive existing files from anywhere (backfill): archived and recorded, originals left in place.
+
+        Nothing is still being written here, so a file that looks cut short is
+        recorded and quarantined at once ("appears truncated"), and an empty one
+        is refused with a ``refused`` event; ``refused(path, why)`` hears of both.
+        """
+        import hashlib
+
+        from parsers import incomplete
+
         taken = []
         files = _walk(paths)
         for n, path in enumerate(files, 1):
@@ -169,14 +179,24 @@ class Engine:
                 progress(n, len(files))
             data = path.read_bytes()
             if not data:
+                why = "is empty (0 bytes); nothing to take"
+                self.ledger.event("refused", None, path=str(path), reason=why)
+                log.warning("refused", path=str(path), reason=why)
+                if refused is not None:
+                    refused(path, why)
                 continue
-            import hashlib
-
             sha = hashlib.sha256(data).hexdigest()
             kind = kind_of(data[:4096])
             write_archive(self.data.archive, sha, data)
             fresh = self.ledger.receive_file(sha, path.name, len(data), kind)
-            taken.append(Taken(sha, path.name, kind, fresh))
+            cut = incomplete(data, path.name)
+            if cut is not None and fresh:
+                row = self.ledger.file(sha)
+                assert row is not None
+                self.quarantine(row, f"appears truncated: {cut}", "truncated")
+                if refused is not None:
+                    refused(path, f"quarantined, appears truncated: {cut}")
+            taken.append(Taken(sha, path.name, kind, fresh, quarantined=cut is not None and fresh))
         return taken
 
     # ------------------------------------------------------------------ manifests
@@ -344,6 +364,7 @@ class Engine:
         summary = Summary()
         before = self.ledger.counts()
         taken = self.intake.scan(stable_seconds=stable_seconds)
+        summary.quarantined += sum(1 for t in taken if t.quarantined)
         summary.files = sum(1 for t in taken if t.fresh)
         summary.duplicates = sum(1 for t in taken if not t.fresh)
         FILES.inc(summary.files)
@@ -457,7 +478,8 @@ class Service:
         wake = asyncio.Event()
         loop = asyncio.get_running_loop()
         if eng.intake.start_watch():
-            # inotify: wake as soon as a file is renamed into place or closed, instead of at the next poll.
+            # inotify: wake as soon as a file is renamed into place or closed, instead of at the next poll
+            # (a close only wakes the scan: the stable-time and completeness rules still decide).
             loop.add_reader(eng.intake.watch.fd, wake.set)  # type: ignore[union-attr]
         try:
             await self._watch_loop(wake, settings, last_rescan)
@@ -476,7 +498,7 @@ class Service:
             manifest_seen = False
             for t in taken:
                 (FILES if t.fresh else DUPLICATES).inc()
-                if t.fresh and t.kind == "manifest":
+                if t.fresh and t.kind == "manifest" and not t.quarantined:
                     manifest_seen = True
             now = time.time()
             if manifest_seen or now - last_rescan >= settings.rescan_seconds:
@@ -490,7 +512,7 @@ class Service:
                         self.received_at.setdefault(row["sha256"], time.monotonic())
                         await self._enqueue(row["sha256"])
             for t in taken:
-                if t.fresh and t.kind == "analyzer":
+                if t.fresh and t.kind == "analyzer" and not t.quarantined:
                     self.received_at[t.sha256] = time.monotonic()
                     await self._enqueue(t.sha256)
             WAITING.set(len(eng.ledger.files(["waiting_manifest"])))

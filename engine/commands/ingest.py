@@ -62,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
             if not args.quiet and (n % 500 == 0 or n == total) and total >= 500:
                 print(f"received {n}/{total} files", file=sys.stderr, flush=True)
 
-        taken = engine.ingest_paths(args.paths, progress=receiving)
+        def refused(path: Any, why: str) -> None:
+            print(f"ketqua ingest: {path}: {why}", file=sys.stderr, flush=True)
+
+        taken = engine.ingest_paths(args.paths, progress=receiving, refused=refused)
         fresh = sum(1 for t in taken if t.fresh)
         if not args.quiet:
             print(f"received {fresh} new file(s), {len(taken) - fresh} already known, in {time.monotonic() - t0:.1f} s", file=sys.stderr)
