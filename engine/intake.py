@@ -9,6 +9,10 @@ Order of operations per file (each step survives a crash before the next):
      write ``.name.part``/``*.tmp`` and rename; those names are ignored). A
      close after writing (``IN_CLOSE_WRITE``) only wakes the scanner: writers
      that reopen the file for every chunk close it many times;
+   - a file seen growing must stay unchanged for twice its writer's longest
+     pause so far (at most ``incomplete_seconds``): a writer that pauses longer
+     than ``stable_seconds`` at a record boundary leaves a prefix no format
+     test can tell from a whole file;
    - no process holds it open for writing (a read lease, Linux local disks;
      where leases are unavailable the stable-time rule alone decides);
    - its format does not look cut short (:func:`parsers.incomplete`: empty,
@@ -175,6 +179,7 @@ class _Seen:
     judged: bool = False  # read at this signature and found cut short
     overdue: bool = False  # unchanged for incomplete_seconds: a cut-short file is taken now
     said: str | None = None  # last waiting reason logged (each reason is logged once)
+    gap: float = 0.0  # longest time the file stayed unchanged between two of its changes (its writer's pauses)
 
 
 def ignored(name: str) -> bool:
@@ -417,15 +422,20 @@ class Intake:
         ready = self._ready.pop(key, None)
         seen = self._seen.get(key)
         if seen is None or seen.sig != sig:
+            gap = 0.0
             if seen is not None:
                 self.partial_skips += 1  # grew or was replaced: still arriving, every clock restarts
-            seen = self._seen[key] = _Seen(sig, now, said=seen.said if seen else None)
+                gap = max(seen.gap, now - seen.since)
+            seen = self._seen[key] = _Seen(sig, now, said=seen.said if seen else None, gap=gap)
         seen.overdue = now - seen.since >= patience
         if seen.parked or now < seen.retry_at:
             return False
         if seen.judged:
             return seen.overdue
-        return ready == sig or now - seen.since >= stable_seconds
+        # A writer seen pausing (cat >> per chunk, a slow share copy) may pause that long again
+        # at a record boundary, where no format test can tell: wait twice its longest pause.
+        quiet = min(max(stable_seconds, 2 * seen.gap), patience) if stable_seconds > 0 else 0.0
+        return ready == sig or now - seen.since >= quiet
 
     def ready(self, *, stable_seconds: float | None = None) -> list[Path]:
         """Files worth reading now (cheap: lstat only); forgets files that left the inbox."""
@@ -522,7 +532,8 @@ class Intake:
             if now is None:
                 del self._seen[key]
             else:  # every clock starts again from what is there now
-                self._seen[key] = _Seen(now, self.clock(), said=seen.said)
+                t = self.clock()
+                self._seen[key] = _Seen(now, t, said=seen.said, gap=max(seen.gap, t - seen.since))
             return
         seen.judged = found.judged
         if found.wait != seen.said:

@@ -57,7 +57,7 @@ ADVICE = {
     "controls": "The run's controls failed, so none of its results can be released. Repeat the run with fresh controls, then drop the new export in the inbox.",
     "decode": "The pools on the plate do not match the manifest's design. Check the manifest for this plate, correct it and drop it in the inbox again.",
     "manifest": "Correct the manifest at the line and column named above (save as CSV UTF-8) and drop the corrected file in the inbox.",
-    "truncated": "The file appears cut short (still being copied, or the transfer was interrupted): nothing was read from it. Copy or export it again whole from the instrument PC, then drop the new file in the inbox.",
+    "truncated": "The file appears cut short (the export or the copy stopped before the end, or it is still being copied): nothing from it was signed. Export the run again from the instrument software, or copy the whole file again, then drop the new file in the inbox.",
     "unknown_pools": "No manifest names these pools. Drop the pool manifest for this plate in the inbox; if the pool names are wrong, export the run again with the right sample names.",
 }
 

@@ -57,6 +57,8 @@ def test_file_is_taken_only_after_it_has_been_stable(intake: Intake, clock: Cloc
     clock.advance(0.15)
     assert intake.scan() == []  # 0.3 s since it appeared, but only 0.15 s since it grew
     clock.advance(0.2)
+    assert intake.scan() == []  # stable for 0.2 s, but it was seen unchanged 0.3 s between changes: twice that
+    clock.advance(0.4)
     (taken,) = intake.scan()
     assert taken.fresh and taken.name == "plate.txt" and taken.kind == "analyzer"
     assert (intake.data.archive / taken.sha256).read_bytes() == b"part one\nand two\n"
@@ -375,3 +377,24 @@ def test_engine_quarantines_a_cut_inbox_file_with_a_readable_report(data_dir: Da
     report = (data_dir.quarantine / "plate.txt.error.txt").read_text(encoding="utf-8")
     assert "File: plate.txt" in report and "appears truncated: the file ends in the middle of a line" in report
     assert "Export the run again" in report and not (data_dir.inbox / "plate.txt").exists()
+
+
+def test_writer_seen_pausing_is_waited_on_past_its_pauses_at_record_boundaries(intake: Intake, clock: Clock) -> None:
+    """A file growing by whole records with pauses longer than stable_seconds is taken only whole, once quiet for twice its longest pause."""
+    body = (Path(__file__).resolve().parents[1] / "data" / "quantstudio_7500_results.txt").read_bytes()
+    lines = body.splitlines(keepends=True)
+    cuts = [len(b"".join(lines[:n])) for n in (len(lines) // 3, len(lines) // 2, 2 * len(lines) // 3)]
+    path = intake.data.inbox / "plate.txt"
+    path.write_bytes(body[:40])  # the first piece stops mid-line: seen, judged cut short
+    assert intake.scan() == []
+    for cut in [*cuts, len(body)]:
+        clock.advance(0.5)  # the writer pauses 0.5 s, more than stable_seconds (0.2 s)
+        assert intake.scan() == [], f"taken at {path.stat().st_size} of {len(body)} bytes"
+        with open(path, "ab") as fh:
+            fh.write(body[path.stat().st_size : cut])
+        assert intake.scan() == []
+    clock.advance(0.5)
+    assert intake.scan() == []  # quiet for one pause only: the writer may still come back
+    clock.advance(0.6)
+    (taken,) = intake.scan()
+    assert (intake.data.archive / taken.sha256).read_bytes() == body
