@@ -152,6 +152,23 @@ class DataDir:
         return InstanceLock(self.lock_file, fd)
 
 
+def lock_holder(data: DataDir) -> dict | None:
+    """Who holds ``data``'s single-instance lock right now (pid, host, command), or None when nobody does."""
+    try:
+        fd = os.open(data.lock_file, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return _holder(fd) or {"command": "ketqua"}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 class InstanceLock:
     """A held data folder lock (released at :meth:`release`, or by the OS when the process ends)."""
 

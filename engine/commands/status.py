@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
 def collect(data: "DataDir", *, now: datetime) -> dict[str, Any]:
     """Everything waiting in ``data`` at ``now`` (an aware datetime), as plain JSON-ready data."""
     from engine.config import IntakeSettings, load_config
+    from engine.datadir import lock_holder
     from engine.errors import ConfigError
 
     notes: list[str] = []
@@ -59,7 +60,7 @@ def collect(data: "DataDir", *, now: datetime) -> dict[str, Any]:
     snapshot: dict[str, Any] = {
         "data": str(data.root),
         "now": _iso(now),
-        "inbox": _inbox(data.inbox, settings, now),
+        "inbox": _inbox(data.inbox, settings, now, lock_holder(data)),
         "plates_waiting_manifest": [],
         "pools_waiting_plate": [],
         "quarantined": [],
@@ -93,7 +94,7 @@ def _open_ledger(data: "DataDir", notes: list[str]) -> "Ledger | None":
     return ledger
 
 
-def _inbox(inbox: Path, settings: "IntakeSettings", now: datetime) -> list[dict[str, Any]]:
+def _inbox(inbox: Path, settings: "IntakeSettings", now: datetime, holder: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Files still in the inbox, oldest first, each with the reason it has not been taken."""
     from engine.intake import IGNORED_SUFFIXES
 
@@ -122,13 +123,13 @@ def _inbox(inbox: Path, settings: "IntakeSettings", now: datetime) -> list[dict[
                 "size": st.st_size,
                 "modified_at": _iso(datetime.fromtimestamp(st.st_mtime, UTC)),
                 "age_seconds": _seconds(age),
-                "waiting_for": _inbox_reason(path, rel, temporary, age, settings),
+                "waiting_for": _inbox_reason(path, rel, temporary, age, settings, holder),
             }
             found.append((st.st_mtime, rel, item))
     return [item for _, _, item in sorted(found, key=lambda f: f[:2])]
 
 
-def _inbox_reason(path: Path, rel: str, temporary: bool, age: float, settings: "IntakeSettings") -> str:
+def _inbox_reason(path: Path, rel: str, temporary: bool, age: float, settings: "IntakeSettings", holder: dict[str, Any] | None) -> str:
     from parsers import incomplete
 
     if path.is_symlink():
@@ -144,7 +145,10 @@ def _inbox_reason(path: Path, rel: str, temporary: bool, age: float, settings: "
         return f"not complete yet: {why}"
     if age < settings.stable_seconds:
         return f"still changing: taken once unchanged for {settings.stable_seconds:g} s"
-    return "complete, waiting for intake (is `ketqua run` running?)"
+    if holder is None:
+        return "complete; nothing is taking files from this inbox: start `ketqua run` (or `ketqua ingest`)"
+    return (f"complete by its format; `{holder.get('command', 'ketqua run')}` (pid {holder.get('pid', '?')}) takes it once it has"
+            " stayed unchanged long enough (a file seen growing waits twice its writer's longest pause)")
 
 
 def _from_ledger(ledger: "Ledger", data: "DataDir", settings: "IntakeSettings", now: datetime) -> dict[str, Any]:

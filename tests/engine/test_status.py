@@ -143,7 +143,7 @@ def test_inbox_links_and_subfolders_are_listed_read_only(tmp_path: Path) -> None
     items = {f["name"]: f for f in collect(data, now=moment)["inbox"]}
     assert set(items) == {"site-2/run.txt", "link.txt"}
     assert "symbolic link" in items["link.txt"]["waiting_for"]
-    assert "waiting for intake" in items["site-2/run.txt"]["waiting_for"] and items["site-2/run.txt"]["age_seconds"] == 3600
+    assert "nothing is taking files" in items["site-2/run.txt"]["waiting_for"] and items["site-2/run.txt"]["age_seconds"] == 3600
     assert (data.inbox / "link.txt").is_symlink() and (data.inbox / "site-2" / "run.txt").exists()
 
 
@@ -163,3 +163,18 @@ def test_a_committed_plate_takes_its_pools_off_the_waiting_list(busy: DataDir) -
         engine.run_once()
     snapshot = collect(busy, now=datetime.now(UTC))
     assert snapshot["pools_waiting_plate"] == []
+
+
+def test_a_complete_inbox_file_names_the_running_engine_that_will_take_it(tmp_path: Path) -> None:
+    """While `ketqua run` holds the data folder, a complete file waits for it, and status names it instead of asking whether it runs."""
+    from engine.commands.status import collect
+    from engine.datadir import DataDir
+
+    data = DataDir.at(tmp_path / "d").create()
+    (data.inbox / "run.txt").write_bytes((Path(__file__).resolve().parents[1] / "data" / "quantstudio_7500_results.txt").read_bytes())
+    now = datetime.fromtimestamp((data.inbox / "run.txt").stat().st_mtime + 3600, UTC)
+    with data.lock("ketqua run --data d"):
+        (item,) = collect(data, now=now)["inbox"]
+        assert "`ketqua run --data d` (pid" in item["waiting_for"]
+    (item,) = collect(data, now=now)["inbox"]
+    assert "start `ketqua run`" in item["waiting_for"]
