@@ -47,7 +47,7 @@ _ROW_FIELDS = ("well", "sample_id", "role", "target", "dye", "ct", "call", "line
 def _local_files() -> list[tuple[Path, str | None]]:
     files: list[tuple[Path, str | None]] = []
     for path in sorted(DATA.iterdir()):
-        if path.suffix == ".toml" or path.name.startswith("manifest"):
+        if path.suffix in (".toml", ".py") or path.name.startswith("manifest"):  # settings, generators, manifests
             continue
         files.append((path, "generic-csv" if path.name.startswith("generic_csv") else None))
     return files
@@ -241,7 +241,7 @@ def test_incident_last_ct_cut_is_quarantined_and_signs_nothing(data_dir) -> None
     assert summary.signed == 0 and results == 0
     assert states["plate.txt"] == "quarantined" and reasons == {"plate.txt": "truncated"}
     report = (data_dir.quarantine / "plate.txt.error.txt").read_text(encoding="utf-8")
-    assert "appears truncated" in report and "23.9'" in report and "export it again whole" in report
+    assert "appears truncated" in report and "23.9'" in report and "Export the run again" in report
 
 
 def test_incident_export_whole_signs(data_dir) -> None:  # noqa: ANN001 - DataDir
