@@ -330,13 +330,17 @@ class AstmParser:
             if why is not None:
                 return why
             text = data.decode("latin-1")
-        records = [r.strip("\x00\r\n\t ") for r in split_lines(text)]
-        records = [r for r in records if r]
+        # Only the first and the last record matter: look at a head and a tail, not every record.
+        records = [r for r in (r.strip("\x00\r\n\t ") for r in split_lines(text[:4096])) if r]
+        tail = [r for r in (r.strip("\x00\r\n\t ") for r in split_lines(text[-4096:])) if r]
+        if not records or not tail:
+            records = [r for r in (r.strip("\x00\r\n\t ") for r in split_lines(text)) if r]
+            tail = records
         if not records:
             return "the ASTM file holds no records"
         first = records[0].lstrip("\ufeff\xef\xbb\xbf")
         delimiter = first[1:2] if first[:1] == "H" else "|"
-        last = records[-1]
+        last = tail[-1]
         if not (last[:1].upper() == "L" and last[1:2] == delimiter):
             return f"the ASTM message has no terminator record (L): it stops after a '{last[:1]}' record"
         return None

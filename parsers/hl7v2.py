@@ -37,6 +37,8 @@ from parsers.registry import register
 from parsers.text import decode, head_text, normalise_call, normalise_role, split_lines
 
 _MLLP_END = re.compile(r"(?:\r\n|\r|\n)?\x1c(?:\r\n|\r|\n)?")
+#: The id of each non-blank segment line (leading NULs and blanks skipped), for the completeness test.
+_SEGMENT_KIND = re.compile(r"^[\x00 \t\f\v]*([^\x00\s][^\n]{0,2})", re.MULTILINE)
 _SEGMENT_ID = re.compile(r"^[A-Z][A-Z0-9]{2}$")
 # A segment break written as the two characters backslash + n, followed by a segment id and a field separator.
 _ESCAPED_BREAK = re.compile(r"\\[nr]+(?=[A-Z][A-Z0-9]{2}[|^~&!#])")
@@ -220,8 +222,9 @@ class Hl7v2Parser:
             return why
         if is_js_escaped(text):
             text = js_unescape(text)
-        segments = [s.strip("\x00").lstrip() for s in split_lines(_MLLP_END.sub("\r", text).replace("\x0b", ""))]
-        kinds = [s[:3] for s in segments if s.strip()]
+        # Segment ids of the whole file in one regex pass (first three characters of each non-blank line).
+        lines = _MLLP_END.sub("\r", text).replace("\x0b", "").replace("\r\n", "\n").replace("\r", "\n")
+        kinds = _SEGMENT_KIND.findall(lines)
         if not kinds:
             return "the file holds no HL7 segments"
         for header, trailer in (("FHS", "FTS"), ("BHS", "BTS")):

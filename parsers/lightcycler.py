@@ -180,7 +180,8 @@ class LightCyclerText:
         (neither the plate size nor the channel count is stated).
         """
         lines = text_lines(data)
-        blocks = [i for i, line in enumerate(lines) if _EXPERIMENT.match(line)]
+        # Experiment lines are a handful among millions of rows: a substring sieve, then the regex.
+        blocks = [i for i, line in enumerate(lines) if ("ilter" in line or "ILTER" in line) and _EXPERIMENT.match(line)]
         header = next((i for i, line in enumerate(lines[:60]) if _is_header(line)), None)
         if header is None:
             return unterminated(data)
