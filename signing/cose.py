@@ -16,7 +16,7 @@ from typing import Any
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from engine.errors import VerificationError
+from signing.errors import VerificationError
 from signing.keys import Signer
 
 #: COSE algorithm identifiers (IANA "COSE Algorithms").

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from engine.errors import VerificationError
+from signing.errors import VerificationError
 from signing.canonical import canonical_json
 from signing.keys import Signer, certificate_kid
 from signing.trust import CertificateSource, as_certificates, validate_chain, verify_raw_signature

@@ -46,11 +46,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from engine.errors import ConfigError, SigningError
+from signing.errors import SignerConfigError, SigningError
 from signing.pki import ensure_development_pki, is_development
 
 if TYPE_CHECKING:
-    from engine.datadir import DataDir
     from signing.pades import TimeStamperLike
 
 Algorithm = Literal["ES256", "PS256"]
@@ -213,20 +212,20 @@ class SignerSpec:
             from signing.pkcs11 import open_pkcs11_signer
 
             return open_pkcs11_signer(self)
-        raise ConfigError(f"[signing] kind = {self.kind!r} is not supported (expected 'file' or 'pkcs11')")
+        raise SignerConfigError(f"[signing] kind = {self.kind!r} is not supported (expected 'file' or 'pkcs11')")
 
     def secret(self, env: str | None, path: str | None, what: str) -> bytes | None:
         """Read a passphrase/PIN from its environment variable or file (trailing newline dropped)."""
         if env:
             value = os.environ.get(env)
             if value is None:
-                raise ConfigError(f"the {what} is to come from environment variable {env}, which is not set")
+                raise SignerConfigError(f"the {what} is to come from environment variable {env}, which is not set")
             return value.encode("utf-8")
         if path:
             try:
                 return Path(path).read_bytes().rstrip(b"\r\n")
             except OSError as exc:
-                raise ConfigError(f"the {what} file {path} cannot be read ({exc.strerror})") from exc
+                raise SignerConfigError(f"the {what} file {path} cannot be read ({exc.strerror})") from exc
         return None
 
     def chain_certificates(self) -> list[x509.Certificate]:
@@ -235,12 +234,12 @@ class SignerSpec:
 
     def _open_file(self) -> FileKeySigner:
         if not self.key:
-            raise ConfigError("[signing] kind = 'file' needs key = '<path of the key file>'")
+            raise SignerConfigError("[signing] kind = 'file' needs key = '<path of the key file>'")
         key_path = Path(self.key)
         try:
             raw = key_path.read_bytes()
         except OSError as exc:
-            raise ConfigError(f"signing key file {key_path} cannot be read ({exc.strerror})") from exc
+            raise SignerConfigError(f"signing key file {key_path} cannot be read ({exc.strerror})") from exc
         password = self.secret(self.passphrase_env, self.passphrase_file, "key passphrase")
         chain: list[x509.Certificate] = []
         cert: x509.Certificate | None = None
@@ -258,7 +257,7 @@ class SignerSpec:
         if self.certificate:
             cert = load_certificates(self.certificate)[0]
         if cert is None:
-            raise ConfigError(f"{key_path}: no certificate; set certificate = '<path of the signer certificate PEM>'")
+            raise SignerConfigError(f"{key_path}: no certificate; set certificate = '<path of the signer certificate PEM>'")
         chain.extend(self.chain_certificates())
         if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
             raise SigningError(f"{key_path}: unsupported key type (expected EC P-256 or RSA)")
@@ -272,7 +271,7 @@ def _load_private_key(raw: bytes, password: bytes | None, path: Path) -> object:
     except TypeError as exc:
         # Raised both for "encrypted but no passphrase" and "passphrase given but not encrypted".
         if password is None:
-            raise ConfigError(
+            raise SignerConfigError(
                 f"{path}: the key is encrypted; set passphrase_env or passphrase_file in [signing]"
             ) from exc
         raise SigningError(f"{path}: the key is not encrypted but a passphrase was configured") from exc
@@ -287,13 +286,13 @@ def load_certificates(path: str | os.PathLike[str]) -> list[x509.Certificate]:
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError(f"certificate file {path} cannot be read ({exc.strerror})") from exc
+        raise SignerConfigError(f"certificate file {path} cannot be read ({exc.strerror})") from exc
     try:
         if b"-----BEGIN CERTIFICATE-----" in raw:
             return x509.load_pem_x509_certificates(raw)
         return [x509.load_der_x509_certificate(raw)]
     except ValueError as exc:
-        raise ConfigError(f"{path}: not an X.509 certificate in PEM or DER form") from exc
+        raise SignerConfigError(f"{path}: not an X.509 certificate in PEM or DER form") from exc
 
 
 def order_chain(leaf: x509.Certificate, pool: list[x509.Certificate]) -> tuple[x509.Certificate, ...]:
@@ -318,29 +317,20 @@ def _resolve(root: Path, value: str | None) -> str | None:
     return str(path if path.is_absolute() else root / path)
 
 
-def _signing_section(data: "DataDir") -> tuple[dict | None, str]:
-    """The ``[signing]`` table of ``<data>/ketqua.toml`` (None when absent) and the file's name for messages.
+def signer_spec_from_table(
+    section: dict | None, base_dir: Path, keys_dir: Path, *, source: str = "ketqua.toml"
+) -> SignerSpec:
+    """The signer a ``[signing]`` table asks for (None: no table), else the development PKI in ``keys_dir``.
 
-    The engine's reader checks the whole file (this section through :func:`signing_problems`) first.
+    Relative paths resolve against ``base_dir``. The development PKI is created on
+    first use, so a fresh data folder can sign (every artefact then says DEVELOPMENT).
+    Reading the configuration file is the caller's job.
     """
-    from engine.config import read_config_file
-
-    config, source = read_config_file(data)
-    return (config or {}).get("signing"), source
-
-
-def load_signer_spec(data: "DataDir") -> SignerSpec:
-    """The configured signer (``[signing]`` in ``<data>/ketqua.toml``), else the development PKI.
-
-    The development PKI is created on first use, so a fresh data folder can sign
-    (every artefact then says DEVELOPMENT).
-    """
-    section, source = _signing_section(data)
     # A table naming only the time-stamping authority keeps the development signer;
     # an empty one is still a configured signer (and fails when opened: no key named).
     if section is not None and (not section or set(section) - _TSA_KEYS):
-        return spec_from_config(section, data.root, source=source)
-    pki = ensure_development_pki(data.keys)
+        return spec_from_config(section, base_dir, source=source)
+    pki = ensure_development_pki(keys_dir)
     return SignerSpec(
         kind="file",
         key=str(pki.signer_key),
@@ -349,20 +339,11 @@ def load_signer_spec(data: "DataDir") -> SignerSpec:
     )
 
 
-def load_timestamper(data: "DataDir") -> "TimeStamperLike | None":
-    """The time-stamper for PAdES B-T from ``[signing] tsa_url``/``tsa``; None (B-B) when neither is set.
-
-    The object is picklable, so certificate worker processes receive it as is.
-    """
-    section, source = _signing_section(data)
-    return timestamper_from_config(section or {}, data.keys, source=source)
-
-
 def timestamper_from_config(section: dict, keys_dir: Path, *, source: str = "ketqua.toml") -> "TimeStamperLike | None":
     """Build the time-stamper a ``[signing]`` table asks for (see the module docstring)."""
     problems = _tsa_problems(section)
     if problems:
-        raise ConfigError(f"{source}: " + "; ".join(f"[signing] {key}: {message}" for key, message in problems))
+        raise SignerConfigError(f"{source}: " + "; ".join(f"[signing] {key}: {message}" for key, message in problems))
     url, tsa = section.get("tsa_url"), section.get("tsa")
     if url is not None:
         from pyhanko.sign.timestamps import HTTPTimeStamper
@@ -407,7 +388,7 @@ def _tsa_problems(section: dict) -> list[tuple[str, str]]:
 def signing_problems(section: dict) -> tuple[set[str], list[tuple[str, str]]]:
     """The settings ``[signing]`` knows and every problem of their values, without opening any key.
 
-    The engine's configuration check calls this for the whole file at once (see ``engine.config.SECTIONS``).
+    The engine's configuration check calls this for the whole file at once.
     """
     problems: list[tuple[str, str]] = []
     for secret_like in _SECRETS:
@@ -432,11 +413,11 @@ def signing_problems(section: dict) -> tuple[set[str], list[tuple[str, str]]]:
 def spec_from_config(section: dict, root: Path, *, source: str = "ketqua.toml") -> SignerSpec:
     """Build a :class:`SignerSpec` from a ``[signing]`` table; paths relative to ``root``."""
     if not isinstance(section, dict):
-        raise ConfigError(f"{source}: [signing] must be a table")
+        raise SignerConfigError(f"{source}: [signing] must be a table")
     known, problems = signing_problems(section)
     problems += [(key, f"unknown setting (known: {', '.join(sorted(_KNOWN))})") for key in sorted(set(section) - known)]
     if problems:
-        raise ConfigError(f"{source}: " + "; ".join(f"[signing] {key}: {message}" for key, message in problems))
+        raise SignerConfigError(f"{source}: " + "; ".join(f"[signing] {key}: {message}" for key, message in problems))
     kind = section.get("kind", "file")
     chain = section.get("chain", ())
     if isinstance(chain, str):

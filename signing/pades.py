@@ -43,7 +43,7 @@ from asn1crypto import algos, cms, core, tsp
 from asn1crypto import x509 as asn1_x509
 from cryptography.hazmat.primitives import serialization
 
-from engine.errors import SigningError
+from signing.errors import SigningError
 
 if TYPE_CHECKING:
     from signing.keys import Signer

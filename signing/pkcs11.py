@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from engine.errors import ConfigError, SigningError
+from signing.errors import SignerConfigError, SigningError
 from signing.keys import CertifiedSigner, load_certificates, order_chain, same_public_key
 
 if TYPE_CHECKING:
@@ -46,14 +46,14 @@ def _library(module: str) -> Any:
     try:
         import pkcs11
     except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise ConfigError("PKCS#11 signing needs python-pkcs11 (pip install python-pkcs11)") from exc
+        raise SignerConfigError("PKCS#11 signing needs python-pkcs11 (pip install python-pkcs11)") from exc
     with _LIBRARY_LOCK:
         lib = _LIBRARIES.get(module)
         if lib is None:
             try:
                 lib = pkcs11.lib(module)
             except (RuntimeError, OSError, pkcs11.PKCS11Error) as exc:
-                raise ConfigError(f"PKCS#11 module {module} cannot be loaded ({exc})") from exc
+                raise SignerConfigError(f"PKCS#11 module {module} cannot be loaded ({exc})") from exc
             _LIBRARIES[module] = lib
         return lib
 
@@ -105,16 +105,16 @@ def open_pkcs11_signer(spec: "SignerSpec") -> Pkcs11Signer:
     from pkcs11 import Attribute, ObjectClass
 
     if not (spec.module and spec.token and spec.key_label):
-        raise ConfigError("[signing] kind = 'pkcs11' needs module, token and key_label")
+        raise SignerConfigError("[signing] kind = 'pkcs11' needs module, token and key_label")
     source = f"PKCS#11 token '{spec.token}' key '{spec.key_label}'"
     pin = spec.secret(spec.pin_env, spec.pin_file, "token PIN")
     lib = _library(spec.module)
     try:
         token = lib.get_token(token_label=spec.token)
     except pkcs11.NoSuchToken as exc:
-        raise ConfigError(f"no PKCS#11 token labelled '{spec.token}' in {spec.module}") from exc
+        raise SignerConfigError(f"no PKCS#11 token labelled '{spec.token}' in {spec.module}") from exc
     except pkcs11.MultipleTokensReturned as exc:
-        raise ConfigError(f"several PKCS#11 tokens are labelled '{spec.token}'; labels must be unique") from exc
+        raise SignerConfigError(f"several PKCS#11 tokens are labelled '{spec.token}'; labels must be unique") from exc
     try:
         session = token.open(user_pin=pin.decode("utf-8") if pin is not None else None)
     except pkcs11.UserAlreadyLoggedIn:
@@ -134,15 +134,15 @@ def open_pkcs11_signer(spec: "SignerSpec") -> Pkcs11Signer:
         try:
             key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=spec.key_label)
         except pkcs11.NoSuchKey as exc:
-            raise ConfigError(f"{source}: no private key with that label on the token") from exc
+            raise SignerConfigError(f"{source}: no private key with that label on the token") from exc
         except pkcs11.MultipleObjectsReturned as exc:
-            raise ConfigError(f"{source}: several private keys carry that label") from exc
+            raise SignerConfigError(f"{source}: several private keys carry that label") from exc
         if spec.certificate:
             cert = load_certificates(spec.certificate)[0]
         else:
             found = list(session.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.LABEL: spec.key_label}))
             if not found:
-                raise ConfigError(
+                raise SignerConfigError(
                     f"{source}: no certificate; store one on the token under the same label or set certificate = '<PEM>'"
                 )
             cert = x509.load_der_x509_certificate(bytes(found[0][Attribute.VALUE]))

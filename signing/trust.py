@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from engine.errors import VerificationError
+from signing.errors import VerificationError
 from signing.keys import PSS_SHA256, same_public_key
 
 _MAX_DEPTH = 6
