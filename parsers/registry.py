@@ -79,9 +79,8 @@ def _load_all() -> None:
     global _loaded
     if _loaded:
         return
-    import parsers
-
-    for module in pkgutil.iter_modules(parsers.__path__):
+    # The package's folder, not ``import parsers``: the package imports this module.
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if not module.name.startswith("_") and module.name not in {"registry"}:
             importlib.import_module(f"parsers.{module.name}")
     _loaded = True

@@ -17,7 +17,7 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from signing.errors import VerificationError
-from signing.keys import Signer
+from signing.signer import Signer
 
 #: COSE algorithm identifiers (IANA "COSE Algorithms").
 COSE_ALG = {"ES256": -7, "PS256": -37}

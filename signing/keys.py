@@ -34,120 +34,32 @@ holding only ``tsa``/``tsa_url`` keeps the development signer.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import Literal
 from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from signing.errors import SignerConfigError, SigningError
-from signing.pki import ensure_development_pki, is_development
-
-if TYPE_CHECKING:
-    from signing.pades import TimeStamperLike
-
-Algorithm = Literal["ES256", "PS256"]
-
-
-@runtime_checkable
-class Signer(Protocol):
-    """What every output format needs from a key: its certificate, chain, and a signature."""
-
-    @property
-    def certificate(self) -> x509.Certificate: ...
-
-    @property
-    def chain(self) -> tuple[x509.Certificate, ...]:
-        """Issuer certificates, closest first, root last (may be empty)."""
-        ...
-
-    @property
-    def algorithm(self) -> Algorithm: ...
-
-    @property
-    def kid(self) -> bytes:
-        """First 8 bytes of SHA-256 over the certificate DER (the EU DCC key identifier)."""
-        ...
-
-    @property
-    def development(self) -> bool: ...
-
-    def sign(self, data: bytes) -> bytes:
-        """Signature over SHA-256 of ``data``: DER ECDSA-Sig-Value for ES256, RSASSA-PSS for PS256."""
-        ...
-
-
-def certificate_kid(cert: x509.Certificate) -> bytes:
-    """The DCC kid: first 8 bytes of SHA-256 over the certificate DER."""
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()[:8]
-
-
-def algorithm_for(public_key: object, source: str) -> Algorithm:
-    """ES256 for an EC P-256 key, PS256 for RSA ≥ 2048 bits; anything else cannot sign results."""
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        if public_key.curve.name != "secp256r1":
-            raise SigningError(f"{source}: EC key on {public_key.curve.name}; ES256 needs a P-256 (secp256r1) key")
-        return "ES256"
-    if isinstance(public_key, rsa.RSAPublicKey):
-        if public_key.key_size < 2048:
-            raise SigningError(f"{source}: RSA key of {public_key.key_size} bits; PS256 needs at least 2048")
-        return "PS256"
-    raise SigningError(f"{source}: unsupported key type {type(public_key).__name__} (expected EC P-256 or RSA)")
-
-
-#: PSS parameters of JWS/COSE PS256 (RFC 7518 §3.5: MGF1-SHA256, salt as long as the hash).
-PSS_SHA256 = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
-
-
-def same_public_key(a: object, b: object) -> bool:
-    """True when two public keys (EC or RSA, any library object cryptography knows) are the same key."""
-    def spki(key: object) -> bytes:
-        return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)  # type: ignore[attr-defined]
-
-    return spki(a) == spki(b)
-
-
-class CertifiedSigner:
-    """What every signer derives from its certificate: chain, algorithm, kid, DEVELOPMENT mark.
-
-    Key stores (file, PKCS#11) subclass it and add only :meth:`sign`.
-    """
-
-    __slots__ = ("_cert", "_chain", "_algorithm", "_kid", "_development")
-
-    def __init__(self, certificate: x509.Certificate, chain: tuple[x509.Certificate, ...], source: str) -> None:
-        self._cert = certificate
-        self._chain = tuple(chain)
-        self._algorithm: Algorithm = algorithm_for(certificate.public_key(), source)
-        self._kid = certificate_kid(certificate)
-        self._development = is_development(certificate)
-
-    @property
-    def certificate(self) -> x509.Certificate:
-        return self._cert
-
-    @property
-    def chain(self) -> tuple[x509.Certificate, ...]:
-        return self._chain
-
-    @property
-    def algorithm(self) -> Algorithm:
-        return self._algorithm
-
-    @property
-    def kid(self) -> bytes:
-        return self._kid
-
-    @property
-    def development(self) -> bool:
-        return self._development
-
+from signing.pades import TimeStamperLike, development_timestamper
+from signing.pki import ensure_development_pki
+from signing.pkcs11 import open_pkcs11_signer
+from signing.signer import (  # noqa: F401  (re-exported: the protocol's long-standing home for callers)
+    PSS_SHA256,
+    Algorithm,
+    CertifiedSigner,
+    Signer,
+    algorithm_for,
+    certificate_kid,
+    load_certificates,
+    order_chain,
+    same_public_key,
+)
 
 class FileKeySigner(CertifiedSigner):
     """A signer whose private key was loaded from a file into this process."""
@@ -209,9 +121,7 @@ class SignerSpec:
         if self.kind == "file":
             return self._open_file()
         if self.kind == "pkcs11":
-            from signing.pkcs11 import open_pkcs11_signer
-
-            return open_pkcs11_signer(self)
+            return self._open_pkcs11()
         raise SignerConfigError(f"[signing] kind = {self.kind!r} is not supported (expected 'file' or 'pkcs11')")
 
     def secret(self, env: str | None, path: str | None, what: str) -> bytes | None:
@@ -231,6 +141,14 @@ class SignerSpec:
     def chain_certificates(self) -> list[x509.Certificate]:
         """The issuer certificates of the configured ``chain`` files, in file order."""
         return [cert for path in self.chain for cert in load_certificates(path)]
+
+    def _open_pkcs11(self) -> CertifiedSigner:
+        if not (self.module and self.token and self.key_label):
+            raise SignerConfigError("[signing] kind = 'pkcs11' needs module, token and key_label")
+        pin = self.secret(self.pin_env, self.pin_file, "token PIN")
+        return open_pkcs11_signer(
+            module=self.module, token=self.token, key_label=self.key_label, pin=pin, certificate=self.certificate, chain=self.chain
+        )
 
     def _open_file(self) -> FileKeySigner:
         if not self.key:
@@ -281,35 +199,6 @@ def _load_private_key(raw: bytes, password: bytes | None, path: Path) -> object:
         ) from exc
 
 
-def load_certificates(path: str | os.PathLike[str]) -> list[x509.Certificate]:
-    """All certificates in a PEM file (or one DER certificate)."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise SignerConfigError(f"certificate file {path} cannot be read ({exc.strerror})") from exc
-    try:
-        if b"-----BEGIN CERTIFICATE-----" in raw:
-            return x509.load_pem_x509_certificates(raw)
-        return [x509.load_der_x509_certificate(raw)]
-    except ValueError as exc:
-        raise SignerConfigError(f"{path}: not an X.509 certificate in PEM or DER form") from exc
-
-
-def order_chain(leaf: x509.Certificate, pool: list[x509.Certificate]) -> tuple[x509.Certificate, ...]:
-    """Order issuer certificates from the leaf's issuer up to the root; drop unrelated ones."""
-    ordered: list[x509.Certificate] = []
-    current = leaf
-    remaining = [c for c in pool if c != leaf]
-    while remaining and current.issuer != current.subject:
-        parent = next((c for c in remaining if c.subject == current.issuer), None)
-        if parent is None:
-            break
-        ordered.append(parent)
-        remaining.remove(parent)
-        current = parent
-    return tuple(ordered)
-
-
 def _resolve(root: Path, value: str | None) -> str | None:
     if value is None:
         return None
@@ -339,7 +228,7 @@ def signer_spec_from_table(
     )
 
 
-def timestamper_from_config(section: dict, keys_dir: Path, *, source: str = "ketqua.toml") -> "TimeStamperLike | None":
+def timestamper_from_config(section: dict, keys_dir: Path, *, source: str = "ketqua.toml") -> TimeStamperLike | None:
     """Build the time-stamper a ``[signing]`` table asks for (see the module docstring)."""
     problems = _tsa_problems(section)
     if problems:
@@ -353,8 +242,6 @@ def timestamper_from_config(section: dict, keys_dir: Path, *, source: str = "ket
         return HTTPTimeStamper(url, timeout=_TSA_TIMEOUT_S)
     if tsa is None:
         return None
-    from signing.pades import development_timestamper
-
     pki = ensure_development_pki(keys_dir)
     # DEVELOPMENT: the lab's own machine vouches for the time; tokens name a DEVELOPMENT TSA
     # and verifiers say so. Tests and demos only.

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from signing.errors import VerificationError
 from signing.hc1 import decode_hc1
 from signing.jws import verify_compact_report
-from signing.keys import certificate_kid
+from signing.signer import certificate_kid
 from signing.pki import is_development
 from signing.trust import CertificateSource, as_certificates, validate_chain, verify_raw_signature
 
