@@ -54,7 +54,7 @@ from aiohttp import web
 
 from engine import metrics
 from engine.datadir import DataDir
-from engine.errors import ApiError, KetquaError
+from engine.errors import USER_ERRORS, ApiError
 from engine.feed import FeedReader, item_json  # noqa: F401  (item_json re-exported)
 from engine.ledger import Ledger
 from engine.logs import log
@@ -279,7 +279,8 @@ class ApiState:
             from cryptography.hazmat.primitives import serialization
 
             from signing.jws import jwks
-            from signing.keys import load_certificates, load_signer_spec
+            from engine.signer import load_signer_spec
+            from signing.keys import load_certificates
 
             signer = load_signer_spec(self.data).open()
             published = jwks(signer)
@@ -386,7 +387,7 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
             raise
     except CursorError as exc:
         response = problem(400, "Bad cursor", str(exc))
-    except KetquaError as exc:
+    except USER_ERRORS as exc:
         log.warning("api request failed", method=request.method, route=route, error=type(exc).__name__)
         response = problem(503, "Service Unavailable", str(exc))
     except sqlite3.OperationalError as exc:  # ledger busy or its disk full: the consumer should retry

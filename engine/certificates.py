@@ -52,7 +52,7 @@ from engine.certificate_layout import (
     CertificateTemplate,
 )
 from engine.certificate_qr import QUIET_ZONE, qr_image_object, qr_modules
-from engine.errors import KetquaError, SigningError
+from engine.errors import USER_ERRORS, SigningError
 
 if TYPE_CHECKING:
     from signing.keys import Signer, SignerSpec
@@ -412,7 +412,7 @@ def _write_batch(batch: list[tuple[dict[str, Any], str]]) -> list[str]:
     assert _WORKER is not None, "worker initializer did not run"
     try:
         return _WORKER.write(batch)
-    except KetquaError:
+    except USER_ERRORS:
         raise
     except Exception as exc:  # keep the error tree across the process boundary
         raise SigningError(f"certificate worker failed: {type(exc).__name__}: {exc}") from exc

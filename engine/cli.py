@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from engine import __version__
 from engine.config import read_config_file
 from engine.datadir import DataDir
-from engine.errors import KetquaError
+from engine.errors import USER_ERRORS
 
 
 DEFAULT_DATA = "./ketqua-data"
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if getattr(args, "takes_lock", False):
                 held.enter_context(data.lock())
             status = args.func(args)
-    except KetquaError as exc:
+    except USER_ERRORS as exc:
         print(f"ketqua {args.command}: {exc}", file=sys.stderr)
         status = 1
     except BrokenPipeError:

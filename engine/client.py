@@ -85,7 +85,7 @@ def trusted_keys(jwks: dict[str, Any], roots: Sequence[x509.Certificate] | None,
     A key whose public key differs from its certificate, or whose chain does not
     reach a root, is dropped; if none is left, :class:`VerificationError`.
     """
-    from signing.jws import _jwk_public_key, b64url
+    from signing.jwk import b64url, jwk_public_key
     from signing.keys import certificate_kid
     from signing.trust import validate_chain
 
@@ -103,7 +103,7 @@ def trusted_keys(jwks: dict[str, Any], roots: Sequence[x509.Certificate] | None,
             problems.append(f"key {jwk.get('kid')!r} has no x5c certificate chain")
             continue
         leaf = chain[0]
-        key = _jwk_public_key(jwk)
+        key = jwk_public_key(jwk)
         if key is None or key.public_numbers() != leaf.public_key().public_numbers():  # type: ignore[attr-defined]
             problems.append(f"key {jwk.get('kid')!r}: the public key is not the one in its certificate")
             continue

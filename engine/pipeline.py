@@ -92,7 +92,7 @@ class Engine:
         self.data = data.create()
         self.config = config or load_config(data)
         self.ledger = Ledger.open(data.ledger)
-        from signing.keys import load_signer_spec, load_timestamper
+        from engine.signer import load_signer_spec, load_timestamper
         from signing.pades import DevelopmentTimeStamper
 
         self.signer_spec = load_signer_spec(data)

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.config import Lab
-from engine.errors import AssayError, DecodeError, DesignError, KetquaError, ParseError, TruncatedError
+from engine.errors import USER_ERRORS, AssayError, DecodeError, DesignError, ParseError, TruncatedError
 from engine.ledger import Ledger, PlateCommit, SignedResult
 from engine.model import POOL_CODE, POOL_MISSING, SIGNED_OUTCOMES, SPECIMEN_BY_CODE, PoolOutcome, Role, SpecimenOutcome
 from engine.results import build_payload, ct_value, result_id, sign_payload, utc_instant
@@ -143,7 +143,7 @@ def process_plate(job: PlateJob) -> PlateOutcome:
         outcome = _decode_and_sign(job, wells, tubes, profile, seconds)
     except (DesignError, DecodeError) as exc:
         return PlateOutcome(job.run_id, job.source, "bad", error=str(exc), error_kind="decode")
-    except KetquaError as exc:
+    except USER_ERRORS as exc:
         kind = "bad" if isinstance(exc, ParseError) else "transient"
         return PlateOutcome(job.run_id, job.source, kind, error=str(exc), error_kind=type(exc).__name__)
     outcome.seconds = seconds

@@ -48,8 +48,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.errors import ParseError
-from engine.model import Role
+from parsers.errors import ParseError
+from parsers.schema import Role
 from parsers.completeness import unterminated
 from parsers.registry import register
 from parsers.text import (

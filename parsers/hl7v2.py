@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from engine.errors import ParseError
-from engine.model import Role
+from parsers.errors import ParseError
+from parsers.schema import Role
 from parsers.lis import ResultRows, field_at, iso_timestamp, numbered_records
 from parsers.completeness import unterminated
 from parsers.registry import register

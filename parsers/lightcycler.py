@@ -25,8 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.errors import ParseError
-from engine.model import Role
+from parsers.errors import ParseError
+from parsers.schema import Role
 from parsers.completeness import mid_line, text_lines, unterminated
 from parsers.registry import register
 from parsers.tabular import instrument_roles, invalid_if_marked, require_header

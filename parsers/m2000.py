@@ -29,8 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.errors import ParseError
-from engine.model import Role
+from parsers.errors import ParseError
+from parsers.schema import Role
 from parsers.completeness import text_lines, unterminated
 from parsers.registry import register
 from parsers.tabular import drop_empty_wells, invalid_where

@@ -29,7 +29,7 @@ import re
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.errors import ParseError
+from parsers.errors import ParseError
 from parsers.completeness import head_and_tail, last_well_short, unterminated
 from parsers.registry import register
 from parsers.tabular import drop_empty_wells, instrument_roles, invalid_if_marked

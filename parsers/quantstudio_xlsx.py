@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.errors import ParseError
+from parsers.errors import ParseError
 from parsers.completeness import zip_incomplete
 from parsers.registry import register
 from parsers.tabular import instrument_roles, invalid_if_marked

@@ -30,8 +30,8 @@ from xml.parsers import expat
 import numpy as np
 import pyarrow as pa
 
-from engine.errors import ParseError
-from engine.model import Role
+from parsers.errors import ParseError
+from parsers.schema import Role
 from parsers.completeness import zip_incomplete
 from parsers.registry import register
 from parsers.text import canonical_table, ct_array, normalise_role, normalise_wells

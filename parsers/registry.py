@@ -7,7 +7,7 @@ object) exposing:
         confidence in [0, 1] that ``head`` (the first 64 KiB of the file, raw
         bytes) is this format; ``name`` is the file name, a weak hint only.
     parse(data: bytes, source: str, run_id: str) -> pyarrow.Table
-        the canonical well table (engine.model.WELL_SCHEMA); raise ParseError
+        the canonical well table (parsers.schema.WELL_SCHEMA); raise ParseError
         naming line and field for anything it cannot read.
     complete(data: bytes) -> str | None            (optional)
         why ``data`` looks cut short by this format's own structure (declared
@@ -29,8 +29,8 @@ from typing import Any, Callable, Protocol
 
 import pyarrow as pa
 
-from engine.errors import ParseError, TruncatedError
-from engine.model import WELL_SCHEMA
+from parsers.errors import ParseError, TruncatedError
+from parsers.schema import WELL_SCHEMA
 
 SNIFF_BYTES = 64 * 1024
 #: Below this confidence no parser is chosen and the file is refused.
@@ -79,9 +79,8 @@ def _load_all() -> None:
     global _loaded
     if _loaded:
         return
-    import parsers
-
-    for module in pkgutil.iter_modules(parsers.__path__):
+    # The package's folder, not ``import parsers``: the package imports this module.
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if not module.name.startswith("_") and module.name not in {"registry"}:
             importlib.import_module(f"parsers.{module.name}")
     _loaded = True

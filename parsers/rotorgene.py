@@ -29,7 +29,7 @@ import re
 import numpy as np
 import pyarrow as pa
 
-from engine.errors import ParseError
+from parsers.errors import ParseError
 from parsers.completeness import head_and_tail, mid_line, unterminated
 from parsers.registry import register
 from parsers.tabular import drop_empty_wells, instrument_roles, preamble_pairs

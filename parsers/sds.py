@@ -27,7 +27,7 @@ import re
 
 import pyarrow as pa
 
-from engine.errors import ParseError
+from parsers.errors import ParseError
 from parsers.completeness import head_and_tail, mid_line, unterminated
 from parsers.registry import register
 from parsers.tabular import drop_empty_wells, header_line, instrument_roles, invalid_if_marked, require_header

@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.errors import ParseError
-from engine.model import Role
+from parsers.errors import ParseError
+from parsers.schema import Role
 from parsers.text import Block, normalise_roles, occupied_wells, roles_from_names, split_fields
 
 __all__ = [

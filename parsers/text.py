@@ -31,8 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from engine.errors import ParseError
-from engine.model import Role
+from parsers.errors import ParseError
+from parsers.schema import Role, well_table
 
 __all__ = [
     # constants
@@ -1365,8 +1365,6 @@ def canonical_table(
         "ct": ct,
         "call": column(call),
     }
-    from engine.model import well_table
-
     return well_table({k: v for k, v in columns.items() if v is not None}, metadata)
 
 

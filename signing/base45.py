@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.errors import VerificationError
+from signing.errors import VerificationError
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 _ENCODE = np.frombuffer(ALPHABET.encode("ascii"), dtype=np.uint8)

@@ -36,7 +36,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from engine.errors import SigningError
+from signing.errors import SigningError
 
 # The C-accelerated encoder of json with ensure_ascii=False escapes exactly the
 # set JCS requires, with the same short forms and lower-case \u00xx.

@@ -16,8 +16,8 @@ from typing import Any
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from engine.errors import VerificationError
-from signing.keys import Signer
+from signing.errors import VerificationError
+from signing.signer import Signer
 
 #: COSE algorithm identifiers (IANA "COSE Algorithms").
 COSE_ALG = {"ES256": -7, "PS256": -37}

@@ -22,7 +22,7 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-from engine.errors import SigningError
+from signing.errors import SigningError
 
 SCHEMA_VERSION = "1.3.0"
 DISEASE_COVID19 = "840539006"

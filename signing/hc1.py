@@ -18,10 +18,10 @@ from typing import Any
 
 import cbor2
 
-from engine.errors import VerificationError
+from signing.errors import VerificationError
 from signing.base45 import b45decode, b45encode
 from signing.cose import CoseSign1, decode_sign1, sign1
-from signing.keys import Signer
+from signing.signer import Signer
 
 PREFIX = "HC1:"
 CLAIM_ISS, CLAIM_EXP, CLAIM_IAT, CLAIM_HCERT = 1, 4, 6, -260

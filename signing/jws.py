@@ -28,31 +28,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from engine.errors import VerificationError
+from signing.errors import VerificationError
 from signing.canonical import canonical_json
-from signing.keys import Signer, certificate_kid
+from signing.jwk import b64url, b64url_decode, jwk_public_key
+from signing.signer import Signer, certificate_kid
 from signing.trust import CertificateSource, as_certificates, validate_chain, verify_raw_signature
 
 SUPPORTED_ALGORITHMS = ("ES256", "PS256")
 
 _header_cache: dict[tuple[bytes, bytes, bool], bytes] = {}
-
-
-def b64url(data: bytes) -> bytes:
-    """Unpadded base64url (RFC 7515 §2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
-
-
-def b64url_decode(text: str | bytes) -> bytes:
-    """Decode unpadded base64url strictly: one text per byte string (no padding, no stray bits)."""
-    if isinstance(text, str):
-        text = text.encode("ascii")
-    decoded = base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
-    # Non-zero trailing bits or foreign characters would let two texts carry one value;
-    # a verifier must not accept a token that differs from what was signed.
-    if b64url(decoded) != text:
-        raise ValueError("not canonical unpadded base64url")
-    return decoded
 
 
 def _der(cert: x509.Certificate) -> bytes:
@@ -129,21 +113,6 @@ def jwks(certs: Iterable[x509.Certificate] | Signer) -> dict[str, Any]:
         jwk["x5t#S256"] = b64url(hashlib.sha256(_der(cert)).digest()).decode("ascii")
         keys.append(jwk)
     return {"keys": keys}
-
-
-def _jwk_public_key(jwk: Mapping[str, Any]) -> object:
-    try:
-        if jwk.get("kty") == "EC" and jwk.get("crv") == "P-256":
-            x = int.from_bytes(b64url_decode(jwk["x"]), "big")
-            y = int.from_bytes(b64url_decode(jwk["y"]), "big")
-            return ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
-        if jwk.get("kty") == "RSA":
-            n = int.from_bytes(b64url_decode(jwk["n"]), "big")
-            e = int.from_bytes(b64url_decode(jwk["e"]), "big")
-            return rsa.RSAPublicNumbers(e, n).public_key()
-    except (KeyError, ValueError, binascii.Error) as exc:
-        raise VerificationError(f"JWK {jwk.get('kid')!r} is malformed ({exc})", reason="bad-jwks") from exc
-    return None
 
 
 def decode_header(token: str) -> dict[str, Any]:
@@ -236,7 +205,7 @@ def verify_compact_report(
         if not candidates:
             raise VerificationError(f"no key with kid {kid!r} in the JWKS", reason="unknown-kid")
         for jwk in candidates:
-            key = _jwk_public_key(jwk)
+            key = jwk_public_key(jwk)
             if key is not None and verify_raw_signature(key, alg, signature, signing_input):
                 return body, header, []
         raise VerificationError("the JWS signature does not verify with the published key", reason="bad-signature")

@@ -34,121 +34,32 @@ holding only ``tsa``/``tsa_url`` keeps the development signer.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import Literal
 from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from engine.errors import ConfigError, SigningError
-from signing.pki import ensure_development_pki, is_development
-
-if TYPE_CHECKING:
-    from engine.datadir import DataDir
-    from signing.pades import TimeStamperLike
-
-Algorithm = Literal["ES256", "PS256"]
-
-
-@runtime_checkable
-class Signer(Protocol):
-    """What every output format needs from a key: its certificate, chain, and a signature."""
-
-    @property
-    def certificate(self) -> x509.Certificate: ...
-
-    @property
-    def chain(self) -> tuple[x509.Certificate, ...]:
-        """Issuer certificates, closest first, root last (may be empty)."""
-        ...
-
-    @property
-    def algorithm(self) -> Algorithm: ...
-
-    @property
-    def kid(self) -> bytes:
-        """First 8 bytes of SHA-256 over the certificate DER (the EU DCC key identifier)."""
-        ...
-
-    @property
-    def development(self) -> bool: ...
-
-    def sign(self, data: bytes) -> bytes:
-        """Signature over SHA-256 of ``data``: DER ECDSA-Sig-Value for ES256, RSASSA-PSS for PS256."""
-        ...
-
-
-def certificate_kid(cert: x509.Certificate) -> bytes:
-    """The DCC kid: first 8 bytes of SHA-256 over the certificate DER."""
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()[:8]
-
-
-def algorithm_for(public_key: object, source: str) -> Algorithm:
-    """ES256 for an EC P-256 key, PS256 for RSA ≥ 2048 bits; anything else cannot sign results."""
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        if public_key.curve.name != "secp256r1":
-            raise SigningError(f"{source}: EC key on {public_key.curve.name}; ES256 needs a P-256 (secp256r1) key")
-        return "ES256"
-    if isinstance(public_key, rsa.RSAPublicKey):
-        if public_key.key_size < 2048:
-            raise SigningError(f"{source}: RSA key of {public_key.key_size} bits; PS256 needs at least 2048")
-        return "PS256"
-    raise SigningError(f"{source}: unsupported key type {type(public_key).__name__} (expected EC P-256 or RSA)")
-
-
-#: PSS parameters of JWS/COSE PS256 (RFC 7518 §3.5: MGF1-SHA256, salt as long as the hash).
-PSS_SHA256 = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
-
-
-def same_public_key(a: object, b: object) -> bool:
-    """True when two public keys (EC or RSA, any library object cryptography knows) are the same key."""
-    def spki(key: object) -> bytes:
-        return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)  # type: ignore[attr-defined]
-
-    return spki(a) == spki(b)
-
-
-class CertifiedSigner:
-    """What every signer derives from its certificate: chain, algorithm, kid, DEVELOPMENT mark.
-
-    Key stores (file, PKCS#11) subclass it and add only :meth:`sign`.
-    """
-
-    __slots__ = ("_cert", "_chain", "_algorithm", "_kid", "_development")
-
-    def __init__(self, certificate: x509.Certificate, chain: tuple[x509.Certificate, ...], source: str) -> None:
-        self._cert = certificate
-        self._chain = tuple(chain)
-        self._algorithm: Algorithm = algorithm_for(certificate.public_key(), source)
-        self._kid = certificate_kid(certificate)
-        self._development = is_development(certificate)
-
-    @property
-    def certificate(self) -> x509.Certificate:
-        return self._cert
-
-    @property
-    def chain(self) -> tuple[x509.Certificate, ...]:
-        return self._chain
-
-    @property
-    def algorithm(self) -> Algorithm:
-        return self._algorithm
-
-    @property
-    def kid(self) -> bytes:
-        return self._kid
-
-    @property
-    def development(self) -> bool:
-        return self._development
-
+from signing.errors import SignerConfigError, SigningError
+from signing.pades import TimeStamperLike, development_timestamper
+from signing.pki import ensure_development_pki
+from signing.pkcs11 import open_pkcs11_signer
+from signing.signer import (  # noqa: F401  (re-exported: the protocol's long-standing home for callers)
+    PSS_SHA256,
+    Algorithm,
+    CertifiedSigner,
+    Signer,
+    algorithm_for,
+    certificate_kid,
+    load_certificates,
+    order_chain,
+    same_public_key,
+)
 
 class FileKeySigner(CertifiedSigner):
     """A signer whose private key was loaded from a file into this process."""
@@ -210,37 +121,43 @@ class SignerSpec:
         if self.kind == "file":
             return self._open_file()
         if self.kind == "pkcs11":
-            from signing.pkcs11 import open_pkcs11_signer
-
-            return open_pkcs11_signer(self)
-        raise ConfigError(f"[signing] kind = {self.kind!r} is not supported (expected 'file' or 'pkcs11')")
+            return self._open_pkcs11()
+        raise SignerConfigError(f"[signing] kind = {self.kind!r} is not supported (expected 'file' or 'pkcs11')")
 
     def secret(self, env: str | None, path: str | None, what: str) -> bytes | None:
         """Read a passphrase/PIN from its environment variable or file (trailing newline dropped)."""
         if env:
             value = os.environ.get(env)
             if value is None:
-                raise ConfigError(f"the {what} is to come from environment variable {env}, which is not set")
+                raise SignerConfigError(f"the {what} is to come from environment variable {env}, which is not set")
             return value.encode("utf-8")
         if path:
             try:
                 return Path(path).read_bytes().rstrip(b"\r\n")
             except OSError as exc:
-                raise ConfigError(f"the {what} file {path} cannot be read ({exc.strerror})") from exc
+                raise SignerConfigError(f"the {what} file {path} cannot be read ({exc.strerror})") from exc
         return None
 
     def chain_certificates(self) -> list[x509.Certificate]:
         """The issuer certificates of the configured ``chain`` files, in file order."""
         return [cert for path in self.chain for cert in load_certificates(path)]
 
+    def _open_pkcs11(self) -> CertifiedSigner:
+        if not (self.module and self.token and self.key_label):
+            raise SignerConfigError("[signing] kind = 'pkcs11' needs module, token and key_label")
+        pin = self.secret(self.pin_env, self.pin_file, "token PIN")
+        return open_pkcs11_signer(
+            module=self.module, token=self.token, key_label=self.key_label, pin=pin, certificate=self.certificate, chain=self.chain
+        )
+
     def _open_file(self) -> FileKeySigner:
         if not self.key:
-            raise ConfigError("[signing] kind = 'file' needs key = '<path of the key file>'")
+            raise SignerConfigError("[signing] kind = 'file' needs key = '<path of the key file>'")
         key_path = Path(self.key)
         try:
             raw = key_path.read_bytes()
         except OSError as exc:
-            raise ConfigError(f"signing key file {key_path} cannot be read ({exc.strerror})") from exc
+            raise SignerConfigError(f"signing key file {key_path} cannot be read ({exc.strerror})") from exc
         password = self.secret(self.passphrase_env, self.passphrase_file, "key passphrase")
         chain: list[x509.Certificate] = []
         cert: x509.Certificate | None = None
@@ -258,7 +175,7 @@ class SignerSpec:
         if self.certificate:
             cert = load_certificates(self.certificate)[0]
         if cert is None:
-            raise ConfigError(f"{key_path}: no certificate; set certificate = '<path of the signer certificate PEM>'")
+            raise SignerConfigError(f"{key_path}: no certificate; set certificate = '<path of the signer certificate PEM>'")
         chain.extend(self.chain_certificates())
         if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
             raise SigningError(f"{key_path}: unsupported key type (expected EC P-256 or RSA)")
@@ -272,7 +189,7 @@ def _load_private_key(raw: bytes, password: bytes | None, path: Path) -> object:
     except TypeError as exc:
         # Raised both for "encrypted but no passphrase" and "passphrase given but not encrypted".
         if password is None:
-            raise ConfigError(
+            raise SignerConfigError(
                 f"{path}: the key is encrypted; set passphrase_env or passphrase_file in [signing]"
             ) from exc
         raise SigningError(f"{path}: the key is not encrypted but a passphrase was configured") from exc
@@ -282,35 +199,6 @@ def _load_private_key(raw: bytes, password: bytes | None, path: Path) -> object:
         ) from exc
 
 
-def load_certificates(path: str | os.PathLike[str]) -> list[x509.Certificate]:
-    """All certificates in a PEM file (or one DER certificate)."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"certificate file {path} cannot be read ({exc.strerror})") from exc
-    try:
-        if b"-----BEGIN CERTIFICATE-----" in raw:
-            return x509.load_pem_x509_certificates(raw)
-        return [x509.load_der_x509_certificate(raw)]
-    except ValueError as exc:
-        raise ConfigError(f"{path}: not an X.509 certificate in PEM or DER form") from exc
-
-
-def order_chain(leaf: x509.Certificate, pool: list[x509.Certificate]) -> tuple[x509.Certificate, ...]:
-    """Order issuer certificates from the leaf's issuer up to the root; drop unrelated ones."""
-    ordered: list[x509.Certificate] = []
-    current = leaf
-    remaining = [c for c in pool if c != leaf]
-    while remaining and current.issuer != current.subject:
-        parent = next((c for c in remaining if c.subject == current.issuer), None)
-        if parent is None:
-            break
-        ordered.append(parent)
-        remaining.remove(parent)
-        current = parent
-    return tuple(ordered)
-
-
 def _resolve(root: Path, value: str | None) -> str | None:
     if value is None:
         return None
@@ -318,29 +206,20 @@ def _resolve(root: Path, value: str | None) -> str | None:
     return str(path if path.is_absolute() else root / path)
 
 
-def _signing_section(data: "DataDir") -> tuple[dict | None, str]:
-    """The ``[signing]`` table of ``<data>/ketqua.toml`` (None when absent) and the file's name for messages.
+def signer_spec_from_table(
+    section: dict | None, base_dir: Path, keys_dir: Path, *, source: str = "ketqua.toml"
+) -> SignerSpec:
+    """The signer a ``[signing]`` table asks for (None: no table), else the development PKI in ``keys_dir``.
 
-    The engine's reader checks the whole file (this section through :func:`signing_problems`) first.
+    Relative paths resolve against ``base_dir``. The development PKI is created on
+    first use, so a fresh data folder can sign (every artefact then says DEVELOPMENT).
+    Reading the configuration file is the caller's job.
     """
-    from engine.config import read_config_file
-
-    config, source = read_config_file(data)
-    return (config or {}).get("signing"), source
-
-
-def load_signer_spec(data: "DataDir") -> SignerSpec:
-    """The configured signer (``[signing]`` in ``<data>/ketqua.toml``), else the development PKI.
-
-    The development PKI is created on first use, so a fresh data folder can sign
-    (every artefact then says DEVELOPMENT).
-    """
-    section, source = _signing_section(data)
     # A table naming only the time-stamping authority keeps the development signer;
     # an empty one is still a configured signer (and fails when opened: no key named).
     if section is not None and (not section or set(section) - _TSA_KEYS):
-        return spec_from_config(section, data.root, source=source)
-    pki = ensure_development_pki(data.keys)
+        return spec_from_config(section, base_dir, source=source)
+    pki = ensure_development_pki(keys_dir)
     return SignerSpec(
         kind="file",
         key=str(pki.signer_key),
@@ -349,20 +228,11 @@ def load_signer_spec(data: "DataDir") -> SignerSpec:
     )
 
 
-def load_timestamper(data: "DataDir") -> "TimeStamperLike | None":
-    """The time-stamper for PAdES B-T from ``[signing] tsa_url``/``tsa``; None (B-B) when neither is set.
-
-    The object is picklable, so certificate worker processes receive it as is.
-    """
-    section, source = _signing_section(data)
-    return timestamper_from_config(section or {}, data.keys, source=source)
-
-
-def timestamper_from_config(section: dict, keys_dir: Path, *, source: str = "ketqua.toml") -> "TimeStamperLike | None":
+def timestamper_from_config(section: dict, keys_dir: Path, *, source: str = "ketqua.toml") -> TimeStamperLike | None:
     """Build the time-stamper a ``[signing]`` table asks for (see the module docstring)."""
     problems = _tsa_problems(section)
     if problems:
-        raise ConfigError(f"{source}: " + "; ".join(f"[signing] {key}: {message}" for key, message in problems))
+        raise SignerConfigError(f"{source}: " + "; ".join(f"[signing] {key}: {message}" for key, message in problems))
     url, tsa = section.get("tsa_url"), section.get("tsa")
     if url is not None:
         from pyhanko.sign.timestamps import HTTPTimeStamper
@@ -372,8 +242,6 @@ def timestamper_from_config(section: dict, keys_dir: Path, *, source: str = "ket
         return HTTPTimeStamper(url, timeout=_TSA_TIMEOUT_S)
     if tsa is None:
         return None
-    from signing.pades import development_timestamper
-
     pki = ensure_development_pki(keys_dir)
     # DEVELOPMENT: the lab's own machine vouches for the time; tokens name a DEVELOPMENT TSA
     # and verifiers say so. Tests and demos only.
@@ -407,7 +275,7 @@ def _tsa_problems(section: dict) -> list[tuple[str, str]]:
 def signing_problems(section: dict) -> tuple[set[str], list[tuple[str, str]]]:
     """The settings ``[signing]`` knows and every problem of their values, without opening any key.
 
-    The engine's configuration check calls this for the whole file at once (see ``engine.config.SECTIONS``).
+    The engine's configuration check calls this for the whole file at once.
     """
     problems: list[tuple[str, str]] = []
     for secret_like in _SECRETS:
@@ -432,11 +300,11 @@ def signing_problems(section: dict) -> tuple[set[str], list[tuple[str, str]]]:
 def spec_from_config(section: dict, root: Path, *, source: str = "ketqua.toml") -> SignerSpec:
     """Build a :class:`SignerSpec` from a ``[signing]`` table; paths relative to ``root``."""
     if not isinstance(section, dict):
-        raise ConfigError(f"{source}: [signing] must be a table")
+        raise SignerConfigError(f"{source}: [signing] must be a table")
     known, problems = signing_problems(section)
     problems += [(key, f"unknown setting (known: {', '.join(sorted(_KNOWN))})") for key in sorted(set(section) - known)]
     if problems:
-        raise ConfigError(f"{source}: " + "; ".join(f"[signing] {key}: {message}" for key, message in problems))
+        raise SignerConfigError(f"{source}: " + "; ".join(f"[signing] {key}: {message}" for key, message in problems))
     kind = section.get("kind", "file")
     chain = section.get("chain", ())
     if isinstance(chain, str):

@@ -37,16 +37,14 @@ import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from asn1crypto import algos, cms, core, tsp
 from asn1crypto import x509 as asn1_x509
 from cryptography.hazmat.primitives import serialization
 
-from engine.errors import SigningError
-
-if TYPE_CHECKING:
-    from signing.keys import Signer
+from signing.errors import SigningError
+from signing.signer import Signer
 
 __all__ = ["PadesSigner", "SignatureSlot", "TimeStamperLike", "pdf_date", "DevelopmentTimeStamper", "development_timestamper"]
 

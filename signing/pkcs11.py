@@ -18,17 +18,14 @@ import hashlib
 import hmac
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from engine.errors import ConfigError, SigningError
-from signing.keys import CertifiedSigner, load_certificates, order_chain, same_public_key
-
-if TYPE_CHECKING:
-    from signing.keys import SignerSpec
+from signing.errors import SignerConfigError, SigningError
+from signing.signer import CertifiedSigner, load_certificates, order_chain, same_public_key
 
 # python-pkcs11 initialises a module once per process; loading it again fails.
 _LIBRARIES: dict[str, Any] = {}
@@ -46,14 +43,14 @@ def _library(module: str) -> Any:
     try:
         import pkcs11
     except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise ConfigError("PKCS#11 signing needs python-pkcs11 (pip install python-pkcs11)") from exc
+        raise SignerConfigError("PKCS#11 signing needs python-pkcs11 (pip install python-pkcs11)") from exc
     with _LIBRARY_LOCK:
         lib = _LIBRARIES.get(module)
         if lib is None:
             try:
                 lib = pkcs11.lib(module)
             except (RuntimeError, OSError, pkcs11.PKCS11Error) as exc:
-                raise ConfigError(f"PKCS#11 module {module} cannot be loaded ({exc})") from exc
+                raise SignerConfigError(f"PKCS#11 module {module} cannot be loaded ({exc})") from exc
             _LIBRARIES[module] = lib
         return lib
 
@@ -99,55 +96,59 @@ class Pkcs11Signer(CertifiedSigner):
         return f"Pkcs11Signer({self._source!r}, {self._cert.subject.rfc4514_string()!r}, {self._algorithm})"
 
 
-def open_pkcs11_signer(spec: "SignerSpec") -> Pkcs11Signer:
-    """Log in to the token named by ``spec`` and find the private key (and certificate) by label."""
+def open_pkcs11_signer(
+    *, module: str, token: str, key_label: str, pin: bytes | None, certificate: str | None = None, chain: tuple[str, ...] = ()
+) -> Pkcs11Signer:
+    """Log in to ``token`` of the PKCS#11 ``module`` with ``pin`` and find the private key (and certificate) by label.
+
+    ``certificate`` and ``chain`` are PEM/DER file paths; without ``certificate``
+    the token's certificate stored under ``key_label`` is used. The caller
+    (:meth:`signing.keys.SignerSpec.open`) reads the PIN from its configured source.
+    """
     import pkcs11
     from pkcs11 import Attribute, ObjectClass
 
-    if not (spec.module and spec.token and spec.key_label):
-        raise ConfigError("[signing] kind = 'pkcs11' needs module, token and key_label")
-    source = f"PKCS#11 token '{spec.token}' key '{spec.key_label}'"
-    pin = spec.secret(spec.pin_env, spec.pin_file, "token PIN")
-    lib = _library(spec.module)
+    source = f"PKCS#11 token '{token}' key '{key_label}'"
+    lib = _library(module)
     try:
-        token = lib.get_token(token_label=spec.token)
+        slot_token = lib.get_token(token_label=token)
     except pkcs11.NoSuchToken as exc:
-        raise ConfigError(f"no PKCS#11 token labelled '{spec.token}' in {spec.module}") from exc
+        raise SignerConfigError(f"no PKCS#11 token labelled '{token}' in {module}") from exc
     except pkcs11.MultipleTokensReturned as exc:
-        raise ConfigError(f"several PKCS#11 tokens are labelled '{spec.token}'; labels must be unique") from exc
+        raise SignerConfigError(f"several PKCS#11 tokens are labelled '{token}'; labels must be unique") from exc
     try:
-        session = token.open(user_pin=pin.decode("utf-8") if pin is not None else None)
+        session = slot_token.open(user_pin=pin.decode("utf-8") if pin is not None else None)
     except pkcs11.UserAlreadyLoggedIn:
         # PKCS#11 login is per application and token: another signer in this
         # process is logged in already and this session shares that login. The
         # token cannot re-check the PIN now, so compare with the one that
         # succeeded (kept only as a keyed hash) lest a wrong PIN ride along.
-        if _LOGINS.get((spec.module, spec.token)) != _pin_tag(pin):
+        if _LOGINS.get((module, token)) != _pin_tag(pin):
             raise SigningError(f"{source}: the PIN was refused") from None
-        session = token.open()
+        session = slot_token.open()
     except pkcs11.PinIncorrect as exc:
         raise SigningError(f"{source}: the PIN was refused") from exc
     except pkcs11.PKCS11Error as exc:
         raise SigningError(f"{source}: cannot log in ({type(exc).__name__})") from exc
-    _LOGINS[(spec.module, spec.token)] = _pin_tag(pin)
+    _LOGINS[(module, token)] = _pin_tag(pin)
     try:
         try:
-            key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=spec.key_label)
+            key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=key_label)
         except pkcs11.NoSuchKey as exc:
-            raise ConfigError(f"{source}: no private key with that label on the token") from exc
+            raise SignerConfigError(f"{source}: no private key with that label on the token") from exc
         except pkcs11.MultipleObjectsReturned as exc:
-            raise ConfigError(f"{source}: several private keys carry that label") from exc
-        if spec.certificate:
-            cert = load_certificates(spec.certificate)[0]
+            raise SignerConfigError(f"{source}: several private keys carry that label") from exc
+        if certificate:
+            cert = load_certificates(certificate)[0]
         else:
-            found = list(session.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.LABEL: spec.key_label}))
+            found = list(session.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.LABEL: key_label}))
             if not found:
-                raise ConfigError(
+                raise SignerConfigError(
                     f"{source}: no certificate; store one on the token under the same label or set certificate = '<PEM>'"
                 )
             cert = x509.load_der_x509_certificate(bytes(found[0][Attribute.VALUE]))
         _check_pair(key, cert, source)
-        return Pkcs11Signer(session, key, cert, order_chain(cert, spec.chain_certificates()), source=source)
+        return Pkcs11Signer(session, key, cert, order_chain(cert, [c for path in chain for c in load_certificates(path)]), source=source)
     except BaseException:
         session.close()
         raise

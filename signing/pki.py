@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from engine.errors import SigningError
+from signing.errors import SigningError
 
 DEVELOPMENT_MARK = "DEVELOPMENT"
 

@@ -29,8 +29,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from engine.errors import VerificationError
-from signing.keys import PSS_SHA256, same_public_key
+from signing.errors import VerificationError
+from signing.jwk import jwk_public_key
+from signing.signer import PSS_SHA256, same_public_key
 
 _MAX_DEPTH = 6
 
@@ -98,8 +99,6 @@ def load_trust(paths: Iterable[str | os.PathLike[str]]) -> TrustSet:
 
 def certificates_from_jwks(document: object, source: str = "JWKS") -> tuple[list[x509.Certificate], list[dict[str, Any]]]:
     """The ``x5c`` signer certificates of a JWK Set, and the keys that have none; ``bad-jwks`` when malformed."""
-    from signing.jws import _jwk_public_key
-
     keys = document.get("keys") if isinstance(document, Mapping) else None
     if not isinstance(keys, list) or not keys or not all(isinstance(k, Mapping) for k in keys):
         raise VerificationError(f"{source}: not a JWK Set (expected a JSON object with a non-empty \"keys\" list)", reason="bad-jwks")
@@ -107,7 +106,7 @@ def certificates_from_jwks(document: object, source: str = "JWKS") -> tuple[list
     bare: list[dict[str, Any]] = []
     for jwk in keys:
         name = f"{source}: key {jwk.get('kid')!r}"
-        public = _jwk_public_key(jwk)
+        public = jwk_public_key(jwk)
         if public is None:
             raise VerificationError(f"{name} is not an EC P-256 or RSA key", reason="bad-jwks")
         x5c = jwk.get("x5c")

@@ -1,7 +1,7 @@
 """Offline verification of everything ketqua signs: JWS results, HC1 QR payloads, PAdES PDFs.
 
 Each ``verify_*`` function returns a :class:`VerificationReport` (what was
-signed, by whom, when) or raises :class:`engine.errors.VerificationError`
+signed, by whom, when) or raises :class:`signing.errors.VerificationError`
 whose ``reason`` names the failed check:
 
 ====================  =========================================================
@@ -36,10 +36,10 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from engine.errors import VerificationError
+from signing.errors import VerificationError
 from signing.hc1 import decode_hc1
 from signing.jws import verify_compact_report
-from signing.keys import certificate_kid
+from signing.signer import certificate_kid
 from signing.pki import is_development
 from signing.trust import CertificateSource, as_certificates, validate_chain, verify_raw_signature
 

@@ -98,7 +98,8 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def _print_chain(data: Any, *, as_json: bool) -> int:
-    from signing.keys import load_certificates, load_signer_spec
+    from engine.signer import load_signer_spec
+    from signing.keys import load_certificates
 
     spec = load_signer_spec(data)
     signer = spec.open()

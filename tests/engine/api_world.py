@@ -23,7 +23,8 @@ from engine.datadir import DataDir
 from engine.ledger import Ledger, PlateCommit, SignedResult
 from engine.results import build_payload, result_id, sign_payload
 from engine.tokens import add_token
-from signing.keys import Signer, load_signer_spec
+from engine.signer import load_signer_spec
+from signing.keys import Signer
 
 _ISSUED = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 LAB = Lab(id="VN-79-TEST", name="Phòng xét nghiệm thử (DEVELOPMENT)", licence="TEST-79")

@@ -295,7 +295,7 @@ def test_key_rotation_keeps_older_results_verifiable(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from signing.keys import load_signer_spec
+    from engine.signer import load_signer_spec
     from signing.pki import issue_leaf
 
     w = make_world(tmp_path / "lab")

@@ -514,7 +514,7 @@ def test_readme_configuration_example_is_accepted(data_dir: DataDir) -> None:
 
     from engine.api import api_config
     from engine.config import load_config
-    from signing.keys import load_signer_spec, load_timestamper
+    from engine.signer import load_signer_spec, load_timestamper
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     (example,) = re.findall(r"## Configuration\n.*?```toml\n(.*?)```", readme, re.S)

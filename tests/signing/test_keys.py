@@ -14,8 +14,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from engine.datadir import DataDir
-from engine.errors import ConfigError, SigningError
-from signing.keys import FileKeySigner, Signer, SignerSpec, certificate_kid, load_signer_spec
+from engine.errors import ConfigError
+from signing.errors import SignerConfigError, SigningError
+from engine.signer import load_signer_spec
+from signing.keys import FileKeySigner, Signer, SignerSpec, certificate_kid
 from signing.pki import ensure_development_pki, issue_leaf
 
 PASSPHRASE = "correct horse battery staple"
@@ -130,7 +132,7 @@ def test_encrypted_pkcs8_with_passphrase_from_environment(dev_pki, tmp_path: Pat
         spec.open()
     assert "zebra-77-quux" not in str(info.value) and "signer.p8" in str(info.value)
     monkeypatch.delenv("KETQUA_TEST_PASSPHRASE")
-    with pytest.raises(ConfigError, match="KETQUA_TEST_PASSPHRASE"):
+    with pytest.raises(SignerConfigError, match="KETQUA_TEST_PASSPHRASE"):
         spec.open()
 
 
@@ -199,7 +201,6 @@ def test_keys_folder_is_private(tmp_path: Path) -> None:
 
 def test_file_key_ecdsa_signatures_are_deterministic(tmp_path) -> None:
     """ES256 signing uses RFC 6979 nonces, so re-signing the same bytes after a crash gives identical signatures."""
-    from signing.keys import load_signer_spec
     from engine.datadir import DataDir
 
     signer = load_signer_spec(DataDir.at(tmp_path).create()).open()
@@ -212,7 +213,7 @@ def test_time_stamping_authority_configuration(tmp_path: Path) -> None:
     """[signing] tsa_url gives a picklable HTTP RFC 3161 client, tsa = "development" the DEVELOPMENT TSA, neither gives B-B; mistakes are named."""
     from pyhanko.sign.timestamps import HTTPTimeStamper
 
-    from signing.keys import load_timestamper
+    from engine.signer import load_timestamper
     from signing.pades import DevelopmentTimeStamper
 
     data = DataDir.at(tmp_path)

@@ -9,7 +9,7 @@ import pytest
 
 from cryptography.hazmat.primitives import hashes
 
-from engine.errors import ConfigError, SigningError, VerificationError
+from signing.errors import SignerConfigError, SigningError, VerificationError
 from signing.canonical import canonical_json
 from signing.hc1 import sign_hc1
 from signing.jws import sign_compact, verify_compact
@@ -77,7 +77,7 @@ def test_pkcs11_wrong_pin_is_refused_without_echoing_it(softhsm_signer: SoftHsmS
 def test_pkcs11_unknown_key_label_names_the_label(softhsm_signer: SoftHsmSigner) -> None:
     """A key label that is not on the token gives a configuration error naming token and label."""
     spec = SignerSpec(**{**softhsm_signer.spec.__dict__, "key_label": "no-such-key"})
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(SignerConfigError) as info:
         spec.open()
     assert "no-such-key" in str(info.value)
 

@@ -25,7 +25,7 @@ from signing.canonical import canonical_json
 from signing.dcc import test_entry as dcc_test_entry
 from signing.hc1 import sign_hc1
 from signing.jws import sign_compact
-from signing.keys import load_signer_spec
+from engine.signer import load_signer_spec
 from signing.pki import ensure_development_pki
 from signing.verify import verify_pdf
 from tests import shared

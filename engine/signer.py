@@ -1,0 +1,51 @@
+"""The engine's side of signing: read ``[signing]`` from ``<data>/ketqua.toml`` and lay keys in the data folder.
+
+``signing/`` knows nothing of ketqua's configuration file or data folder; it
+builds a :class:`~signing.keys.SignerSpec` or a time-stamper from a plain table
+and plain paths. This module supplies them, and maps a configuration mistake
+found in the table (``SignerConfigError``) to the engine's ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from engine.config import read_config_file
+from engine.datadir import DataDir
+from engine.errors import ConfigError
+from signing.errors import SignerConfigError
+from signing.keys import SignerSpec, signer_spec_from_table, timestamper_from_config
+
+if TYPE_CHECKING:
+    from signing.pades import TimeStamperLike
+
+
+def _signing_section(data: DataDir) -> tuple[dict[str, Any] | None, str]:
+    """The ``[signing]`` table (None when absent) and the file's name for messages; the whole file is checked first."""
+    config, source = read_config_file(data)
+    return (config or {}).get("signing"), source
+
+
+def load_signer_spec(data: DataDir) -> SignerSpec:
+    """The configured signer (``[signing]`` in ``<data>/ketqua.toml``), else the development PKI of ``<data>/keys``.
+
+    The development PKI is created on first use, so a fresh data folder can sign
+    (every artefact then says DEVELOPMENT).
+    """
+    section, source = _signing_section(data)
+    try:
+        return signer_spec_from_table(section, data.root, data.keys, source=source)
+    except SignerConfigError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def load_timestamper(data: DataDir) -> "TimeStamperLike | None":
+    """The time-stamper for PAdES B-T from ``[signing] tsa_url``/``tsa``; None (B-B) when neither is set.
+
+    The object is picklable, so certificate worker processes receive it as is.
+    """
+    section, source = _signing_section(data)
+    try:
+        return timestamper_from_config(section or {}, data.keys, source=source)
+    except SignerConfigError as exc:
+        raise ConfigError(str(exc)) from exc
