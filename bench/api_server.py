@@ -69,7 +69,7 @@ def bare_app(ledger_path: Path) -> web.Application:
 
 async def _serve(mode: str, data: Path) -> None:
     if mode == "ketqua":
-        from engine.api import create_app, serve
+        from engine.api.app import create_app, serve
         from engine.datadir import DataDir
 
         runner = await serve(create_app(DataDir.at(data)), port=0)

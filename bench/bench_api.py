@@ -40,8 +40,8 @@ CLIENTS = 50
 
 def fill_ledger(ctx: Context, n: int) -> tuple[Path, list[str]]:
     """Commit ``n`` signed results, one ledger transaction per 3,840-result plate; returns (data dir, ids)."""
-    from engine.ledger import Ledger, PlateCommit, SignedResult
-    from engine.results import sign_payload
+    from engine.ledger.sqlite import Ledger, PlateCommit, SignedResult
+    from engine.results.signed import sign_payload
 
     k = common.keys(ctx)
     ledger = Ledger.open(k.data_dir / "ledger.sqlite3")
@@ -185,13 +185,13 @@ def _percentile(values: list[float], q: float) -> float:
 @stage(
     "api",
     "pull API (NDJSON feed, single GET at 50 clients) vs bare aiohttp",
-    requires=("engine.api", "engine.ledger", "engine.tokens", "engine.results", "signing.hc1", "engine.demo"),
+    requires=("engine.api.app", "engine.ledger.sqlite", "engine.api.tokens", "engine.results.signed", "signing.hc1", "engine.demo"),
     order=70,
 )
 def run(ctx: Context) -> list[Figure]:
     import aiohttp
 
-    from engine.tokens import add_token
+    from engine.api.tokens import add_token
 
     n = int(ctx.scale(2000, 40_000))
     gets = int(ctx.scale(1000, 20_000)) // CLIENTS * CLIENTS
@@ -214,7 +214,7 @@ def run(ctx: Context) -> list[Figure]:
         pull_bare = lambda: loop.run_until_complete(pull_all(session, f"{bare.base}/bare/results", ndjson, cursor_param="after", first="0", page=page, expect=n))  # noqa: E731
         figures = [
             compare("NDJSON feed, whole ledger, one client", unit="results", amount=n, candidate=pull_ours, baseline=pull_bare,
-                    repeats=ctx.heavy_repeats, candidate_label="engine.api GET /v1/results (NDJSON)", baseline_label="bare aiohttp + sqlite3",
+                    repeats=ctx.heavy_repeats, candidate_label="engine.api.app GET /v1/results (NDJSON)", baseline_label="bare aiohttp + sqlite3",
                     aim="≥ 100k results/s", extra={"page": page, "results": n}),
         ]
         lat_ours: list[float] = []
@@ -227,7 +227,7 @@ def run(ctx: Context) -> list[Figure]:
         lat_ours.clear()
         lat_bare.clear()
         fig = compare(f"single GET by id, {CLIENTS} concurrent clients", unit="requests", amount=gets, candidate=get_ours, baseline=get_bare,
-                      repeats=ctx.heavy_repeats, candidate_label="engine.api GET /v1/results/{id}", baseline_label="bare aiohttp + sqlite3",
+                      repeats=ctx.heavy_repeats, candidate_label="engine.api.app GET /v1/results/{id}", baseline_label="bare aiohttp + sqlite3",
                       aim="p99 < 10 ms", warmup=False)
         fig.extra.update(
             {

@@ -78,7 +78,7 @@ def naive_certificate(result: dict[str, Any], hc1: str, ph_signer: Any) -> bytes
 
 
 def _items(ctx: Context, n: int) -> list[tuple[dict[str, Any], str]]:
-    from engine.results import expiry, parse_instant
+    from engine.results.signed import expiry, parse_instant
     from signing.dcc import test_entry
     from signing.hc1 import sign_hc1
 
@@ -92,11 +92,11 @@ def _items(ctx: Context, n: int) -> list[tuple[dict[str, Any], str]]:
 @stage(
     "certificates",
     "signed certificate PDFs (render + QR + PAdES) vs naive reportlab + segno + pyHanko",
-    requires=("engine.certificates", "signing.pades", "signing.hc1", "signing.dcc", "engine.results", "engine.demo"),
+    requires=("engine.certificates.writer", "signing.pades", "signing.hc1", "signing.dcc", "engine.results.signed", "engine.demo"),
     order=50,
 )
 def run(ctx: Context) -> list[Figure]:
-    from engine.certificates import CertificateWriter, render_certificate
+    from engine.certificates.writer import CertificateWriter, render_certificate
     from signing.pades import PadesSigner
 
     k = common.keys(ctx)
@@ -108,11 +108,11 @@ def run(ctx: Context) -> list[Figure]:
     name = k.signer.certificate.subject.rfc4514_string()
     now = datetime.now(UTC)
 
-    import engine.certificates as certificates
+    import engine.certificates.writer as certificates
 
     if hasattr(certificates, "sign_certificate"):
         # The writer's own one-pass path: signature reserved while the page is written, filled in place.
-        label = "engine.certificates.sign_certificate"
+        label = "engine.certificates.writer.sign_certificate"
 
         def one_ours(item: tuple[dict[str, Any], str]) -> bytes:
             return certificates.sign_certificate(item[0], item[1], ours, signer_name=name, signed_at=now)
@@ -163,7 +163,7 @@ def run(ctx: Context) -> list[Figure]:
             candidate=pooled,
             baseline=naive_batch,
             repeats=ctx.heavy_repeats,
-            candidate_label="engine.certificates.CertificateWriter.write",
+            candidate_label="engine.certificates.writer.CertificateWriter.write",
             baseline_label="reportlab + segno + pyHanko sign_pdf",
             cores=cores,
             aim="≥ 300/s/core; 3,840 in < 15 s on 2 cores",

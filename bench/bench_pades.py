@@ -22,8 +22,8 @@ from bench.runner import Context, Figure, compare, module_exists, stage
 def certificate_pdf(ctx: Context) -> tuple[bytes, str]:
     """The PDF both sides sign: a rendered result certificate when engine/certificates.py exists,
     else a plain one-page reportlab page of similar size (and the figure says which)."""
-    if module_exists("engine.certificates") and module_exists("signing.hc1"):
-        from engine.certificates import render_certificate
+    if module_exists("engine.certificates.writer") and module_exists("signing.hc1"):
+        from engine.certificates.writer import render_certificate
         from signing.dcc import test_entry
         from signing.hc1 import sign_hc1
 
@@ -31,7 +31,7 @@ def certificate_pdf(ctx: Context) -> tuple[bytes, str]:
         payload = workloads.result_payloads(1, ctx.seed)[0]
         hc1 = sign_hc1(test_entry(payload), k.signer, issued_at=datetime(2026, 11, 29, tzinfo=UTC), expires_at=datetime(2026, 12, 29, tzinfo=UTC))
         pdf = render_certificate(payload, hc1, signer_name="DEVELOPMENT signer", development=True)
-        return pdf, "engine.certificates.render_certificate"
+        return pdf, "engine.certificates.writer.render_certificate"
     from reportlab.lib.pagesizes import A4
     from reportlab.pdfgen import canvas
 

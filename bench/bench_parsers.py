@@ -155,12 +155,12 @@ def _run(ctx: Context) -> list[Figure]:
 
 def _manifest_figure(ctx: Context, plate: workloads.Plate, size: int, repeats: int) -> Figure:
     """Pool manifests (engine.manifest.read_manifest: Arrow read + column-wise validation) vs the raw read."""
-    if not module_exists("engine.manifest"):
-        return skipped("manifest", "engine/manifest.py is not written yet", missing_module="engine.manifest", unit="MB")
+    if not module_exists("engine.intake.manifest"):
+        return skipped("manifest", "engine/manifest.py is not written yet", missing_module="engine.intake.manifest", unit="MB")
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    from engine.manifest import read_manifest
+    from engine.intake.manifest import read_manifest
 
     data = workloads.manifest(plate, target_bytes=size)
     table = read_manifest(data, "bench-manifest.csv")
@@ -173,7 +173,7 @@ def _manifest_figure(ctx: Context, plate: workloads.Plate, size: int, repeats: i
         candidate=lambda: read_manifest(data, "bench-manifest.csv"),
         baseline=lambda: pacsv.read_csv(io.BytesIO(data), convert_options=convert),
         repeats=repeats,
-        candidate_label="engine.manifest.read_manifest",
+        candidate_label="engine.intake.manifest.read_manifest",
         baseline_label="pyarrow.csv.read_csv (strings)",
         aim="≤ 2× raw Arrow",
     )

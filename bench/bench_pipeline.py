@@ -62,7 +62,7 @@ class Run:
     def __init__(self, ctx: Context, tag: str, plates: list[Any]) -> None:
         from engine import demo
         from engine.datadir import DataDir
-        from engine.pipeline import Engine
+        from engine.pipeline.engine import Engine
 
         self.root = ctx.scratch / f"pipeline-{tag}"
         shutil.rmtree(self.root, ignore_errors=True)
@@ -111,7 +111,7 @@ def _measure(ctx: Context, tag: str, plates: list[Any], size: int) -> tuple[floa
     return t_signed, t_certs, summary.specimens, summary.signed
 
 
-@stage("pipeline", "end to end: plate latency and sustained specimens/hour", requires=("engine.pipeline", "engine.demo", "engine.certificates"), order=60)
+@stage("pipeline", "end to end: plate latency and sustained specimens/hour", requires=("engine.pipeline.engine", "engine.demo", "engine.certificates.writer"), order=60)
 def run(ctx: Context) -> list[Figure]:
     from engine import demo
     from signing.canonical import canonical_json
@@ -145,7 +145,7 @@ def run(ctx: Context) -> list[Figure]:
             name=f"{label}: drop → signed JSON committed ({wells}, {specimens} specimens in all)",
             unit="specimens",
             amount=specimens,
-            candidate=timing_from("engine.pipeline.Engine.run_once (no certificates)", signed_t),
+            candidate=timing_from("engine.pipeline.engine.Engine.run_once (no certificates)", signed_t),
             baseline=timing_from("floor: Arrow read + 2 raw ECDSA/result + 1 SQLite txn", floor_t),
             cores=ctx.cores,
             aim="≤ 2 s per 3,840-specimen plate on 2 cores" if n_plates == 1 else "≥ 1M specimens/h",

@@ -19,11 +19,11 @@ from bench.runner import Context, Figure, compare, module_exists, skipped, stage
 @stage(
     "signing",
     "JWS (ES256) and HC1 (COSE/CWT) vs raw ECDSA P-256",
-    requires=("signing.keys", "signing.pki", "signing.canonical", "signing.jws", "engine.results", "engine.demo"),
+    requires=("signing.keys", "signing.pki", "signing.canonical", "signing.jws", "engine.results.signed", "engine.demo"),
     order=30,
 )
 def run(ctx: Context) -> list[Figure]:
-    from engine.results import expiry, parse_instant
+    from engine.results.signed import expiry, parse_instant
     from signing.canonical import canonical_json
     from signing.jws import sign_compact
 

@@ -29,7 +29,7 @@ def keys(ctx: Context) -> Keys:
         from cryptography.hazmat.primitives import serialization
 
         from engine.datadir import DataDir
-        from engine.signer import load_signer_spec
+        from engine.results.signer import load_signer_spec
         from signing.pki import ensure_development_pki
 
         data = DataDir.at(ctx.scratch / "data").create()

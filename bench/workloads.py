@@ -371,7 +371,7 @@ def result_payloads(n: int, seed: int) -> list[dict[str, Any]]:
     """``n`` result payloads (docs/interfaces.md shape, built by ``engine.results.build_payload``)
     for the specimens of simulated 384-well plates: Vietnamese names, real-looking evidence."""
     from engine.config import Lab
-    from engine.results import build_payload, result_id
+    from engine.results.signed import build_payload, result_id
 
     lab = Lab()
     out: list[dict[str, Any]] = []

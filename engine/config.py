@@ -91,7 +91,7 @@ SECTIONS: dict[str, str] = {
     "results": "engine.config:results_problems",
     "logging": "engine.config:logging_problems",
     "signing": "signing.keys:signing_problems",
-    "api": "engine.api:api_problems",
+    "api": "engine.api.app:api_problems",
 }
 
 Problems = list[tuple[str, str]]

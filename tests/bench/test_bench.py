@@ -172,7 +172,7 @@ def test_only_rejects_unknown_stage(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_ketqua_bench_lists_the_same_stages(capsys: pytest.CaptureFixture[str]) -> None:
     """`ketqua bench --list` goes through the CLI discovery and prints every stage."""
-    from engine.cli import main
+    from engine.cli.main import main
 
     assert main(["bench", "--list"]) == 0
     out = capsys.readouterr().out

@@ -17,13 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.api import ApiSettings, create_app, serve
+from engine.api.app import ApiSettings, create_app, serve
 from engine.config import Lab
 from engine.datadir import DataDir
-from engine.ledger import Ledger, PlateCommit, SignedResult
-from engine.results import build_payload, result_id, sign_payload
-from engine.tokens import add_token
-from engine.signer import load_signer_spec
+from engine.ledger.sqlite import Ledger, PlateCommit, SignedResult
+from engine.results.signed import build_payload, result_id, sign_payload
+from engine.api.tokens import add_token
+from engine.results.signer import load_signer_spec
 from signing.keys import Signer
 
 _ISSUED = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
@@ -189,7 +189,7 @@ class ServerThread:
 
 def superseding_plate(world: World, plate_no: int, previous: list[dict[str, Any]]) -> PlateCommit:
     """A retest plate that signs version n+1 of each given feed item (same id, names the version it supersedes)."""
-    from engine.results import corrected_payload
+    from engine.results.signed import corrected_payload
 
     source = f"retest-{plate_no:05d}.csv"
     run_id = hashlib.sha256(source.encode()).hexdigest()

@@ -20,10 +20,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from engine.api import ApiSettings, decode_cursor, encode_cursor, server_ssl_context
+from engine.api.app import ApiSettings, decode_cursor, encode_cursor, server_ssl_context
 from engine.errors import ApiError
-from engine.ledger import Ledger
-from engine.tokens import revoke_token, token_id
+from engine.ledger.sqlite import Ledger
+from engine.api.tokens import revoke_token, token_id
 from tests.engine.api_world import ServerThread, World, commit, make_world, signed_plate, superseding_plate, token
 
 NDJSON = "application/x-ndjson"
@@ -243,7 +243,7 @@ def test_fhir_bundle_endpoint(server: ServerThread, results_token: str) -> None:
     item = json.loads(server.request("/v1/results?limit=1", results_token)[2])["items"][0]
     status, headers, body = server.request(f"/v1/results/{item['id']}/fhir", results_token)
     try:
-        import engine.payloads  # noqa: F401
+        import engine.results.payloads  # noqa: F401
     except ImportError:
         assert status == 503
         return
@@ -478,7 +478,7 @@ def test_mutual_tls_requires_a_client_certificate_and_logs_its_subject(
 
 def test_byte_feed_equals_the_ledger_reference_items(tmp_path: Path) -> None:
     """FeedReader's byte-assembled items equal item_json over Ledger.feed_page rows (versions, certificates included)."""
-    from engine.feed import FeedReader, item_json
+    from engine.api.feed import FeedReader, item_json
 
     w = make_world(tmp_path)
     commit(w, signed_plate(w, 1, 6))
@@ -506,7 +506,7 @@ def test_row_needing_json_escapes_takes_the_safe_path(tmp_path: Path) -> None:
     """A stored field holding a quote or backslash is JSON-escaped, so the item stays valid JSON."""
     import sqlite3
 
-    from engine.feed import FeedReader
+    from engine.api.feed import FeedReader
 
     w = make_world(tmp_path)
     commit(w, signed_plate(w, 1, 2))
@@ -527,7 +527,7 @@ def test_api_table_of_ketqua_toml_sets_limits_and_mutual_tls(tmp_path: Path) -> 
     """[api] in ketqua.toml sets the rate limit and turns on mutual TLS for serve(); the pull client works over it."""
     import asyncio
 
-    from engine.client import PullClient, client_ssl_context, read_results
+    from engine.client.puller import PullClient, client_ssl_context, read_results
 
     w = make_world(tmp_path / "lab")
     commit(w, signed_plate(w, 1, 5))
@@ -537,7 +537,7 @@ def test_api_table_of_ketqua_toml_sets_limits_and_mutual_tls(tmp_path: Path) -> 
         f'tls_certificate = "{files["server_cert"]}"\ntls_key = "{files["server_key"]}"\ntls_client_ca = "{files["ca"]}"\n',
         encoding="utf-8",
     )
-    from engine.api import api_config
+    from engine.api.app import api_config
 
     settings, tls = api_config(w.data)
     assert (settings.rate_per_s, settings.burst, tls.verify_mode if tls else None) == (1000.0, 3, ssl.CERT_REQUIRED)
@@ -560,7 +560,7 @@ def test_api_table_of_ketqua_toml_sets_limits_and_mutual_tls(tmp_path: Path) -> 
 
 def test_api_table_errors_name_the_setting(tmp_path: Path) -> None:
     """A wrong [api] value is a ConfigError naming the key and what is expected."""
-    from engine.api import api_config
+    from engine.api.app import api_config
     from engine.errors import ConfigError
 
     w = make_world(tmp_path)

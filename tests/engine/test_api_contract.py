@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
-from engine.api import create_app
-from engine.openapi import document
+from engine.api.app import create_app
+from engine.api.openapi import document
 from tests.engine.api_world import ServerThread, World, commit, make_world, signed_plate, token
 
 DOC = document()

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.assays import available_profiles, load_profile, normalise_target, profile_for
+from engine.rules.assays import available_profiles, load_profile, normalise_target, profile_for
 from engine.errors import AssayError
 from engine.model import well_table
 from tests import shared

@@ -24,9 +24,9 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
 
-from engine.certificate_layout import REPERTOIRE
-from engine.certificate_qr import qr_modules
-from engine.certificates import (
+from engine.certificates.layout import REPERTOIRE
+from engine.certificates.qr import qr_modules
+from engine.certificates.writer import (
     CertificateWriter,
     certificate_filename,
     mask_national_id,

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main
+from engine.cli.main import main
 from engine.datadir import DataDir
 from engine.demo import manifest_csv, quantstudio_text, simulate_plate, write_atomically
-from engine.pipeline import Engine
+from engine.pipeline.engine import Engine
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIRED = {"id", "version", "specimen_id", "status", "payload", "jws", "hc1", "certificate", "supersedes"}

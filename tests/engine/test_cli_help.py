@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from engine.cli import build_parser, main
+from engine.cli.main import build_parser, main
 from tests import shared
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from engine.cli import main
-from engine.client import PullClient, read_results
+from engine.cli.main import main
+from engine.client.puller import PullClient, read_results
 from engine.errors import ApiError, VerificationError
 from signing.pki import ensure_development_pki
 from tests.engine.api_world import ServerThread, World, commit, make_world, signed_plate, superseding_plate, token
@@ -222,7 +222,7 @@ def test_concurrent_ingest_and_pulls_give_every_result_exactly_once(tmp_path: Pa
     done = threading.Event()
 
     def ingest() -> None:
-        from engine.ledger import Ledger
+        from engine.ledger.sqlite import Ledger
 
         with Ledger.open(w.ledger_path) as ledger:
             for plate in plates:
@@ -258,7 +258,7 @@ def test_concurrent_ingest_and_pulls_give_every_result_exactly_once(tmp_path: Pa
 
 def test_follow_stops_when_the_token_is_revoked(served, tmp_path: Path) -> None:
     """--follow retries transient failures but stops with HTTP 401 once its token is revoked."""
-    from engine.tokens import revoke_token, token_id
+    from engine.api.tokens import revoke_token, token_id
 
     w, s, tok = served
     mine = token(w, "read:results", name="follower")
@@ -295,7 +295,7 @@ def test_key_rotation_keeps_older_results_verifiable(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from engine.signer import load_signer_spec
+    from engine.results.signer import load_signer_spec
     from signing.pki import issue_leaf
 
     w = make_world(tmp_path / "lab")

@@ -20,7 +20,7 @@ from cryptography import x509
 
 from engine.datadir import DataDir
 from engine.demo import manifest_csv, quantstudio_text, simulate_plate, write_atomically
-from engine.ledger import Ledger
+from engine.ledger.sqlite import Ledger
 from signing.jws import verify_compact
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +43,7 @@ def _fork_engine(root: Path) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
-            from engine.pipeline import Engine, run_service
+            from engine.pipeline.engine import Engine, run_service
 
             engine = Engine(DataDir.at(root), workers=1, certificates=False)
             run_service(engine, port=None)
@@ -117,7 +117,7 @@ def test_random_kill_9_rounds_lose_nothing_and_duplicate_nothing(tmp_path: Path,
     root = tmp_path / "data"
     shutil.copytree(dev_keys, root / "keys")
     data = DataDir.at(root).create()
-    from engine.plate import warm_up
+    from engine.pipeline.plate import warm_up
 
     warm_up()  # inherited by every forked round
     data.config.write_text("[intake]\nstable_seconds = 0.0\npoll_seconds = 0.02\nrescan_seconds = 0.2\nbackoff_seconds = 0.05\n", encoding="utf-8")

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.cli import main
+from engine.cli.main import main
 from engine.csvsafe import DictWriter, neutralise
 from engine.datadir import DataDir
-from engine.ledger import Ledger, PlateCommit
+from engine.ledger.sqlite import Ledger, PlateCommit
 from engine.pooling.designs import Design
 from engine.pooling.worklist import write_worklist
 

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from engine.cli import main
+from engine.cli.main import main
 from engine.datadir import DataDir
 from engine.demo import manifest_csv, quantstudio_text, simulate_plate
 from engine.errors import VerificationError
-from engine.ledger import Ledger
-from engine.pipeline import Engine
+from engine.ledger.sqlite import Ledger
+from engine.pipeline.engine import Engine
 from signing.jws import verify_compact
 
 SEED = 7

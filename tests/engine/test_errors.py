@@ -11,7 +11,7 @@ import pytest
 import engine.errors as errors
 import parsers.errors
 import signing.errors
-from engine.cli import main
+from engine.cli.main import main
 
 
 def test_parse_and_signing_errors_are_their_packages_own_and_reexported() -> None:
@@ -48,7 +48,7 @@ def test_cli_reports_a_signer_error_as_a_message(tmp_path: Path) -> None:
 @pytest.mark.parametrize("raised", [errors.ParseError("x.csv: bad", line=3), errors.VerificationError("bad signature")])
 def test_cli_reports_parse_and_verification_errors_as_messages(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, raised: Exception) -> None:
     """Whatever command raises a ParseError or VerificationError, the CLI prints 'ketqua <command>: <message>' and exits 1."""
-    import engine.commands.keys as keys_command
+    import engine.cli.commands.keys as keys_command
 
     def boom(args: object) -> int:
         raise raised

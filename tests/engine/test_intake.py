@@ -10,8 +10,8 @@ import pytest
 
 from engine.config import IntakeSettings
 from engine.datadir import DataDir
-from engine.intake import Intake, ignored
-from engine.ledger import Ledger
+from engine.intake.watcher import Intake, ignored
+from engine.ledger.sqlite import Ledger
 
 
 class Clock:
@@ -116,7 +116,7 @@ def test_disk_full_is_retried_then_parked_never_deleted(intake: Intake, clock: C
     """A file that cannot be archived (disk full) is retried with backoff, then parked with an event, and stays in the inbox."""
     import errno
 
-    import engine.intake as intake_module
+    import engine.intake.watcher as intake_module
 
     calls = []
 
@@ -139,7 +139,7 @@ def test_disk_full_is_retried_then_parked_never_deleted(intake: Intake, clock: C
 
 def _leases_work(folder: Path) -> bool:
     """Whether this filesystem answers read-lease requests (the open-for-writing test); else those tests skip."""
-    from engine.intake import open_for_writing
+    from engine.intake.watcher import open_for_writing
 
     probe = folder / ".lease-probe"
     probe.write_bytes(b"x")
@@ -210,7 +210,7 @@ def test_file_held_open_for_writing_is_never_taken(intake: Intake, clock: Clock)
 
 def test_file_that_grows_while_it_is_archived_is_neither_recorded_nor_removed(intake: Intake, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
     """A writer that comes back while the bytes are hashed and archived: nothing recorded, the file stays, and it is taken whole later."""
-    import engine.intake as intake_module
+    import engine.intake.watcher as intake_module
 
     path = intake.data.inbox / "plate.txt"
     path.write_bytes(b"first part\n")
@@ -345,7 +345,7 @@ def test_symlink_swapped_in_after_listing_is_not_followed(intake: Intake, tmp_pa
 
 def test_backfill_refuses_empty_and_quarantines_cut_files(data_dir: DataDir, tmp_path: Path) -> None:
     """``ingest_paths`` says why it does not take an empty file, and quarantines a cut one as truncated."""
-    from engine.pipeline import Engine
+    from engine.pipeline.engine import Engine
 
     folder = tmp_path / "old-runs"
     folder.mkdir()
@@ -365,7 +365,7 @@ def test_backfill_refuses_empty_and_quarantines_cut_files(data_dir: DataDir, tmp
 
 def test_engine_quarantines_a_cut_inbox_file_with_a_readable_report(data_dir: DataDir) -> None:
     """A one-shot run (nothing is still writing) quarantines a cut export at once, through the engine's quarantine report."""
-    from engine.pipeline import Engine
+    from engine.pipeline.engine import Engine
 
     whole = (Path(__file__).resolve().parents[1] / "data" / "quantstudio_7500_results.txt").read_bytes()
     cut = next(n for n in range(len(whole) // 2, len(whole)) if whole[n - 1 : n] not in (b"\r", b"\n"))

@@ -36,11 +36,11 @@ from typing import IO
 
 import pytest
 
-import engine.intake as intake_module
+import engine.intake.watcher as intake_module
 from engine.config import Config, IntakeSettings
 from engine.datadir import DataDir
-from engine.intake import Intake
-from engine.ledger import Ledger
+from engine.intake.watcher import Intake
+from engine.ledger.sqlite import Ledger
 from parsers import incomplete
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -230,7 +230,7 @@ def test_hundreds_of_partial_writes_never_record_a_fragment(tmp_path: Path, monk
 # ---------------------------------------------------------------------- against the running service
 @contextlib.contextmanager
 def _service(data: DataDir, **intake: float) -> Iterator[None]:
-    from engine.pipeline import Engine, serve
+    from engine.pipeline.engine import Engine, serve
 
     engine = Engine(data, workers=0, certificates=False)
     engine.config = Config(intake=IntakeSettings(poll_seconds=0.05, rescan_seconds=0.5, **intake))

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ParseError, SigningError
-from engine.payloads import (
+from engine.results.payloads import (
     LOINC_SARS_COV_2_RNA,
     OUTCOME_SNOMED,
     RESULT_FIELDS,

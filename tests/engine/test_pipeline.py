@@ -16,8 +16,8 @@ import pytest
 
 from engine.datadir import DataDir
 from engine.demo import SimulatedPlate, manifest_csv, quantstudio_text, retest_plate, simulate_plate, write_atomically
-from engine.ledger import Ledger
-from engine.pipeline import Engine, serve
+from engine.ledger.sqlite import Ledger
+from engine.pipeline.engine import Engine, serve
 
 
 def _plate(seed: int) -> SimulatedPlate:
@@ -318,7 +318,7 @@ def _die_once(job: object) -> object:
     """Stand-in worker function: the first call kills its worker process outright, later calls work."""
     import os
 
-    from engine.plate import process_plate
+    from engine.pipeline.plate import process_plate
 
     flag = Path(job.archive_path).parent.parent / "died-once"  # type: ignore[attr-defined]
     if not flag.exists():
@@ -329,7 +329,7 @@ def _die_once(job: object) -> object:
 
 def test_a_killed_worker_process_loses_no_plate(data_dir: DataDir, monkeypatch: pytest.MonkeyPatch) -> None:
     """When a worker process dies mid-plate, the pool is replaced and the plates are retried to completion."""
-    import engine.pipeline as pipeline
+    import engine.pipeline.engine as pipeline
 
     plates = [_plate(80), _plate(81)]
     _drop(data_dir, "m.csv", manifest_csv(plates[0].manifest + plates[1].manifest))
@@ -414,7 +414,7 @@ def _certify_plate(data: DataDir, seed: int) -> list[Path]:
 
 def test_development_tsa_configuration_gives_b_t_certificates(data_dir: DataDir, capsys: pytest.CaptureFixture[str]) -> None:
     """With [signing] tsa = "development" the pipeline's certificates carry a trusted RFC 3161 time-stamp (PAdES B-T), and ketqua verify says so."""
-    from engine.cli import main
+    from engine.cli.main import main
 
     data_dir.config.write_text('[signing]\ntsa = "development"\n', encoding="utf-8")
     paths = _certify_plate(data_dir, 96)
@@ -512,9 +512,9 @@ def test_readme_configuration_example_is_accepted(data_dir: DataDir) -> None:
     """The ketqua.toml example in README.md passes every section's reader, so the documented keys are the real ones."""
     import re
 
-    from engine.api import api_config
+    from engine.api.app import api_config
     from engine.config import load_config
-    from engine.signer import load_signer_spec, load_timestamper
+    from engine.results.signer import load_signer_spec, load_timestamper
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     (example,) = re.findall(r"## Configuration\n.*?```toml\n(.*?)```", readme, re.S)

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from engine.cli import main
+from engine.cli.main import main
 from engine.errors import DesignError
 from engine.pooling.simulate import NoiseModel, array_tests_per_specimen, dorfman_tests_per_specimen, simulate
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main
-from engine.commands.status import collect, human_age, render
+from engine.cli.main import main
+from engine.cli.commands.status import collect, human_age, render
 from engine.datadir import DataDir
 from engine.demo import manifest_csv, quantstudio_text, simulate_plate, write_atomically
-from engine.ledger import Ledger
-from engine.pipeline import Engine
+from engine.ledger.sqlite import Ledger
+from engine.pipeline.engine import Engine
 
 
 def _cli(*argv: str) -> tuple[int, str]:
@@ -167,7 +167,7 @@ def test_a_committed_plate_takes_its_pools_off_the_waiting_list(busy: DataDir) -
 
 def test_a_complete_inbox_file_names_the_running_engine_that_will_take_it(tmp_path: Path) -> None:
     """While `ketqua run` holds the data folder, a complete file waits for it, and status names it instead of asking whether it runs."""
-    from engine.commands.status import collect
+    from engine.cli.commands.status import collect
     from engine.datadir import DataDir
 
     data = DataDir.at(tmp_path / "d").create()

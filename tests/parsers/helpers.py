@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from engine.cli import main
+from engine.cli.main import main
 from tests import shared
 
 REPO = Path(__file__).resolve().parents[2]

@@ -25,7 +25,7 @@ from signing import verify as verify_module
 from signing.base45 import ALPHABET, b45decode, b45encode
 from signing.dcc import RESULT_CODE, test_entry as dcc_test_entry, transliterate, uvci
 from signing.hc1 import decode_hc1, sign_hc1
-from engine.signer import load_signer_spec
+from engine.results.signer import load_signer_spec
 from signing.keys import FileKeySigner
 from signing.verify import verify_hc1
 from tests import shared

@@ -20,7 +20,7 @@ from engine.datadir import DataDir
 from engine.errors import VerificationError
 from signing.canonical import canonical_json
 from signing.jws import b64url, b64url_decode, decode_header, jwks, sign_compact, verify_compact
-from engine.signer import load_signer_spec
+from engine.results.signer import load_signer_spec
 from signing.keys import FileKeySigner
 from signing.pki import ensure_development_pki, issue_leaf
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from engine.datadir import DataDir
 from engine.errors import ConfigError
 from signing.errors import SignerConfigError, SigningError
-from engine.signer import load_signer_spec
+from engine.results.signer import load_signer_spec
 from signing.keys import FileKeySigner, Signer, SignerSpec, certificate_kid
 from signing.pki import ensure_development_pki, issue_leaf
 
@@ -213,7 +213,7 @@ def test_time_stamping_authority_configuration(tmp_path: Path) -> None:
     """[signing] tsa_url gives a picklable HTTP RFC 3161 client, tsa = "development" the DEVELOPMENT TSA, neither gives B-B; mistakes are named."""
     from pyhanko.sign.timestamps import HTTPTimeStamper
 
-    from engine.signer import load_timestamper
+    from engine.results.signer import load_timestamper
     from signing.pades import DevelopmentTimeStamper
 
     data = DataDir.at(tmp_path)

@@ -18,14 +18,14 @@ from reportlab.graphics.shapes import Drawing
 from reportlab.lib.pagesizes import A4
 from reportlab.pdfgen import canvas
 
-from engine.cli import main
+from engine.cli.main import main
 from engine.datadir import DataDir
 from engine.errors import VerificationError
 from signing.canonical import canonical_json
 from signing.dcc import test_entry as dcc_test_entry
 from signing.hc1 import sign_hc1
 from signing.jws import sign_compact
-from engine.signer import load_signer_spec
+from engine.results.signer import load_signer_spec
 from signing.pki import ensure_development_pki
 from signing.verify import verify_pdf
 from tests import shared
@@ -139,7 +139,7 @@ def test_cli_verifies_pdf_signature_and_its_qr(signed_pdf: bytes, data: DataDir,
 
 def test_cli_verifies_product_certificate(data: DataDir, signer, hc1: str, tmp_path: Path, capsys) -> None:
     """A certificate rendered and PAdES-signed by the product (engine.certificates + signing.pades) verifies end to end."""
-    from engine.certificates import render_certificate
+    from engine.certificates.writer import render_certificate
     from signing.pades import PadesSigner
 
     pdf = PadesSigner(signer).sign(render_certificate(RESULT, hc1, signer_name="Viện Pasteur", development=True))

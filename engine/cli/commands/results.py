@@ -30,7 +30,7 @@ def _object(row: dict[str, Any]) -> dict[str, Any]:
 
 def _open(args: argparse.Namespace) -> Any:
     from engine.datadir import DataDir
-    from engine.ledger import Ledger
+    from engine.ledger.sqlite import Ledger
 
     return Ledger.open(DataDir.at(args.data).ledger, readonly=True)
 

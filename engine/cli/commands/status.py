@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from engine.config import IntakeSettings
     from engine.datadir import DataDir
-    from engine.ledger import Ledger
+    from engine.ledger.sqlite import Ledger
 
 #: Pool ids / missing pools quoted per line in the text output (--json lists all).
 _EXAMPLES = 5
@@ -77,7 +77,7 @@ def collect(data: "DataDir", *, now: datetime) -> dict[str, Any]:
 
 def _open_ledger(data: "DataDir", notes: list[str]) -> "Ledger | None":
     from engine.errors import LedgerError
-    from engine.ledger import Ledger
+    from engine.ledger.sqlite import Ledger
 
     if not data.ledger.exists():
         notes.append("no ledger yet: nothing has been received")
@@ -96,7 +96,7 @@ def _open_ledger(data: "DataDir", notes: list[str]) -> "Ledger | None":
 
 def _inbox(inbox: Path, settings: "IntakeSettings", now: datetime, holder: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Files still in the inbox, oldest first, each with the reason it has not been taken."""
-    from engine.intake import IGNORED_SUFFIXES
+    from engine.intake.watcher import IGNORED_SUFFIXES
 
     if not inbox.is_dir():
         return []

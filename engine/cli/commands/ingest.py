@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from engine.commands.run import add_pipeline_options, open_engine
+from engine.cli.commands.run import add_pipeline_options, open_engine
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from engine.certificate_layout import (
+from engine.certificates.layout import (
     ACCENT,
     ALERT,
     BOLD,
@@ -51,7 +51,7 @@ from engine.certificate_layout import (
     WHITE,
     CertificateTemplate,
 )
-from engine.certificate_qr import QUIET_ZONE, qr_image_object, qr_modules
+from engine.certificates.qr import QUIET_ZONE, qr_image_object, qr_modules
 from engine.errors import USER_ERRORS, SigningError
 
 if TYPE_CHECKING:

@@ -55,10 +55,10 @@ from aiohttp import web
 from engine import metrics
 from engine.datadir import DataDir
 from engine.errors import USER_ERRORS, ApiError
-from engine.feed import FeedReader, item_json  # noqa: F401  (item_json re-exported)
-from engine.ledger import Ledger
+from engine.api.feed import FeedReader, item_json  # noqa: F401  (item_json re-exported)
+from engine.ledger.sqlite import Ledger
 from engine.logs import log
-from engine.tokens import Principal, TokenCache
+from engine.api.tokens import Principal, TokenCache
 
 _ENABLED = logging.getLogger("ketqua")  # the structured log's own logger: whether an access line is wanted at all
 
@@ -279,7 +279,7 @@ class ApiState:
             from cryptography.hazmat.primitives import serialization
 
             from signing.jws import jwks
-            from engine.signer import load_signer_spec
+            from engine.results.signer import load_signer_spec
             from signing.keys import load_certificates
 
             signer = load_signer_spec(self.data).open()
@@ -558,7 +558,7 @@ async def result_fhir(request: web.Request) -> web.Response:
     """The result as a FHIR R4 Bundle (Patient, Specimen, Observation, DiagnosticReport)."""
     row = _row_for(request)
     try:
-        from engine.payloads import fhir_bundle
+        from engine.results.payloads import fhir_bundle
     except ImportError as exc:
         raise ApiError("FHIR output is not available in this build (engine.payloads is missing)") from exc
 
@@ -600,7 +600,7 @@ async def metrics_text(request: web.Request) -> web.Response:
 
 async def openapi(request: web.Request) -> web.Response:
     """The OpenAPI 3.1 document of this server."""
-    from engine.openapi import document
+    from engine.api.openapi import document
 
     return web.json_response(document())
 
@@ -613,7 +613,7 @@ def create_app(
 
     Without ``settings``, the ``[api]`` table of ``<data>/ketqua.toml`` applies (see :func:`api_config`).
     """
-    from engine.export import add_export_routes
+    from engine.api.export import add_export_routes
 
     settings = settings or api_config(data)[0]
     state = ApiState(data, Path(ledger_path) if ledger_path is not None else data.ledger, settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from engine.commands.run import add_pipeline_options, open_engine
+from engine.cli.commands.run import add_pipeline_options, open_engine
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from engine.ledger import Ledger
+from engine.ledger.sqlite import Ledger
 
 if TYPE_CHECKING:
-    from engine.api import ApiState
+    from engine.api.app import ApiState
 
 EXPORT_TYPES = ("Result", "Bundle")
 EXPORT_KEEP_S = 24 * 3600  # finished exports are deleted a day after they completed (at the next kick-off)
@@ -107,7 +107,7 @@ class ExportJobs:
 
     def _run(self, job: ExportJob) -> None:
         """Worker thread: write the snapshot (after, upto] as NDJSON files, then the manifest."""
-        from engine.feed import FeedReader
+        from engine.api.feed import FeedReader
 
         job.folder.mkdir(parents=True, exist_ok=True)
         ledger = Ledger.open(self.state.ledger_path)
@@ -119,7 +119,7 @@ class ExportJobs:
         try:
             bundle = None
             if "Bundle" in job.types:
-                from engine.payloads import fhir_bundle as bundle
+                from engine.results.payloads import fhir_bundle as bundle
 
             while pos < job.upto and not job.cancel.is_set():
                 step = min(5000, job.upto - pos)
@@ -165,7 +165,7 @@ class ExportJobs:
         if job.cancel.is_set():
             shutil.rmtree(job.folder, ignore_errors=True)
         else:
-            from engine.api import encode_cursor
+            from engine.api.app import encode_cursor
 
             manifest = job.manifest(encode_cursor(job.upto, self.state.cursor_key))
             (job.folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
@@ -200,7 +200,7 @@ class ExportJobs:
 
 def add_export_routes(app: web.Application, state: "ApiState") -> None:
     """Register the $export kick-off, status, download and cancel routes on ``app``."""
-    from engine.api import decode_cursor
+    from engine.api.app import decode_cursor
 
     jobs = ExportJobs(state)
     state.exports = jobs

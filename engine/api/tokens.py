@@ -79,7 +79,7 @@ def _now() -> str:
 def _connect(ledger_path: str | Path) -> sqlite3.Connection:
     """A connection to the ledger, opened through :class:`Ledger` so its migrations (which create
     ``api_tokens``) have run; the table belongs to the ledger's schema, not to this module."""
-    from engine.ledger import Ledger
+    from engine.ledger.sqlite import Ledger
 
     path = Path(ledger_path)
     if not path.parent.exists():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from engine.tokens import SCOPES
+    from engine.api.tokens import SCOPES
 
     p = subparsers.add_parser("tokens", parents=[common], help="create, list and revoke pull-API tokens")
     sub = p.add_subparsers(dest="action", metavar="ACTION")
@@ -44,7 +44,7 @@ def _ledger_path(args: argparse.Namespace) -> Path:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    from engine.tokens import add_token
+    from engine.api.tokens import add_token
 
     token, info = add_token(_ledger_path(args), args.name, args.scope)
     if args.json:
@@ -60,7 +60,7 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from engine.tokens import list_tokens
+    from engine.api.tokens import list_tokens
 
     for info in list_tokens(_ledger_path(args)):
         if args.json:
@@ -72,7 +72,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_revoke(args: argparse.Namespace) -> int:
-    from engine.tokens import revoke_token
+    from engine.api.tokens import revoke_token
 
     info = revoke_token(_ledger_path(args), args.id)
     print(f"token {info.id} ({info.name}) revoked at {info.revoked_at}")

@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def run(args: argparse.Namespace) -> int:
     from engine.datadir import DataDir
-    from engine.ledger import Ledger
+    from engine.ledger.sqlite import Ledger
 
     with Ledger.open(DataDir.at(args.data).ledger, readonly=True) as ledger:
         rows = ledger.open_retests()

@@ -1,6 +1,6 @@
 """Assay profiles: turn a run's per-target Ct values into one call per tube or pool.
 
-A profile is data (``engine/profiles/<name>.toml``): the kit's viral targets with
+A profile is data (``engine/rules/profiles/<name>.toml``): the kit's viral targets with
 their dyes and Ct cut-offs, the internal control, the combination rule (how many
 targets must amplify for ``detected`` / ``inconclusive``) and which run controls
 the kit requires. :meth:`AssayProfile.interpret` applies it to a whole canonical
@@ -364,8 +364,8 @@ def _group_ids(wells: pa.Table, singleplex: bool) -> tuple[np.ndarray, np.ndarra
 
 
 def available_profiles() -> list[str]:
-    """Names of the profiles shipped in ``engine/profiles``."""
-    folder = resources.files("engine") / "profiles"
+    """Names of the profiles shipped in ``engine/rules/profiles``."""
+    folder = resources.files("engine.rules") / "profiles"
     return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
@@ -384,7 +384,7 @@ def load_profile(name_or_path: str | Path) -> AssayProfile:
 
 @functools.lru_cache(maxsize=32)
 def _load_shipped(name: str) -> AssayProfile:
-    data = (resources.files("engine") / "profiles" / f"{name}.toml").read_bytes()
+    data = (resources.files("engine.rules") / "profiles" / f"{name}.toml").read_bytes()
     return _from_toml(data, f"engine/profiles/{name}.toml")
 
 

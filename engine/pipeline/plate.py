@@ -25,9 +25,9 @@ import pyarrow.compute as pc
 
 from engine.config import Lab
 from engine.errors import USER_ERRORS, AssayError, DecodeError, DesignError, ParseError, TruncatedError
-from engine.ledger import Ledger, PlateCommit, SignedResult
+from engine.ledger.sqlite import Ledger, PlateCommit, SignedResult
 from engine.model import POOL_CODE, POOL_MISSING, SIGNED_OUTCOMES, SPECIMEN_BY_CODE, PoolOutcome, Role, SpecimenOutcome
-from engine.results import build_payload, ct_value, result_id, sign_payload, utc_instant
+from engine.results.signed import build_payload, ct_value, result_id, sign_payload, utc_instant
 
 _POOL_CODE_BY_WORD = {outcome.value: code for outcome, code in POOL_CODE.items()}
 # When one pool sits in several wells of a plate (replicates), the most informative call wins.
@@ -100,7 +100,7 @@ def warm_up() -> None:
     if _warm:
         return
     import parsers
-    from engine.assays import load_profile
+    from engine.rules.assays import load_profile
     from engine.pooling import decode, generate
 
     parsers.formats()
@@ -129,7 +129,7 @@ def process_plate(job: PlateJob) -> PlateOutcome:
         return PlateOutcome(job.run_id, job.source, "bad", error=str(exc), error_kind="parse")
     seconds["parse"] = time.perf_counter() - t0
     try:
-        from engine.assays import profile_for
+        from engine.rules.assays import profile_for
 
         profile = profile_for(wells, job.default_assay)
         tubes = profile.interpret(wells)
@@ -162,7 +162,7 @@ def _sample_tubes(tubes: pa.Table) -> pa.Table:
 
 def manifest_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Manifest rows (ledger dicts) as the table :func:`engine.pooling.design_from_manifest` reads."""
-    from engine.manifest import MANIFEST_COLUMNS, MANIFEST_SCHEMA
+    from engine.intake.manifest import MANIFEST_COLUMNS, MANIFEST_SCHEMA
 
     columns: dict[str, Any] = {c: [r.get(c) for r in rows] for c in MANIFEST_COLUMNS}
     columns["aliquot"] = [bool(r.get("aliquot")) for r in rows]

@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.pipeline import Engine
+    from engine.pipeline.engine import Engine
 
 
 def add_pipeline_options(p: argparse.ArgumentParser) -> None:
@@ -19,7 +19,7 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
 def open_engine(args: argparse.Namespace) -> "Engine":
     """The pipeline on ``--data`` (created if new) with the options of :func:`add_pipeline_options`."""
     from engine.datadir import DataDir
-    from engine.pipeline import Engine
+    from engine.pipeline.engine import Engine
 
     return Engine(DataDir.at(args.data).create(), workers=args.workers, certificates=not args.no_certificates)
 
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.config import load_config
     from engine.datadir import DataDir
     from engine.logs import configure, log
-    from engine.pipeline import run_service
+    from engine.pipeline.engine import run_service
 
     # Logging first, so what opening the data folder reports (permissions tightened) is in the log.
     configure(json_lines=args.json_logs or load_config(DataDir.at(args.data)).json_logs)

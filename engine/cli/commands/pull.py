@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.client import PullClient, client_ssl_context
+    from engine.client.puller import PullClient, client_ssl_context
     from engine.errors import ApiError
 
     if not args.token:

@@ -10,7 +10,8 @@ import pkgutil
 import sys
 from collections.abc import Iterator, Sequence
 
-from engine import __version__
+import engine.cli.commands as commands
+from engine import __version__, stopping
 from engine.config import read_config_file
 from engine.datadir import DataDir
 from engine.errors import USER_ERRORS
@@ -34,19 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", metavar="DIR", default=DEFAULT_DATA, help=_DATA_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    import engine.commands as commands
-
     for module in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if module.name.startswith("_"):
             continue
-        importlib.import_module(f"engine.commands.{module.name}").register(subparsers, common)
+        importlib.import_module(f"engine.cli.commands.{module.name}").register(subparsers, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns (and exits with) the command's status."""
-    from engine import stopping
-
     if stopping.is_service_command(sys.argv[1:] if argv is None else argv):
         stopping.remember_early_stops()  # before the imports: a SIGTERM during start-up stops cleanly
     parser = build_parser()

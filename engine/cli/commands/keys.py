@@ -98,7 +98,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def _print_chain(data: Any, *, as_json: bool) -> int:
-    from engine.signer import load_signer_spec
+    from engine.results.signer import load_signer_spec
     from signing.keys import load_certificates
 
     spec = load_signer_spec(data)

@@ -34,11 +34,11 @@ from engine import metrics, stopping
 from engine.config import Config, load_config
 from engine.datadir import DataDir
 from engine.errors import KetquaError, ManifestError, TruncatedError
-from engine.intake import Intake, Taken, kind_of, write_archive
-from engine.ledger import ConflictError, Ledger
+from engine.intake.watcher import Intake, Taken, kind_of, write_archive
+from engine.ledger.sqlite import ConflictError, Ledger
 from engine.logs import log
-from engine.plate import PlateJob, PlateOutcome, process_plate, sign_corrections
-from engine.results import corrected_payload, correction_reason, utc_instant
+from engine.pipeline.plate import PlateJob, PlateOutcome, process_plate, sign_corrections
+from engine.results.signed import corrected_payload, correction_reason, utc_instant
 
 FILES = metrics.counter("ketqua_files_total", "Files taken from the inbox (fresh, not duplicates)")
 DUPLICATES = metrics.counter("ketqua_duplicate_files_total", "Files whose exact bytes were received before")
@@ -92,7 +92,7 @@ class Engine:
         self.data = data.create()
         self.config = config or load_config(data)
         self.ledger = Ledger.open(data.ledger)
-        from engine.signer import load_signer_spec, load_timestamper
+        from engine.results.signer import load_signer_spec, load_timestamper
         from signing.pades import DevelopmentTimeStamper
 
         self.signer_spec = load_signer_spec(data)
@@ -115,7 +115,7 @@ class Engine:
         if self._executor is None:
             import multiprocessing as mp
 
-            from engine.plate import warm_up
+            from engine.pipeline.plate import warm_up
 
             warm_up()  # before the fork: workers inherit loaded parsers and decoders
 
@@ -202,7 +202,7 @@ class Engine:
     # ------------------------------------------------------------------ manifests
     def handle_manifest(self, file_row: dict[str, Any]) -> int:
         """Read, validate and commit one manifest (with the correction versions it causes); returns corrections."""
-        from engine.manifest import read_manifest
+        from engine.intake.manifest import read_manifest
 
         sha, name = file_row["sha256"], file_row["name"]
         try:
@@ -334,7 +334,7 @@ class Engine:
     # ------------------------------------------------------------------ certificates
     def certificate_writer(self) -> Any:
         if self._cert_writer is None:
-            from engine.certificates import CertificateWriter
+            from engine.certificates.writer import CertificateWriter
 
             self._cert_writer = CertificateWriter(self.signer_spec, self.data.certificates, timestamper=self.timestamper)
         return self._cert_writer
@@ -436,7 +436,7 @@ class Engine:
 
 
 def _walk(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    from engine.intake import ignored
+    from engine.intake.watcher import ignored
 
     out: list[Path] = []
     for p in paths:
@@ -610,12 +610,12 @@ async def serve(engine: Engine, *, port: int | None = 8080, host: str = "127.0.0
     runner = None
     if port is not None:
         try:
-            from engine.api import create_app, serve as api_serve
+            from engine.api.app import create_app, serve as api_serve
 
             runner = await api_serve(create_app(engine.data, engine.data.ledger), host=host, port=port)
             log.info("api", url=f"http://{host}:{port}/v1/health")
         except ImportError:
-            log.warning("api unavailable", why="engine.api is not installed in this build")
+            log.warning("api unavailable", why="engine.api.app is not installed in this build")
     engine.executor()  # fork the workers (warmed up) before the first plate arrives
     workers = [asyncio.create_task(service.work()) for _ in range(max(2, 2 * max(1, engine.workers)))]
     watcher = asyncio.create_task(service.watch())

@@ -50,7 +50,7 @@ from typing import Any
 from engine.config import IntakeSettings
 from engine.datadir import DataDir
 from engine.errors import IntakeError
-from engine.ledger import Ledger
+from engine.ledger.sqlite import Ledger
 from engine.logs import log
 
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".error.txt")
@@ -190,7 +190,7 @@ def ignored(name: str) -> bool:
 
 def kind_of(head: bytes) -> str:
     """``manifest`` when the first line is a manifest header, else ``analyzer`` (parsers sniff later)."""
-    from engine.manifest import looks_like_manifest
+    from engine.intake.manifest import looks_like_manifest
 
     return "manifest" if looks_like_manifest(head) else "analyzer"
 

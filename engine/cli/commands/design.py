@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.file:
         design = load_design(Path(args.file).read_text(encoding="utf-8"), source=args.file)
     elif args.manifest:
-        from engine.manifest import read_manifest
+        from engine.intake.manifest import read_manifest
 
         design = design_from_manifest(read_manifest(Path(args.manifest).read_bytes(), args.manifest))
     elif args.spec:
