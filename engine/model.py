@@ -43,6 +43,11 @@ class SpecimenOutcome(str, enum.Enum):
     INVALID = "INVALID"  # the run failed; not a result
 
 
+#: A person's fields as manifests carry them, results sign them and the ledger stores them (one list for all three).
+PERSON_FIELDS = ("full_name", "date_of_birth", "sex", "national_id", "phone", "address")
+#: A specimen's manifest fields: the person's, then where and when it was collected.
+SPECIMEN_FIELDS = PERSON_FIELDS + ("collected_at", "collection_site")
+
 SIGNED_OUTCOMES = frozenset({SpecimenOutcome.POSITIVE, SpecimenOutcome.NEGATIVE, SpecimenOutcome.INCONCLUSIVE})
 
 #: Pool outcome codes used by numeric kernels (int8 arrays). -1 = no result for that pool.

@@ -6,9 +6,9 @@ small fields, so it is assembled by byte concatenation on a connection whose
 ``text_factory`` is ``bytes``: no UTF-8 decode/encode round trip, no JSON
 parsing or serialising per item. That keeps one stream at ~10^5 items/s.
 
-This reads the ``results`` table of :mod:`engine.ledger` directly (the same
-columns as ``Ledger.feed_page``); ``tests/engine/test_api.py`` checks that both
-give the same items, so a schema change there fails loudly here.
+The rows come from :class:`engine.ledger.feed_rows.FeedRows` (columns
+:data:`engine.ledger.schema.FEED_COLUMNS`); ``tests/engine/test_api.py`` checks
+that its items equal those built from ``Ledger.feed_page``.
 
 Safety: JSON strings are inserted unquoted only when they cannot need
 escaping; JWS and HC1 alphabets contain neither ``"`` nor ``\\``, ids are
@@ -19,12 +19,12 @@ check takes the slow path through the JSON encoder instead.
 from __future__ import annotations
 
 import json
-import sqlite3
 from json.encoder import encode_basestring_ascii as _quote
 from pathlib import Path
 from typing import Any
 
-_COLUMNS = "seq, id, version, status, supersedes, superseded_by, created_at, payload, jws, hc1, certificate"
+from engine.ledger.feed_rows import FeedRows
+
 
 
 def _needs_escape(rid: bytes, created: bytes, jws: bytes, hc1: bytes) -> bool:
@@ -59,7 +59,7 @@ def _extend_items(rows: list[tuple[Any, ...]], out: list[bytes], sep: bytes) -> 
 
 
 def _item(row: tuple[Any, ...]) -> bytes:
-    """One item (a JSON object, no separator) from a row of :data:`_COLUMNS` read as bytes."""
+    """One item (a JSON object, no separator) from a row of :data:`engine.ledger.schema.FEED_COLUMNS` read as bytes."""
     out: list[bytes] = []
     _extend_items([row], out, b"")
     return b"".join(out)
@@ -99,41 +99,28 @@ def item_json(row: dict[str, Any]) -> str:
 
 
 class FeedReader:
-    """A read connection to the ledger that returns feed items as bytes."""
+    """Feed items as bytes, assembled from the ledger's byte rows (:class:`engine.ledger.feed_rows.FeedRows`)."""
 
     def __init__(self, ledger_path: str | Path) -> None:
-        self.conn = sqlite3.connect(ledger_path, isolation_level=None, check_same_thread=False, timeout=30)
-        self.conn.text_factory = bytes
-        self.conn.execute("PRAGMA busy_timeout=30000")
-        self.conn.execute("PRAGMA query_only=ON")  # this connection never writes the ledger
+        self.rows = FeedRows(ledger_path)
 
     def close(self) -> None:
-        self.conn.close()
+        self.rows.close()
 
     def last_seq(self) -> int:
         """Highest committed seq (0 when empty)."""
-        return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM results").fetchone()[0])
+        return self.rows.last_seq()
 
     def upper_bound(self, after: int, limit: int) -> int:
-        """The highest seq a page of ``limit`` items after ``after`` may hold.
-
-        Read before anything is streamed: every seq up to it is committed (one
-        writer, seq assigned inside its transaction), so the cursor that points
-        here can never skip a row that commits later.
-        """
-        row = self.conn.execute(
-            "SELECT seq FROM results WHERE seq > ? ORDER BY seq LIMIT 1 OFFSET ?", (after, limit - 1)
-        ).fetchone()
-        return int(row[0]) if row is not None else max(after, self.last_seq())
+        """The highest seq a page of ``limit`` items after ``after`` may hold (see :meth:`FeedRows.upper_bound`)."""
+        return self.rows.upper_bound(after, limit)
 
     def page(self, after: int, upto: int, limit: int, sep: bytes = b"\n") -> tuple[bytes, int, int]:
         """Items for ``after < seq ≤ upto`` (at most ``limit``), each followed by ``sep``, as one bytes object.
 
         Returns ``(bytes, count, last seq included)``; ``last`` is ``after`` when there is none.
         """
-        rows = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM results WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?", (after, upto, limit)
-        ).fetchall()
+        rows = self.rows.between(after, upto, limit)
         if not rows:
             return b"", 0, after
         out: list[bytes] = []
@@ -142,22 +129,13 @@ class FeedReader:
 
     def items(self, after: int, upto: int, limit: int) -> tuple[list[bytes], int]:
         """Items as separate JSON byte strings (for callers that need them one by one, e.g. export files)."""
-        rows = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM results WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?", (after, upto, limit)
-        ).fetchall()
+        rows = self.rows.between(after, upto, limit)
         return [_item(row) for row in rows], (int(rows[-1][0]) if rows else after)
 
     def one(self, rid: str, version: int | None) -> bytes | None:
         """The item of one result version (the latest when ``version`` is None), or None."""
-        if version is None:
-            row = self.conn.execute(
-                f"SELECT {_COLUMNS} FROM results WHERE id=? ORDER BY version DESC LIMIT 1", (rid,)
-            ).fetchone()
-        else:
-            row = self.conn.execute(f"SELECT {_COLUMNS} FROM results WHERE id=? AND version=?", (rid, version)).fetchone()
-        if row is None:
-            return None
-        return _item(row)
+        row = self.rows.one(rid, version)
+        return None if row is None else _item(row)
 
 
 def loads_items(ndjson: bytes) -> list[dict[str, Any]]:

@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from engine.errors import ApiError, ConfigError
+from engine.ledger.sqlite import Ledger
 
 SCOPES: dict[str, str] = {
     "read:results": "read the result feed, single results, certificates, FHIR bundles, signing keys, bulk exports",
@@ -76,15 +76,16 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _connect(ledger_path: str | Path) -> sqlite3.Connection:
-    """A connection to the ledger, opened through :class:`Ledger` so its migrations (which create
-    ``api_tokens``) have run; the table belongs to the ledger's schema, not to this module."""
-    from engine.ledger.sqlite import Ledger
-
+def _ledger(ledger_path: str | Path) -> Ledger:
+    """The ledger, opened (and migrated, which creates ``api_tokens``) for one token operation."""
     path = Path(ledger_path)
     if not path.parent.exists():
         raise ConfigError(f"data folder {path.parent} does not exist; run `ketqua keys init` or `ketqua run` first")
-    return Ledger.open(path).conn
+    return Ledger.open(path)
+
+
+def _info(row: dict[str, object]) -> TokenInfo:
+    return TokenInfo(str(row["id"]), str(row["name"]), tuple(str(row["scopes"]).split()), str(row["created_at"]), row["revoked_at"])  # type: ignore[arg-type]
 
 
 def _check_scopes(scopes: list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -106,42 +107,25 @@ def add_token(ledger_path: str | Path, name: str, scopes: list[str] | tuple[str,
     secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode("ascii")
     token = f"kq_{ident}_{secret}"
     created = _now()
-    conn = _connect(ledger_path)
-    try:
-        conn.execute(
-            "INSERT INTO api_tokens(id, name, token_hash, scopes, created_at, revoked_at) VALUES (?,?,?,?,?,NULL)",
-            (ident, name, hash_token(token), " ".join(scopes), created),
-        )
-    finally:
-        conn.close()
+    with _ledger(ledger_path) as ledger:
+        ledger.insert_token(ident, name, hash_token(token), scopes, created)
     return token, TokenInfo(ident, name, scopes, created, None)
 
 
 def list_tokens(ledger_path: str | Path) -> list[TokenInfo]:
     """Every token ever issued (revoked ones too, with their revocation time), oldest first."""
-    conn = _connect(ledger_path)
-    try:
-        rows = conn.execute(
-            "SELECT id, name, scopes, created_at, revoked_at FROM api_tokens ORDER BY created_at, id"
-        ).fetchall()
-    finally:
-        conn.close()
-    return [TokenInfo(r[0], r[1], tuple(r[2].split()), r[3], r[4]) for r in rows]
+    with _ledger(ledger_path) as ledger:
+        return [_info(row) for row in ledger.token_rows()]
 
 
 def revoke_token(ledger_path: str | Path, ident: str) -> TokenInfo:
     """Mark a token revoked (the row stays, for the audit trail). Revoking twice keeps the first time."""
-    conn = _connect(ledger_path)
-    try:
-        conn.execute("UPDATE api_tokens SET revoked_at=? WHERE id=? AND revoked_at IS NULL", (_now(), ident))
-        row = conn.execute(
-            "SELECT id, name, scopes, created_at, revoked_at FROM api_tokens WHERE id=?", (ident,)
-        ).fetchone()
-    finally:
-        conn.close()
-    if row is None:
+    with _ledger(ledger_path) as ledger:
+        ledger.revoke_token(ident, _now())
+        rows = ledger.token_rows(ident)
+    if not rows:
         raise ApiError(f"no token with id {ident!r}; `ketqua tokens list` shows the ids")
-    return TokenInfo(row[0], row[1], tuple(row[2].split()), row[3], row[4])
+    return _info(rows[0])
 
 
 @dataclass(frozen=True)
@@ -168,19 +152,19 @@ class TokenCache:
         self._rows: dict[str, tuple[str, str, frozenset[str]]] = {}
         self._loaded_at = -1e18
         self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
+        self._ledger: Ledger | None = None
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            if self._ledger is not None:
+                self._ledger.close()
+                self._ledger = None
 
     def _reload(self) -> None:
-        if self._conn is None:
-            self._conn = _connect(self.ledger_path)
-        rows = self._conn.execute("SELECT id, name, token_hash, scopes FROM api_tokens WHERE revoked_at IS NULL").fetchall()
-        self._rows = {r[0]: (r[2], r[1], frozenset(r[3].split())) for r in rows}
+        if self._ledger is None:
+            self._ledger = _ledger(self.ledger_path)
+        rows = self._ledger.active_token_hashes()
+        self._rows = {r["id"]: (r["token_hash"], r["name"], frozenset(r["scopes"].split())) for r in rows}
         self._loaded_at = time.monotonic()
 
     def authenticate(self, token: str) -> Principal | None:

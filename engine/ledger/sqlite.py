@@ -11,8 +11,8 @@ Because results get their ``seq`` from ``AUTOINCREMENT`` inside the single
 writer's transaction, a reader paging by ``seq`` never sees a gap that is later
 filled in, which is what the cursor feed relies on.
 
-Schema changes are forward migrations: :data:`MIGRATIONS` is an ordered list of
-SQL scripts, ``PRAGMA user_version`` says how many have been applied.
+The schema and its migrations are in :mod:`engine.ledger.schema`; the records
+the pipeline commits in :mod:`engine.ledger.records`.
 """
 
 from __future__ import annotations
@@ -22,197 +22,12 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from engine.errors import LedgerError
-
-FILE_STATES = ("received", "parsed", "waiting_manifest", "done", "quarantined", "parked")
-FILE_KINDS = ("analyzer", "manifest")
-PERSON_FIELDS = ("full_name", "date_of_birth", "sex", "national_id", "phone", "address")
-SPECIMEN_FIELDS = PERSON_FIELDS + ("collected_at", "collection_site")
-
-MIGRATIONS: list[str] = [
-    # 1: the initial schema.
-    """
-    CREATE TABLE meta (
-        key   TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    );
-    INSERT INTO meta(key, value) VALUES ('manifest_generation', '0');
-
-    CREATE TABLE files (
-        sha256       TEXT PRIMARY KEY,
-        name         TEXT NOT NULL,
-        size         INTEGER NOT NULL,
-        received_at  TEXT NOT NULL,
-        state        TEXT NOT NULL CHECK (state IN ('received','parsed','waiting_manifest','done','quarantined','parked')),
-        kind         TEXT NOT NULL CHECK (kind IN ('analyzer','manifest')),
-        error        TEXT,
-        attempts     INTEGER NOT NULL DEFAULT 0,
-        retry_at     REAL,
-        updated_at   TEXT NOT NULL
-    );
-    CREATE INDEX files_state ON files(state);
-
-    CREATE TABLE runs (
-        run_id       TEXT PRIMARY KEY REFERENCES files(sha256),
-        source       TEXT NOT NULL,
-        format       TEXT,
-        instrument   TEXT,
-        assay        TEXT,
-        metadata     TEXT NOT NULL,
-        wells        INTEGER NOT NULL,
-        committed_at TEXT NOT NULL
-    );
-
-    CREATE TABLE manifest_rows (
-        manifest        TEXT NOT NULL REFERENCES files(sha256),
-        line            INTEGER NOT NULL,
-        pool_id         TEXT NOT NULL,
-        specimen_id     TEXT NOT NULL,
-        full_name       TEXT, date_of_birth TEXT, sex TEXT, national_id TEXT,
-        phone           TEXT, address TEXT, collected_at TEXT, collection_site TEXT,
-        aliquot         INTEGER NOT NULL,
-        PRIMARY KEY (manifest, line)
-    );
-
-    -- The current person record of each specimen (latest manifest wins; earlier
-    -- rows stay in manifest_rows, so a correction's history is never lost).
-    CREATE TABLE specimens (
-        specimen_id     TEXT PRIMARY KEY,
-        full_name       TEXT, date_of_birth TEXT, sex TEXT, national_id TEXT,
-        phone           TEXT, address TEXT, collected_at TEXT, collection_site TEXT,
-        aliquot         INTEGER NOT NULL,
-        manifest        TEXT NOT NULL REFERENCES files(sha256),
-        updated_at      TEXT NOT NULL
-    );
-
-    CREATE TABLE pool_members (
-        pool_id     TEXT NOT NULL,
-        specimen_id TEXT NOT NULL,
-        manifest    TEXT NOT NULL REFERENCES files(sha256),
-        PRIMARY KEY (pool_id, specimen_id)
-    );
-    CREATE INDEX pool_members_specimen ON pool_members(specimen_id);
-
-    CREATE TABLE pool_decisions (
-        run_id   TEXT NOT NULL REFERENCES runs(run_id),
-        pool_id  TEXT NOT NULL,
-        well     TEXT,
-        outcome  TEXT NOT NULL,
-        evidence TEXT NOT NULL,
-        PRIMARY KEY (run_id, pool_id, well)
-    );
-
-    CREATE TABLE specimen_decisions (
-        run_id      TEXT NOT NULL REFERENCES runs(run_id),
-        specimen_id TEXT NOT NULL,
-        outcome     TEXT NOT NULL,
-        retest      TEXT NOT NULL,
-        evidence    TEXT NOT NULL,
-        PRIMARY KEY (run_id, specimen_id)
-    );
-
-    CREATE TABLE results (
-        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
-        id            TEXT NOT NULL,
-        version       INTEGER NOT NULL,
-        specimen_id   TEXT NOT NULL,
-        status        TEXT NOT NULL CHECK (status IN ('POSITIVE','NEGATIVE','INCONCLUSIVE')),
-        run_id        TEXT NOT NULL,
-        payload       TEXT NOT NULL,
-        jws           TEXT NOT NULL,
-        hc1           TEXT NOT NULL,
-        certificate   TEXT,
-        supersedes    INTEGER,
-        superseded_by INTEGER,
-        reason        TEXT,
-        created_at    TEXT NOT NULL,
-        UNIQUE (id, version)
-    );
-    CREATE INDEX results_specimen ON results(specimen_id);
-    CREATE INDEX results_pending_certificate ON results(seq) WHERE certificate IS NULL;
-
-    CREATE TABLE retests (
-        specimen_id TEXT NOT NULL,
-        run_id      TEXT NOT NULL,
-        kind        TEXT NOT NULL CHECK (kind IN ('rerun','recollect')),
-        state       TEXT NOT NULL CHECK (state IN ('open','done')),
-        pool_id     TEXT,
-        reason      TEXT,
-        created_at  TEXT NOT NULL,
-        closed_by   INTEGER,
-        PRIMARY KEY (specimen_id, run_id)
-    );
-    CREATE INDEX retests_open ON retests(state, specimen_id);
-
-    CREATE TABLE api_tokens (
-        id          TEXT PRIMARY KEY,
-        name        TEXT NOT NULL,
-        token_hash  TEXT NOT NULL UNIQUE,
-        scopes      TEXT NOT NULL,
-        created_at  TEXT NOT NULL,
-        revoked_at  TEXT
-    );
-
-    CREATE TABLE events (
-        seq     INTEGER PRIMARY KEY AUTOINCREMENT,
-        at      TEXT NOT NULL,
-        kind    TEXT NOT NULL,
-        file    TEXT,
-        detail  TEXT NOT NULL
-    );
-    CREATE TRIGGER events_no_update BEFORE UPDATE ON events
-        BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
-    CREATE TRIGGER events_no_delete BEFORE DELETE ON events
-        BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
-    """,
-]
-
-_RESULT_COLUMNS = "seq, id, version, specimen_id, status, payload, jws, hc1, certificate, supersedes, superseded_by, reason, run_id, created_at"
-
-
-def utc_now() -> str:
-    """Wall-clock UTC timestamp, ISO 8601 with microseconds (ordering of ledger rows)."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-class ConflictError(LedgerError):
-    """A plate's results were computed against a ledger state that changed meanwhile; recompute."""
-
-
-@dataclass
-class SignedResult:
-    """One signed result version ready to be committed (plain data, built in a worker)."""
-
-    id: str
-    version: int
-    specimen_id: str
-    status: str
-    run_id: str
-    payload: str  # canonical JSON text, exactly the bytes the JWS signs
-    jws: str
-    hc1: str
-    supersedes: int | None = None  # version of the same id this one replaces
-    reason: str | None = None
-
-
-@dataclass
-class PlateCommit:
-    """Everything one plate decides, written in one transaction by :meth:`Ledger.commit_plate`."""
-
-    run_id: str
-    source: str
-    metadata: dict[str, str]
-    wells: int
-    pool_decisions: list[dict[str, Any]] = field(default_factory=list)  # pool_id, well, outcome, evidence
-    specimen_decisions: list[dict[str, Any]] = field(default_factory=list)  # specimen_id, outcome, retest, evidence, pool_id
-    results: list[SignedResult] = field(default_factory=list)
-    #: manifest generation the worker read its person records at; a newer manifest => recompute.
-    manifest_generation: int | None = None
+from engine.ledger.records import ConflictError, PlateCommit, SignedResult, utc_now
+from engine.ledger.schema import FILE_KINDS, FILE_STATES, MIGRATIONS, RESULT_COLUMNS, SPECIMEN_FIELDS
 
 
 class Ledger:
@@ -290,6 +105,31 @@ class Ledger:
             raise
         else:
             self.conn.execute("COMMIT")
+
+    # ------------------------------------------------------------------ API tokens (hashes only)
+    def insert_token(self, ident: str, name: str, token_hash: str, scopes: Sequence[str], created_at: str) -> None:
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO api_tokens(id, name, token_hash, scopes, created_at, revoked_at) VALUES (?,?,?,?,?,NULL)",
+                (ident, name, token_hash, " ".join(scopes), created_at),
+            )
+
+    def token_rows(self, ident: str | None = None) -> list[dict[str, Any]]:
+        """Token rows without their hashes (one, or all oldest first)."""
+        sql = "SELECT id, name, scopes, created_at, revoked_at FROM api_tokens"
+        rows = (self.conn.execute(sql + " WHERE id=?", (ident,)) if ident is not None
+                else self.conn.execute(sql + " ORDER BY created_at, id")).fetchall()
+        return [dict(r) for r in rows]
+
+    def revoke_token(self, ident: str, at: str) -> None:
+        """Mark a token revoked; a second revocation keeps the first time (the row stays, for the audit trail)."""
+        with self.transaction():
+            self.conn.execute("UPDATE api_tokens SET revoked_at=? WHERE id=? AND revoked_at IS NULL", (at, ident))
+
+    def active_token_hashes(self) -> list[dict[str, Any]]:
+        """The unrevoked tokens with their hashes: what the API's token cache authenticates against."""
+        rows = self.conn.execute("SELECT id, name, token_hash, scopes FROM api_tokens WHERE revoked_at IS NULL").fetchall()
+        return [dict(r) for r in rows]
 
     # ------------------------------------------------------------------ events
     def _event(self, kind: str, file: str | None, **detail: Any) -> None:
@@ -375,6 +215,12 @@ class Ledger:
         return state, retry_at
 
     # ------------------------------------------------------------------ manifests
+    def unpark(self, sha256: str) -> None:
+        """An operator's "try again": a parked file goes back to received with its attempts reset."""
+        with self.transaction():
+            self.conn.execute("UPDATE files SET attempts=0, retry_at=NULL WHERE sha256=?", (sha256,))
+        self.set_file_state(sha256, "received", event="unparked")
+
     def manifest_generation(self) -> int:
         """Bumped by every manifest commit; plates signed against an older one are recomputed."""
         return self._generation()
@@ -591,7 +437,7 @@ class Ledger:
     def pending_certificates(self, limit: int = 10_000) -> list[dict[str, Any]]:
         """Signed results whose certificate is not rendered yet (survives restarts)."""
         rows = self.conn.execute(
-            f"SELECT {_RESULT_COLUMNS} FROM results WHERE certificate IS NULL ORDER BY seq LIMIT ?", (limit,)
+            f"SELECT {RESULT_COLUMNS} FROM results WHERE certificate IS NULL ORDER BY seq LIMIT ?", (limit,)
         ).fetchall()
         return [_result_dict(r) for r in rows]
 
@@ -611,21 +457,21 @@ class Ledger:
     def feed_page(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
         """Results with ``seq > after_seq`` in seq order: the pull API's cursor feed."""
         rows = self.conn.execute(
-            f"SELECT {_RESULT_COLUMNS} FROM results WHERE seq > ? ORDER BY seq LIMIT ?", (int(after_seq), int(limit))
+            f"SELECT {RESULT_COLUMNS} FROM results WHERE seq > ? ORDER BY seq LIMIT ?", (int(after_seq), int(limit))
         ).fetchall()
         return [_result_dict(r) for r in rows]
 
     def get_result(self, id: str, version: int | None = None) -> dict[str, Any] | None:
         """One result version (the latest when ``version`` is None), or None."""
         if version is None:
-            row = self.conn.execute(f"SELECT {_RESULT_COLUMNS} FROM results WHERE id=? ORDER BY version DESC LIMIT 1", (id,)).fetchone()
+            row = self.conn.execute(f"SELECT {RESULT_COLUMNS} FROM results WHERE id=? ORDER BY version DESC LIMIT 1", (id,)).fetchone()
         else:
-            row = self.conn.execute(f"SELECT {_RESULT_COLUMNS} FROM results WHERE id=? AND version=?", (id, int(version))).fetchone()
+            row = self.conn.execute(f"SELECT {RESULT_COLUMNS} FROM results WHERE id=? AND version=?", (id, int(version))).fetchone()
         return _result_dict(row) if row else None
 
     def result_versions(self, id: str) -> list[dict[str, Any]]:
         """Every version of one result, oldest first."""
-        rows = self.conn.execute(f"SELECT {_RESULT_COLUMNS} FROM results WHERE id=? ORDER BY version", (id,)).fetchall()
+        rows = self.conn.execute(f"SELECT {RESULT_COLUMNS} FROM results WHERE id=? ORDER BY version", (id,)).fetchall()
         return [_result_dict(r) for r in rows]
 
     def last_seq(self) -> int:
@@ -633,7 +479,7 @@ class Ledger:
         return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM results").fetchone()[0])
 
     def results(self, *, current_only: bool = False) -> list[dict[str, Any]]:
-        sql = f"SELECT {_RESULT_COLUMNS} FROM results"
+        sql = f"SELECT {RESULT_COLUMNS} FROM results"
         if current_only:
             sql += " WHERE superseded_by IS NULL"
         return [_result_dict(r) for r in self.conn.execute(sql + " ORDER BY seq")]

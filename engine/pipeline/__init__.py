@@ -5,6 +5,7 @@ Owns the per-plate worker job (parse → rules → decode → sign), the
 long-running service (watcher, workers, API) behind ``ketqua run``.
 """
 
-from engine.pipeline.engine import Engine, Summary, run_service, serve
+from engine.pipeline.engine import Engine, Summary
+from engine.pipeline.service import Service, run_service, serve
 
-__all__ = ["Engine", "Summary", "run_service", "serve"]
+__all__ = ["Engine", "Service", "Summary", "run_service", "serve"]

@@ -23,10 +23,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+import parsers
 from engine.config import Lab
 from engine.errors import USER_ERRORS, AssayError, DecodeError, DesignError, ParseError, TruncatedError
+from engine.intake.manifest import MANIFEST_COLUMNS, MANIFEST_SCHEMA
 from engine.ledger.sqlite import Ledger, PlateCommit, SignedResult
-from engine.model import POOL_CODE, POOL_MISSING, SIGNED_OUTCOMES, SPECIMEN_BY_CODE, PoolOutcome, Role, SpecimenOutcome
+from engine.model import POOL_CODE, POOL_MISSING, SIGNED_OUTCOMES, SPECIMEN_BY_CODE, PoolOutcome, Role, SpecimenOutcome, run_metadata
+from engine.pipeline.outcomes import PlateKind, Refusal
+from engine.pooling import decode, design_from_manifest, generate
+from engine.rules.assays import load_profile, profile_for
 from engine.results.signed import build_payload, ct_value, result_id, sign_payload, utc_instant
 
 _POOL_CODE_BY_WORD = {outcome.value: code for outcome, code in POOL_CODE.items()}
@@ -55,11 +60,11 @@ class PlateOutcome:
 
     run_id: str
     source: str
-    kind: str  # "commit" | "waiting" | "bad" | "transient"
+    kind: PlateKind
     commit: PlateCommit | None = None
     missing_pools: list[str] = field(default_factory=list)
     error: str | None = None
-    error_kind: str | None = None  # parse | truncated | assay | controls | design | decode
+    error_kind: Refusal | None = None  # why a BAD file is refused (its advice); None for the others
     manifest_generation: int | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -99,10 +104,6 @@ def warm_up() -> None:
     global _warm
     if _warm:
         return
-    import parsers
-    from engine.rules.assays import load_profile
-    from engine.pooling import decode, generate
-
     parsers.formats()
     load_profile("taqpath")
     design = generate("dorfman:2", 4)
@@ -112,40 +113,39 @@ def warm_up() -> None:
 
 
 def process_plate(job: PlateJob) -> PlateOutcome:
-    """Run one plate through every CPU stage; never raises for a bad file (returns kind="bad")."""
+    """Run one plate through every CPU stage; never raises for a bad file (returns kind BAD with its refusal)."""
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     try:
         data = Path(job.archive_path).read_bytes()
     except OSError as exc:
-        return PlateOutcome(job.run_id, job.source, "transient", error=f"cannot read the archived copy: {exc}", error_kind="io")
+        return PlateOutcome(job.run_id, job.source, PlateKind.TRANSIENT, error=f"cannot read the archived copy: {exc}")
     try:
-        from parsers import parse_bytes
-
-        wells = parse_bytes(data, job.source)
+        wells = parsers.parse_bytes(data, job.source)
     except TruncatedError as exc:  # cut short: its own kind, so the report says so and advises a whole copy
-        return PlateOutcome(job.run_id, job.source, "bad", error=str(exc), error_kind="truncated")
+        return PlateOutcome(job.run_id, job.source, PlateKind.BAD, error=str(exc), error_kind=Refusal.TRUNCATED)
     except ParseError as exc:
-        return PlateOutcome(job.run_id, job.source, "bad", error=str(exc), error_kind="parse")
+        return PlateOutcome(job.run_id, job.source, PlateKind.BAD, error=str(exc), error_kind=Refusal.PARSE)
     seconds["parse"] = time.perf_counter() - t0
     try:
-        from engine.rules.assays import profile_for
-
         profile = profile_for(wells, job.default_assay)
         tubes = profile.interpret(wells)
         failures = profile.control_failures(tubes)
     except AssayError as exc:
-        return PlateOutcome(job.run_id, job.source, "bad", error=str(exc), error_kind="assay")
+        return PlateOutcome(job.run_id, job.source, PlateKind.BAD, error=str(exc), error_kind=Refusal.ASSAY)
     if failures:
-        return PlateOutcome(job.run_id, job.source, "bad", error="\n".join(failures), error_kind="controls")
+        return PlateOutcome(job.run_id, job.source, PlateKind.BAD, error="\n".join(failures), error_kind=Refusal.CONTROLS)
     seconds["interpret"] = time.perf_counter() - t0 - sum(seconds.values())
     try:
         outcome = _decode_and_sign(job, wells, tubes, profile, seconds)
     except (DesignError, DecodeError) as exc:
-        return PlateOutcome(job.run_id, job.source, "bad", error=str(exc), error_kind="decode")
+        return PlateOutcome(job.run_id, job.source, PlateKind.BAD, error=str(exc), error_kind=Refusal.DECODE)
     except USER_ERRORS as exc:
-        kind = "bad" if isinstance(exc, ParseError) else "transient"
-        return PlateOutcome(job.run_id, job.source, kind, error=str(exc), error_kind=type(exc).__name__)
+        # A parse error this late (a manifest row the decoder reads) is the file's fault and gets the parse
+        # advice; anything else the user can fix (a key, a token) is the machine's, and is retried.
+        if isinstance(exc, ParseError):
+            return PlateOutcome(job.run_id, job.source, PlateKind.BAD, error=str(exc), error_kind=Refusal.PARSE)
+        return PlateOutcome(job.run_id, job.source, PlateKind.TRANSIENT, error=str(exc))
     outcome.seconds = seconds
     return outcome
 
@@ -162,8 +162,6 @@ def _sample_tubes(tubes: pa.Table) -> pa.Table:
 
 def manifest_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Manifest rows (ledger dicts) as the table :func:`engine.pooling.design_from_manifest` reads."""
-    from engine.intake.manifest import MANIFEST_COLUMNS, MANIFEST_SCHEMA
-
     columns: dict[str, Any] = {c: [r.get(c) for r in rows] for c in MANIFEST_COLUMNS}
     columns["aliquot"] = [bool(r.get("aliquot")) for r in rows]
     columns["line"] = [int(r.get("line") or 0) for r in rows]
@@ -171,9 +169,6 @@ def manifest_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 
 def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: Any, seconds: dict[str, float]) -> PlateOutcome:
-    from engine.model import run_metadata
-    from engine.pooling import decode, design_from_manifest
-
     t0 = time.perf_counter()
     meta = run_metadata(wells)
     samples = _sample_tubes(tubes)
@@ -192,7 +187,7 @@ def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: A
         found = {r["pool_id"] for r in rows}
         missing = [p for p in pool_ids if p not in found]
     if missing:
-        return PlateOutcome(job.run_id, job.source, "waiting", missing_pools=missing, manifest_generation=generation)
+        return PlateOutcome(job.run_id, job.source, PlateKind.WAITING, missing_pools=missing, manifest_generation=generation)
 
     design = design_from_manifest(manifest_table(rows))
     pool_index = {p: i for i, p in enumerate(design.pool_ids)}
@@ -322,7 +317,7 @@ def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: A
         results=results,
         manifest_generation=generation,
     )
-    return PlateOutcome(job.run_id, job.source, "commit", commit=commit)
+    return PlateOutcome(job.run_id, job.source, PlateKind.COMMIT, commit=commit)
 
 
 def sign_corrections(items: list[dict[str, Any]], signer_spec: Any, hc1_validity_days: int) -> list[SignedResult]:

@@ -18,10 +18,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.config import Lab
+from engine.model import PERSON_FIELDS
+from engine.results.payloads import SCHEMA
 
-SCHEMA = "ketqua/result/1"
 SPECIMEN_TYPE = "nasopharyngeal swab"
-PERSON_KEYS = ("full_name", "date_of_birth", "sex", "national_id", "phone", "address")
 ID_PREFIX = "kq"
 
 
@@ -69,7 +69,7 @@ def ct_value(value: float | None) -> float | None:
 
 def person_of(record: Mapping[str, Any]) -> dict[str, Any]:
     """The ``person`` member from a specimen record (empty values become null)."""
-    return {k: (record.get(k) or None) for k in PERSON_KEYS}
+    return {k: (record.get(k) or None) for k in PERSON_FIELDS}
 
 
 def build_payload(

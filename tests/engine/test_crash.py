@@ -43,7 +43,7 @@ def _fork_engine(root: Path) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
-            from engine.pipeline.engine import Engine, run_service
+            from engine.pipeline import Engine, run_service
 
             engine = Engine(DataDir.at(root), workers=1, certificates=False)
             run_service(engine, port=None)

@@ -230,7 +230,7 @@ def test_hundreds_of_partial_writes_never_record_a_fragment(tmp_path: Path, monk
 # ---------------------------------------------------------------------- against the running service
 @contextlib.contextmanager
 def _service(data: DataDir, **intake: float) -> Iterator[None]:
-    from engine.pipeline.engine import Engine, serve
+    from engine.pipeline import Engine, serve
 
     engine = Engine(data, workers=0, certificates=False)
     engine.config = Config(intake=IntakeSettings(poll_seconds=0.05, rescan_seconds=0.5, **intake))

@@ -17,7 +17,7 @@ import pytest
 from engine.datadir import DataDir
 from engine.demo import SimulatedPlate, manifest_csv, quantstudio_text, retest_plate, simulate_plate, write_atomically
 from engine.ledger.sqlite import Ledger
-from engine.pipeline.engine import Engine, serve
+from engine.pipeline import Engine, serve
 
 
 def _plate(seed: int) -> SimulatedPlate:

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.config import load_config
     from engine.datadir import DataDir
     from engine.logs import configure, log
-    from engine.pipeline.engine import run_service
+    from engine.pipeline import run_service
 
     # Logging first, so what opening the data folder reports (permissions tightened) is in the log.
     configure(json_lines=args.json_logs or load_config(DataDir.at(args.data)).json_logs)
