@@ -185,7 +185,7 @@ def _percentile(values: list[float], q: float) -> float:
 @stage(
     "api",
     "pull API (NDJSON feed, single GET at 50 clients) vs bare aiohttp",
-    requires=("engine.api.app", "engine.ledger.sqlite", "engine.api.tokens", "engine.results.signed", "signing.hc1", "engine.demo"),
+    requires=("engine.api", "engine.ledger.sqlite", "engine.api.tokens", "engine.results.signed", "signing.hc1", "engine.demo"),
     order=70,
 )
 def run(ctx: Context) -> list[Figure]:

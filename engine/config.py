@@ -91,7 +91,7 @@ SECTIONS: dict[str, str] = {
     "results": "engine.config:results_problems",
     "logging": "engine.config:logging_problems",
     "signing": "signing.keys:signing_problems",
-    "api": "engine.api.app:api_problems",
+    "api": "engine.api.settings:api_problems",
 }
 
 Problems = list[tuple[str, str]]

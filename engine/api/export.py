@@ -32,14 +32,15 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
+from engine.api.cursor import decode_cursor, encode_cursor
+from engine.api.feed import FeedReader
+from engine.api.state import ApiState
 from engine.ledger.sqlite import Ledger
-
-if TYPE_CHECKING:
-    from engine.api.app import ApiState
+from engine.results.payloads import fhir_bundle
 
 EXPORT_TYPES = ("Result", "Bundle")
 EXPORT_KEEP_S = 24 * 3600  # finished exports are deleted a day after they completed (at the next kick-off)
@@ -80,7 +81,7 @@ class ExportJob:
 class ExportJobs:
     """The running and finished export jobs of one server."""
 
-    def __init__(self, state: "ApiState") -> None:
+    def __init__(self, state: ApiState) -> None:
         self.state = state
         self.root = state.data.exports
         self.jobs: dict[str, ExportJob] = {}
@@ -107,8 +108,6 @@ class ExportJobs:
 
     def _run(self, job: ExportJob) -> None:
         """Worker thread: write the snapshot (after, upto] as NDJSON files, then the manifest."""
-        from engine.api.feed import FeedReader
-
         job.folder.mkdir(parents=True, exist_ok=True)
         ledger = Ledger.open(self.state.ledger_path)
         feed = FeedReader(self.state.ledger_path)
@@ -117,10 +116,7 @@ class ExportJobs:
         index: dict[str, int] = {}
         pos = job.after
         try:
-            bundle = None
-            if "Bundle" in job.types:
-                from engine.results.payloads import fhir_bundle as bundle
-
+            bundle = fhir_bundle if "Bundle" in job.types else None
             while pos < job.upto and not job.cancel.is_set():
                 step = min(5000, job.upto - pos)
                 rows = ledger.feed_page(pos, step) if "Bundle" in job.types else []
@@ -165,7 +161,6 @@ class ExportJobs:
         if job.cancel.is_set():
             shutil.rmtree(job.folder, ignore_errors=True)
         else:
-            from engine.api.app import encode_cursor
 
             manifest = job.manifest(encode_cursor(job.upto, self.state.cursor_key))
             (job.folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
@@ -198,9 +193,8 @@ class ExportJobs:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def add_export_routes(app: web.Application, state: "ApiState") -> None:
+def add_export_routes(app: web.Application, state: ApiState) -> None:
     """Register the $export kick-off, status, download and cancel routes on ``app``."""
-    from engine.api.app import decode_cursor
 
     jobs = ExportJobs(state)
     state.exports = jobs

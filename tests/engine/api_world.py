@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.api.app import ApiSettings, create_app, serve
+from engine.api import ApiSettings, create_app, serve
 from engine.config import Lab
 from engine.datadir import DataDir
 from engine.ledger.sqlite import Ledger, PlateCommit, SignedResult

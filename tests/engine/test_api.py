@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from engine.api.app import ApiSettings, decode_cursor, encode_cursor, server_ssl_context
+from engine.api.cursor import decode_cursor, encode_cursor
+from engine.api.settings import ApiSettings, server_ssl_context
 from engine.errors import ApiError
 from engine.ledger.sqlite import Ledger
 from engine.api.tokens import revoke_token, token_id
@@ -537,7 +538,7 @@ def test_api_table_of_ketqua_toml_sets_limits_and_mutual_tls(tmp_path: Path) -> 
         f'tls_certificate = "{files["server_cert"]}"\ntls_key = "{files["server_key"]}"\ntls_client_ca = "{files["ca"]}"\n',
         encoding="utf-8",
     )
-    from engine.api.app import api_config
+    from engine.api.settings import api_config
 
     settings, tls = api_config(w.data)
     assert (settings.rate_per_s, settings.burst, tls.verify_mode if tls else None) == (1000.0, 3, ssl.CERT_REQUIRED)
@@ -560,7 +561,7 @@ def test_api_table_of_ketqua_toml_sets_limits_and_mutual_tls(tmp_path: Path) -> 
 
 def test_api_table_errors_name_the_setting(tmp_path: Path) -> None:
     """A wrong [api] value is a ConfigError naming the key and what is expected."""
-    from engine.api.app import api_config
+    from engine.api.settings import api_config
     from engine.errors import ConfigError
 
     w = make_world(tmp_path)

@@ -512,7 +512,7 @@ def test_readme_configuration_example_is_accepted(data_dir: DataDir) -> None:
     """The ketqua.toml example in README.md passes every section's reader, so the documented keys are the real ones."""
     import re
 
-    from engine.api.app import api_config
+    from engine.api.settings import api_config
     from engine.config import load_config
     from engine.results.signer import load_signer_spec, load_timestamper
 
