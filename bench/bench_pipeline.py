@@ -61,6 +61,7 @@ class Run:
 
     def __init__(self, ctx: Context, tag: str, plates: list[Any]) -> None:
         from engine import demo
+        from engine.files import write_atomically
         from engine.datadir import DataDir
         from engine.pipeline.engine import Engine
 
@@ -71,23 +72,24 @@ class Run:
         self.engine = Engine(self.data)
         # Single-specimen "pools": a full 96-well run that warms every stage but signs few certificates.
         warm = demo.simulate_plate(ctx.seed + 999, size=96, pool_size=1, prevalence=0.02, name=f"PLWARM-{tag}")
-        demo.write_atomically(self.data.inbox / "warm-manifest.csv", demo.manifest_csv(warm.manifest))
+        write_atomically(self.data.inbox / "warm-manifest.csv", demo.manifest_csv(warm.manifest))
         self.engine.run_once()
-        demo.write_atomically(self.data.inbox / "warm.txt", demo.quantstudio_text(warm, size=96))
+        write_atomically(self.data.inbox / "warm.txt", demo.quantstudio_text(warm, size=96))
         warmed = self.engine.run_once()
         if warmed.plates != 1 or warmed.certificates == 0:
             raise AssertionError(f"pipeline warm-up plate was not processed: {warmed.as_dict()}")
         for i, sim in enumerate(plates):
-            demo.write_atomically(self.data.inbox / f"manifest-{i}.csv", demo.manifest_csv(sim.manifest))
+            write_atomically(self.data.inbox / f"manifest-{i}.csv", demo.manifest_csv(sim.manifest))
         got = self.engine.run_once()
         if got.manifests != len(plates):
             raise AssertionError(f"pipeline took {got.manifests} manifests of {len(plates)}")
 
     def drop(self, plates: list[Any], size: int) -> None:
         from engine import demo
+        from engine.files import write_atomically
 
         for i, sim in enumerate(plates):
-            demo.write_atomically(self.data.inbox / f"{sim.name}.txt", demo.quantstudio_text(sim, size=size))
+            write_atomically(self.data.inbox / f"{sim.name}.txt", demo.quantstudio_text(sim, size=size))
 
     def close(self) -> None:
         self.engine.close()

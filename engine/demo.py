@@ -273,20 +273,5 @@ def manifest_csv(rows: list[dict[str, Any]], *, bom: bool = True) -> bytes:
     return (("\ufeff" if bom else "") + "\r\n".join(lines) + "\r\n").encode("utf-8")
 
 
-def write_atomically(path: Any, data: bytes) -> None:
-    """Write under a dot-name then rename into place, the way intake expects complete files to appear."""
-    import os
-    from pathlib import Path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def now_utc() -> datetime:
     return datetime.now(UTC)

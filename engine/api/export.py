@@ -39,6 +39,7 @@ from aiohttp import web
 from engine.api.cursor import decode_cursor, encode_cursor
 from engine.api.feed import FeedReader
 from engine.api.state import ApiState
+from engine.files import write_atomically
 from engine.ledger.sqlite import Ledger
 from engine.results.payloads import fhir_bundle
 
@@ -163,7 +164,7 @@ class ExportJobs:
         else:
 
             manifest = job.manifest(encode_cursor(job.upto, self.state.cursor_key))
-            (job.folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+            write_atomically(job.folder / "manifest.json", json.dumps(manifest).encode("utf-8"))
         job.finished = True
 
     def _forget_old(self) -> None:

@@ -53,6 +53,7 @@ from engine.certificates.layout import (
 )
 from engine.certificates.qr import QUIET_ZONE, qr_image_object, qr_modules
 from engine.errors import USER_ERRORS, SigningError
+from engine.files import fsync_dir, write_atomically
 
 if TYPE_CHECKING:
     from signing.keys import Signer, SignerSpec
@@ -392,11 +393,11 @@ class _Worker:
         for result, hc1 in batch:
             pdf = sign_certificate(result, hc1, self.pades, signer_name=self.name)
             path = self.out_dir / certificate_filename(result)
-            tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-            with open(tmp, "wb") as handle:
-                handle.write(pdf)
-            os.replace(tmp, path)  # readers never see half a certificate
+            # Durable before the ledger records it: readers never see half a certificate, and a power
+            # cut never leaves the ledger naming a PDF that is not on disk. One folder fsync per batch.
+            write_atomically(path, pdf, sync_folder=False)
             paths.append(str(path))
+        fsync_dir(self.out_dir)
         return paths
 
 

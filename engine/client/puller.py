@@ -43,6 +43,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from engine.errors import ApiError, VerificationError
+from engine.files import write_atomically
 
 NDJSON = "application/x-ndjson"
 RESULTS_FILE = "results.ndjson"
@@ -305,12 +306,7 @@ class PullClient:
         self._results.flush()
         os.fsync(self._results.fileno())
         self.state.size = self._results.tell()
-        tmp = self.out / (STATE_FILE + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(asdict(self.state), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.out / STATE_FILE)
+        write_atomically(self.out / STATE_FILE, json.dumps(asdict(self.state)).encode("utf-8"))
 
     # ----------------------------------------------------------- HTTP
     async def _get(self, path: str, **kw: Any) -> aiohttp.ClientResponse:

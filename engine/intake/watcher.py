@@ -35,11 +35,10 @@ are moved aside into ``quarantine/`` with a note.
 
 from __future__ import annotations
 
+import asyncio
 import errno
-import fcntl
 import hashlib
 import os
-import signal
 import stat
 import time
 from collections.abc import Callable
@@ -50,18 +49,14 @@ from typing import Any
 from engine.config import IntakeSettings
 from engine.datadir import DataDir
 from engine.errors import IntakeError
+from engine.files import write_atomically
+from engine.intake.linux import InotifyWatch, open_for_writing
+from engine.intake.manifest import looks_like_manifest
 from engine.ledger.sqlite import Ledger
 from engine.logs import log
+from parsers import incomplete
 
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".error.txt")
-
-# inotify (Linux, local disks): a file renamed into place (IN_MOVED_TO) is complete now,
-# with no stable-time wait. A close after writing (IN_CLOSE_WRITE) only wakes the
-# scanner: a writer appending one chunk per open closes the file after every chunk.
-# Network shares deliver no events, so polling with the stable-time rule stays, and so
-# does the full rescan, because the kernel drops events when its queue overflows (IN_Q_OVERFLOW).
-_IN_CLOSE_WRITE, _IN_MOVED_TO, _IN_CREATE = 0x00000008, 0x00000080, 0x00000100
-_IN_Q_OVERFLOW, _IN_ISDIR, _IN_NONBLOCK, _IN_CLOEXEC = 0x00004000, 0x40000000, 0o4000, 0o2000000
 
 CHANGED = "it changed while it was being read"
 OPEN_FOR_WRITING = "another program still has it open for writing"
@@ -71,76 +66,6 @@ Signature = tuple[int, int, int, int]  # size, mtime_ns, inode, device: any chan
 
 def signature(st: os.stat_result) -> Signature:
     return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
-
-
-class InotifyWatch:
-    """Recursive inotify watch of a folder through libc (no extra dependency); Linux only."""
-
-    def __init__(self, root: Path) -> None:
-        import ctypes
-        import ctypes.util
-
-        self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fd = self._libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
-        self.fd = fd
-        self.root = root
-        self._dirs: dict[int, Path] = {}
-        self.overflowed = False
-        self._add_tree(root)
-
-    def _add(self, folder: Path) -> None:
-        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(folder), _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE)
-        if wd >= 0:
-            self._dirs[wd] = folder
-
-    def _add_tree(self, folder: Path) -> None:
-        self._add(folder)
-        for sub, dirs, _ in os.walk(folder, followlinks=False):
-            dirs[:] = [d for d in dirs if not d.startswith(".") and not os.path.islink(os.path.join(sub, d))]
-            for d in dirs:
-                self._add(Path(sub) / d)
-
-    def read(self) -> list[Path]:
-        """Paths of files renamed into place since the last call (new subfolders get watched)."""
-        import struct
-
-        out: list[Path] = []
-        while True:
-            try:
-                buf = os.read(self.fd, 65536)
-            except BlockingIOError:
-                return out
-            except OSError:
-                return out
-            if not buf:
-                return out
-            offset = 0
-            while offset + 16 <= len(buf):
-                wd, mask, _cookie, length = struct.unpack_from("iIII", buf, offset)
-                raw = buf[offset + 16 : offset + 16 + length].rstrip(b"\0")
-                offset += 16 + length
-                if mask & _IN_Q_OVERFLOW:
-                    self.overflowed = True
-                    continue
-                folder = self._dirs.get(wd)
-                if folder is None or not raw:
-                    continue
-                path = folder / os.fsdecode(raw)
-                if mask & _IN_ISDIR:
-                    if mask & (_IN_CREATE | _IN_MOVED_TO) and not path.name.startswith("."):
-                        self._add_tree(path)
-                        self.overflowed = True  # files may have landed before the watch: rescan
-                    continue
-                if mask & _IN_MOVED_TO:
-                    out.append(path)
-
-    def close(self) -> None:
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
 
 
 @dataclass
@@ -190,69 +115,15 @@ def ignored(name: str) -> bool:
 
 def kind_of(head: bytes) -> str:
     """``manifest`` when the first line is a manifest header, else ``analyzer`` (parsers sniff later)."""
-    from engine.intake.manifest import looks_like_manifest
-
     return "manifest" if looks_like_manifest(head) else "analyzer"
 
 
 def write_archive(archive: Path, sha256: str, data: bytes) -> Path:
-    """Store ``data`` at ``archive/<sha256>`` durably (temp file, fsync, rename, fsync the folder)."""
+    """Store ``data`` at ``archive/<sha256>`` durably (:func:`engine.files.write_atomically`)."""
     target = archive / sha256
     if target.exists() and target.stat().st_size == len(data):
         return target
-    archive.mkdir(parents=True, exist_ok=True)
-    tmp = archive / f".{sha256}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
-    _fsync_dir(archive)
-    return target
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-_F_SETLEASE = getattr(fcntl, "F_SETLEASE", None)
-_F_SETSIG = getattr(fcntl, "F_SETSIG", None)
-
-
-def open_for_writing(fd: int) -> bool | None:
-    """Whether some process holds the file open for writing; None when the filesystem cannot tell.
-
-    A read lease (Linux) is refused with EAGAIN/EBUSY while any descriptor is
-    open for writing; it is released at once. EINVAL (NFS, SMB, overlay) and
-    EACCES (not the owner, no CAP_LEASE) mean no answer: the stable-time rule
-    decides alone. The lease-break signal is set to SIGURG, whose default is
-    to be ignored: the default SIGIO would kill the engine if a writer opened
-    the file in the microseconds the lease is held.
-    """
-    if _F_SETLEASE is None:
-        return None
-    try:
-        if _F_SETSIG is not None:
-            fcntl.fcntl(fd, _F_SETSIG, signal.SIGURG)
-        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_RDLCK)
-    except OSError as exc:
-        if exc.errno in (errno.EAGAIN, errno.EBUSY):
-            return True
-        return None
-    try:
-        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
-    except OSError:
-        pass
-    return False
+    return write_atomically(target, data)
 
 
 def _read_all(fd: int, size: int) -> bytes:
@@ -388,7 +259,7 @@ class Intake:
         except OSError as exc:
             log.warning("cannot set aside", path=rel, error=str(exc))
             return
-        (self.data.quarantine / (stem + ".error.txt")).write_text(f"File: {rel}\nProblem: {why}.\n{what}", encoding="utf-8")
+        write_atomically(self.data.quarantine / (stem + ".error.txt"), f"File: {rel}\nProblem: {why}.\n{what}".encode("utf-8"))
         self._seen.pop(str(path), None)
         self.ledger.event("refused", None, path=rel, reason=why, copy=target.name)
         log.warning("refused", path=rel, reason=why, copy=target.name)
@@ -460,8 +331,6 @@ class Intake:
         thread while the event loop keeps serving; :meth:`record` acts on the
         result.
         """
-        from parsers import incomplete
-
         rel = path.relative_to(self.inbox).as_posix()
         seen = self._seen.get(str(path))
         try:
@@ -602,8 +471,6 @@ class Intake:
 
     async def scan_async(self) -> list[Taken]:
         """:meth:`scan` for the event loop: reading and archiving run in a thread, ledger writes stay here."""
-        import asyncio
-
         taken: list[Taken] = []
         for path in self.ready():
             try:

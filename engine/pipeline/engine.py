@@ -36,6 +36,7 @@ from engine.certificates.writer import CertificateWriter
 from engine.config import Config, load_config
 from engine.datadir import DataDir
 from engine.errors import KetquaError, ManifestError, TruncatedError
+from engine.files import write_atomically
 from engine.intake.manifest import read_manifest
 from engine.intake.watcher import Intake, Taken, ignored, kind_of, write_archive
 from engine.ledger.sqlite import ConflictError, Ledger
@@ -255,11 +256,11 @@ class Engine:
             target = self.data.quarantine / f"{sha[:12]}-{base}"
         try:
             data = (self.data.archive / sha).read_bytes()
-            target.write_bytes(data)
+            write_atomically(target, data)
         except OSError:
             pass
         report = refusal_report(name, file_row["received_at"], sha, error, kind)
-        target.with_name(target.name + ".error.txt").write_text(report, encoding="utf-8")
+        write_atomically(target.with_name(target.name + ".error.txt"), report.encode("utf-8"))
         self.ledger.set_file_state(sha, "quarantined", error=error, event="quarantined", reason=kind, copy=target.name)
         QUARANTINED.inc()
         log.warning("quarantined", file=name, reason=kind, error=error.splitlines()[0])

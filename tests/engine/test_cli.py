@@ -18,7 +18,8 @@ import pytest
 
 from engine.cli.main import main
 from engine.datadir import DataDir
-from engine.demo import manifest_csv, quantstudio_text, simulate_plate, write_atomically
+from engine.demo import manifest_csv, quantstudio_text, simulate_plate
+from engine.files import write_atomically
 from engine.pipeline.engine import Engine
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,7 +19,8 @@ import pytest
 from cryptography import x509
 
 from engine.datadir import DataDir
-from engine.demo import manifest_csv, quantstudio_text, simulate_plate, write_atomically
+from engine.demo import manifest_csv, quantstudio_text, simulate_plate
+from engine.files import write_atomically
 from engine.ledger.sqlite import Ledger
 from signing.jws import verify_compact
 

@@ -139,7 +139,7 @@ def test_disk_full_is_retried_then_parked_never_deleted(intake: Intake, clock: C
 
 def _leases_work(folder: Path) -> bool:
     """Whether this filesystem answers read-lease requests (the open-for-writing test); else those tests skip."""
-    from engine.intake.watcher import open_for_writing
+    from engine.intake.linux import open_for_writing
 
     probe = folder / ".lease-probe"
     probe.write_bytes(b"x")
@@ -155,7 +155,7 @@ def _leases_work(folder: Path) -> bool:
 
 def test_inotify_rename_is_complete_at_once_but_a_close_only_wakes_the_scan(intake: Intake, clock: Clock) -> None:
     """A file renamed into place (also in a subfolder) is taken at once; a close after writing does not make a file complete."""
-    from engine.demo import write_atomically
+    from engine.files import write_atomically
 
     intake.settings = IntakeSettings(stable_seconds=30)
     (intake.data.inbox / "site-a").mkdir()

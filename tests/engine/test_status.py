@@ -15,7 +15,8 @@ import pytest
 from engine.cli.main import main
 from engine.cli.commands.status import collect, human_age, render
 from engine.datadir import DataDir
-from engine.demo import manifest_csv, quantstudio_text, simulate_plate, write_atomically
+from engine.demo import manifest_csv, quantstudio_text, simulate_plate
+from engine.files import write_atomically
 from engine.ledger.sqlite import Ledger
 from engine.pipeline.engine import Engine
 

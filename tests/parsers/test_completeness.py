@@ -220,7 +220,7 @@ def _controls_first_export(seed: int) -> tuple[bytes, bytes, int]:
 
 
 def _run(data_dir, manifest: bytes, export: bytes):  # noqa: ANN001, ANN202 - DataDir, Summary
-    from engine.demo import write_atomically
+    from engine.files import write_atomically
     from engine.pipeline.engine import Engine
 
     write_atomically(data_dir.inbox / "m.csv", manifest)
@@ -254,7 +254,7 @@ def test_incident_export_whole_signs(data_dir) -> None:  # noqa: ANN001 - DataDi
 @pytest.mark.slow
 def test_engine_cut_exports_sign_nothing(data_dir) -> None:  # noqa: ANN001 - DataDir
     """Cut at seeded random offsets inside the [Results] rows (never at a line end) and run through the engine: 0 signed."""
-    from engine.demo import write_atomically
+    from engine.files import write_atomically
     from engine.pipeline.engine import Engine
 
     manifest, whole, _ = _controls_first_export(22)
@@ -280,7 +280,7 @@ def test_engine_cut_exports_sign_nothing(data_dir) -> None:  # noqa: ANN001 - Da
 
 def test_manifest_cut_mid_row_is_truncated(data_dir) -> None:  # noqa: ANN001 - DataDir
     """A manifest ending mid-row raises TruncatedError naming its last line, and is quarantined as truncated."""
-    from engine.demo import write_atomically
+    from engine.files import write_atomically
     from engine.intake.manifest import read_manifest
     from engine.pipeline.engine import Engine
 

@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def run(args: argparse.Namespace) -> int:
     from engine.datadir import DataDir
-    from engine.demo import manifest_csv, quantstudio_text, simulate_plate, write_atomically
+    from engine.demo import manifest_csv, quantstudio_text, simulate_plate
+    from engine.files import write_atomically
     from signing.pki import ensure_development_pki
 
     # The demo's data folder always has the development PKI (keys/ca.pem is what `ketqua verify` trusts by default).
