@@ -61,8 +61,8 @@ class Run:
 
     def __init__(self, ctx: Context, tag: str, plates: list[Any]) -> None:
         from engine import demo
-        from engine.files import write_atomically
         from engine.datadir import DataDir
+        from engine.files import write_atomically
         from engine.pipeline.engine import Engine
 
         self.root = ctx.scratch / f"pipeline-{tag}"

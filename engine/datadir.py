@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 
 from engine.errors import KetquaError
+from engine.logs import log
 
 #: The umask the process had before the first data folder was opened: what the lab's
 #: inbox (and a new data folder above it) would have been created with.
@@ -108,8 +109,6 @@ class DataDir:
         ledger_files = [self.root / f"{self.ledger.name}{suffix}" for suffix in ("", "-wal", "-shm", "-journal")]
         tightened_ledger = sum(_tighten(path) for path in (*ledger_files, self.lock_file))
         if loosened or tightened_ledger:
-            from engine.logs import log
-
             what = ", ".join(f"{folder.name}/ ({count} entries)" for folder, count in loosened)
             if tightened_ledger:
                 what = ", ".join(filter(None, (what, f"{tightened_ledger} ledger file(s)")))

@@ -48,11 +48,23 @@ from engine.api.guard import _HTTP_LOGGER, guard
 from engine.api.openapi import document
 from engine.api.settings import ApiSettings, api_config
 from engine.api.state import (
-    _STATE, CURRENT, FEED_ITEMS, FHIR_JSON, FILES, LAST_SEQ, NDJSON, OPEN_RETESTS, RESULTS, ApiState, _state, api_state,
+    _STATE,
+    CURRENT,
+    FEED_ITEMS,
+    FHIR_JSON,
+    FILES,
+    LAST_SEQ,
+    NDJSON,
+    OPEN_RETESTS,
+    RESULTS,
+    ApiState,
+    _state,
+    api_state,
 )
 from engine.datadir import DataDir
-from engine.results.payloads import fhir_bundle
 from engine.errors import ApiError
+from engine.results.payloads import fhir_bundle
+
 
 def _int_param(request: web.Request, name: str, default: int, lo: int) -> int:
     text = request.query.get(name)

@@ -26,7 +26,6 @@ from typing import Any
 from engine.ledger.feed_rows import FeedRows
 
 
-
 def _needs_escape(rid: bytes, created: bytes, jws: bytes, hc1: bytes) -> bool:
     """True when a stored string holds '"' or '\\' (all our encoders could ever produce that JSON must escape).
 

@@ -18,7 +18,14 @@ from typing import Any
 from aiohttp import web
 
 from engine.api.cursor import CursorError
-from engine.api.state import HTTP_LATENCY, HTTP_REQUESTS, PRINCIPAL, ROUTE_SCOPES, _state, problem
+from engine.api.state import (
+    HTTP_LATENCY,
+    HTTP_REQUESTS,
+    PRINCIPAL,
+    ROUTE_SCOPES,
+    _state,
+    problem,
+)
 from engine.api.tokens import Principal
 from engine.errors import USER_ERRORS
 from engine.logs import log

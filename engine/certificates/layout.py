@@ -25,6 +25,7 @@ import unicodedata
 import zlib
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from engine.errors import ConfigError
@@ -91,8 +92,6 @@ def _lean_subset(make_subset: Any, subset: Any) -> bytes:
 
 
 def _register_fonts() -> None:
-    from functools import partial
-
     from reportlab.pdfbase import pdfmetrics
     from reportlab.pdfbase.ttfonts import TTFont
 

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from cryptography.x509.oid import NameOID
+
 from engine.certificates.layout import (
     ACCENT,
     ALERT,
@@ -54,10 +56,11 @@ from engine.certificates.layout import (
 from engine.certificates.qr import QUIET_ZONE, qr_image_object, qr_modules
 from engine.errors import USER_ERRORS, SigningError
 from engine.files import fsync_dir, write_atomically
+from signing.pades import PadesSigner
 
 if TYPE_CHECKING:
     from signing.keys import Signer, SignerSpec
-    from signing.pades import PadesSigner, TimeStamperLike
+    from signing.pades import TimeStamperLike
 
 __all__ = [
     "render_certificate",
@@ -361,8 +364,6 @@ def sign_certificate(
 
 def _signer_name(signer: "Signer") -> str:
     """The signer certificate's common name (the whole subject when it has none)."""
-    from cryptography.x509.oid import NameOID
-
     subject = signer.certificate.subject
     cn = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(cn[0].value) if cn else subject.rfc4514_string()
@@ -382,8 +383,6 @@ class _Worker:
     """Per-process state: the opened signer and its PAdES template (built once, reused for every batch)."""
 
     def __init__(self, signer_spec: "SignerSpec", out_dir: Path, timestamper: "TimeStamperLike | None") -> None:
-        from signing.pades import PadesSigner
-
         self.pades = PadesSigner(signer_spec.open(), timestamper)
         self.name = _signer_name(self.pades.signer)
         self.out_dir = out_dir

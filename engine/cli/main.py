@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 from collections.abc import Iterator, Sequence
@@ -15,7 +16,6 @@ from engine import __version__, stopping
 from engine.config import read_config_file
 from engine.datadir import DataDir
 from engine.errors import USER_ERRORS
-
 
 DEFAULT_DATA = "./ketqua-data"
 _DATA_HELP = "data folder (inbox/, archive/, quarantine/, certificates/, keys/, ledger.sqlite3); default ./ketqua-data"
@@ -90,8 +90,6 @@ def _warnings_to_stderr() -> Iterator[None]:
 
 def _closed_stdout() -> int:
     """`ketqua results list --json | head`: the reader left; not an error worth a traceback."""
-    import os
-
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     return 0

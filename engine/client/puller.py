@@ -32,8 +32,8 @@ import multiprocessing
 import os
 import ssl
 import time
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,12 @@ from cryptography.hazmat.primitives import serialization
 
 from engine.errors import ApiError, VerificationError
 from engine.files import write_atomically
+from signing.dcc import test_entry
+from signing.jwk import b64url, jwk_public_key
+from signing.jws import verify_compact
+from signing.keys import certificate_kid
+from signing.trust import validate_chain
+from signing.verify import verify_hc1
 
 NDJSON = "application/x-ndjson"
 RESULTS_FILE = "results.ndjson"
@@ -86,10 +92,6 @@ def trusted_keys(jwks: dict[str, Any], roots: Sequence[x509.Certificate] | None,
     A key whose public key differs from its certificate, or whose chain does not
     reach a root, is dropped; if none is left, :class:`VerificationError`.
     """
-    from signing.jwk import b64url, jwk_public_key
-    from signing.keys import certificate_kid
-    from signing.trust import validate_chain
-
     when = at or dt.datetime.now(dt.timezone.utc)
     kept: list[dict[str, Any]] = []
     signers: list[x509.Certificate] = []
@@ -129,10 +131,6 @@ def trusted_keys(jwks: dict[str, Any], roots: Sequence[x509.Certificate] | None,
 
 def verify_item(item: dict[str, Any], keys: TrustedKeys) -> None:
     """Verify one feed item: JWS signature and payload, HC1 signature and certificate; raise otherwise."""
-    from signing.dcc import test_entry
-    from signing.jws import verify_compact
-    from signing.verify import verify_hc1
-
     seq, rid = item.get("seq"), item.get("id")
     where = f"result {rid} (seq {seq})"
     try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import re
+from datetime import date
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -198,8 +199,6 @@ def read_manifest(data: bytes, source: str) -> pa.Table:
 
 
 def _valid_date(text: str) -> bool:
-    from datetime import date
-
     try:
         date.fromisoformat(text)
     except ValueError:

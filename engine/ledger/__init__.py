@@ -6,6 +6,12 @@ backend, SQLite under the data folder; other modules reach the store only
 through :class:`Ledger`'s methods, never through raw SQL.
 """
 
-from engine.ledger.sqlite import ConflictError, Ledger, PlateCommit, SignedResult, utc_now
+from engine.ledger.sqlite import (
+    ConflictError,
+    Ledger,
+    PlateCommit,
+    SignedResult,
+    utc_now,
+)
 
 __all__ = ["ConflictError", "Ledger", "PlateCommit", "SignedResult", "utc_now"]

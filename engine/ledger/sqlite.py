@@ -27,7 +27,13 @@ from typing import Any
 
 from engine.errors import LedgerError
 from engine.ledger.records import ConflictError, PlateCommit, SignedResult, utc_now
-from engine.ledger.schema import FILE_KINDS, FILE_STATES, MIGRATIONS, RESULT_COLUMNS, SPECIMEN_FIELDS
+from engine.ledger.schema import (
+    FILE_KINDS,
+    FILE_STATES,
+    MIGRATIONS,
+    RESULT_COLUMNS,
+    SPECIMEN_FIELDS,
+)
 
 
 class Ledger:

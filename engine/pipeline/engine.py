@@ -24,10 +24,16 @@ import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
-from datetime import UTC, datetime, timedelta
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    wait,
+)
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +48,13 @@ from engine.intake.watcher import Intake, Taken, ignored, kind_of, write_archive
 from engine.ledger.sqlite import ConflictError, Ledger
 from engine.logs import log
 from engine.pipeline.outcomes import Applied, PlateKind, Refusal, refusal_report
-from engine.pipeline.plate import PlateJob, PlateOutcome, process_plate, sign_corrections, warm_up
+from engine.pipeline.plate import (
+    PlateJob,
+    PlateOutcome,
+    process_plate,
+    sign_corrections,
+    warm_up,
+)
 from engine.results.signed import corrected_payload, correction_reason, utc_instant
 from engine.results.signer import load_signer_spec, load_timestamper
 from parsers import incomplete

@@ -25,14 +25,36 @@ import pyarrow.compute as pc
 
 import parsers
 from engine.config import Lab
-from engine.errors import USER_ERRORS, AssayError, DecodeError, DesignError, ParseError, TruncatedError
+from engine.errors import (
+    USER_ERRORS,
+    AssayError,
+    DecodeError,
+    DesignError,
+    ParseError,
+    TruncatedError,
+)
 from engine.intake.manifest import MANIFEST_COLUMNS, MANIFEST_SCHEMA
 from engine.ledger.sqlite import Ledger, PlateCommit, SignedResult
-from engine.model import POOL_CODE, POOL_MISSING, SIGNED_OUTCOMES, SPECIMEN_BY_CODE, PoolOutcome, Role, SpecimenOutcome, run_metadata
+from engine.model import (
+    POOL_CODE,
+    POOL_MISSING,
+    SIGNED_OUTCOMES,
+    SPECIMEN_BY_CODE,
+    PoolOutcome,
+    Role,
+    SpecimenOutcome,
+    run_metadata,
+)
 from engine.pipeline.outcomes import PlateKind, Refusal
 from engine.pooling import decode, design_from_manifest, generate
+from engine.results.signed import (
+    build_payload,
+    ct_value,
+    result_id,
+    sign_payload,
+    utc_instant,
+)
 from engine.rules.assays import load_profile, profile_for
-from engine.results.signed import build_payload, ct_value, result_id, sign_payload, utc_instant
 
 _POOL_CODE_BY_WORD = {outcome.value: code for outcome, code in POOL_CODE.items()}
 # When one pool sits in several wells of a plate (replicates), the most informative call wins.

@@ -20,7 +20,8 @@ except ImportError:  # pragma: no cover - not installed where uvloop has no whee
     uvloop = None  # type: ignore[assignment]
 
 from engine import metrics, stopping
-from engine.api.app import create_app, serve as api_serve
+from engine.api.app import create_app
+from engine.api.app import serve as api_serve
 from engine.logs import log
 from engine.pipeline.engine import DUPLICATES, FILES, Engine
 from engine.pipeline.outcomes import Applied

@@ -25,8 +25,8 @@ from engine.pooling.designs import (
     load_design,
     manifest_aliquots,
     parse_spec,
-    properties,
 )
+from engine.pooling.properties import properties
 from engine.pooling.simulate import NoiseModel, simulate
 
 __all__ = [

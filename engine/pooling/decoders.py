@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import DecodeError
-from engine.model import POOL_MISSING, PoolOutcome, SpecimenOutcome, SPECIMEN_BY_CODE
+from engine.model import POOL_MISSING, SPECIMEN_BY_CODE, PoolOutcome, SpecimenOutcome
 from engine.pooling import kernels as K
 from engine.pooling.designs import Design
 
@@ -570,14 +570,3 @@ def pool_codes_for(design: Design, pool_ids: Sequence[str], outcomes: Sequence[s
         if cts is not None:
             ct[i] = cts[k]
     return codes, ct
-
-
-def covered_by_pair(incidence: np.ndarray) -> bool:
-    """True when some specimen's pools are all covered by two other specimens' pools (not 2-disjunct)."""
-    n_pools, n = incidence.shape
-    n_words = (n_pools + 63) // 64
-    padded = np.zeros((n_words * 64, n), dtype=bool)
-    padded[:n_pools] = incidence
-    bits = np.packbits(padded.T.reshape(n, n_words, 64), axis=2, bitorder="little")
-    masks = np.ascontiguousarray(bits).view(np.uint64).reshape(n, n_words)
-    return bool(K.covered_pairs_kernel(masks, n_words))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.errors import DesignError
+from engine.pooling.algebra import GaloisField, prime_power, steiner_triples
 
 __all__ = [
     "Design",
@@ -33,7 +33,6 @@ __all__ = [
     "load_design",
     "manifest_aliquots",
     "parse_spec",
-    "properties",
 ]
 
 
@@ -242,86 +241,6 @@ def _hypercube(args: list[str], n: int | None) -> Design:
     return _grid([side] * dim, False, f"hypercube:{side}:{dim}", "hypercube")
 
 
-# -- finite fields for Reed–Solomon and STD -------------------------------------------------
-
-
-class GaloisField:
-    """GF(p^m) for q = p^m ≤ 256: elements are ints 0..q-1 (base-p digit vectors); add/mul tables."""
-
-    def __init__(self, q: int) -> None:
-        p, m = _prime_power(q)
-        self.q, self.p, self.m = q, p, m
-        digits = np.array([[(x // p**i) % p for i in range(m)] for x in range(q)], dtype=np.int64)
-        weights = p ** np.arange(m)
-        self.add = ((digits[:, None, :] + digits[None, :, :]) % p) @ weights
-        modulus = _irreducible(p, m)
-        mul = np.zeros((q, q), dtype=np.int64)
-        for a in range(q):
-            for b in range(q):
-                prod = np.zeros(2 * m - 1, dtype=np.int64)
-                for i in range(m):
-                    prod[i : i + m] += digits[a, i] * digits[b]
-                prod %= p
-                for deg in range(2 * m - 2, m - 1, -1):  # reduce by the monic modulus
-                    coef = prod[deg]
-                    if coef:
-                        prod[deg - m : deg + 1] = (prod[deg - m : deg + 1] - coef * modulus) % p
-                mul[a, b] = int(prod[:m] @ weights)
-        self.mul = mul
-
-    def poly_eval(self, coeffs: np.ndarray, x: int) -> np.ndarray:
-        """Evaluate many polynomials (rows of ``coeffs``, lowest degree first) at the element ``x``."""
-        acc = np.zeros(coeffs.shape[0], dtype=np.int64)
-        for c in range(coeffs.shape[1] - 1, -1, -1):
-            acc = self.add[self.mul[acc, x], coeffs[:, c]]
-        return acc
-
-
-def _prime_power(q: int) -> tuple[int, int]:
-    for p in range(2, q + 1):
-        if q % p == 0:
-            m, rest = 0, q
-            while rest % p == 0:
-                rest //= p
-                m += 1
-            if rest != 1:
-                raise ValueError(f"{q} is not a prime power; Reed–Solomon and STD designs need an alphabet of prime-power size")
-            return p, m
-    raise ValueError(f"{q} is not a prime power")
-
-
-def _irreducible(p: int, m: int) -> np.ndarray:
-    """The first monic irreducible polynomial of degree m over GF(p), lowest coefficient first."""
-    if m == 1:
-        return np.array([0, 1], dtype=np.int64)
-
-    def divides(d: tuple[int, ...], f: list[int]) -> bool:
-        r = list(f)
-        dd = len(d) - 1
-        for deg in range(len(r) - 1, dd - 1, -1):
-            coef = r[deg] % p
-            if coef:
-                for i in range(dd + 1):
-                    r[deg - dd + i] = (r[deg - dd + i] - coef * d[i]) % p
-        return not any(x % p for x in r[:dd])
-
-    for tail in itertools.product(range(p), repeat=m):
-        f = list(tail) + [1]
-        if f[0] == 0:
-            continue
-        reducible = False
-        for deg in range(1, m // 2 + 1):
-            for low in itertools.product(range(p), repeat=deg):
-                if divides(tuple(low) + (1,), f):
-                    reducible = True
-                    break
-            if reducible:
-                break
-        if not reducible:
-            return np.array(f, dtype=np.int64)
-    raise ValueError(f"no irreducible polynomial of degree {m} over GF({p})")  # pragma: no cover
-
-
 @generator("pbest", "pbest:NxP[:W] (Reed–Solomon, N specimens, P pools, W pools per specimen; default W=6)")
 def _pbest(args: list[str], n: int | None) -> Design:
     """Reed–Solomon code design as P-BEST uses it: a specimen is a codeword, a pool is (position, symbol).
@@ -362,7 +281,7 @@ def _std(args: list[str], n: int | None) -> Design:
     """
     n_spec = n or _int(args[0], "specimens", 2, 10**6)
     q = _int(args[1], "q", 2, 251)
-    if _prime_power(q)[1] != 1:
+    if prime_power(q)[1] != 1:
         raise ValueError(f"q = {q} must be prime")
     k = _int(args[2], "layers", 1, q + 1)
     gamma = 0
@@ -377,57 +296,6 @@ def _std(args: list[str], n: int | None) -> Design:
     if k == q + 1:  # the extra layer of STD: pool by the most significant digit
         inc[q * q + digits[:, gamma], j] = True
     return Design(_ids("P", q * k), _ids("S", n_spec), inc, f"std:{n_spec}:{q}:{k}", "std", {"q": q, "layers": k, "gamma": gamma})
-
-
-def steiner_triples(v: int) -> list[tuple[int, int, int]]:
-    """A Steiner triple system on v points (v ≡ 1 or 3 mod 6): every pair of points in exactly one triple.
-
-    v ≡ 3 (mod 6) uses Bose's construction; v ≡ 1 (mod 6) uses Stinson's hill-climbing
-    with a fixed seed, so the result is the same on every run.
-    """
-    if v % 6 not in (1, 3) or v < 7:
-        raise ValueError(f"a Steiner triple system needs v ≡ 1 or 3 (mod 6), v ≥ 7; got {v}")
-    if v % 6 == 3:
-        t = v // 3
-        half = (t + 1) // 2  # inverse of 2 mod t (t odd)
-
-        def op(x: int, y: int) -> int:
-            return ((x + y) * half) % t
-
-        triples = [(x, x + t, x + 2 * t) for x in range(t)]
-        for i in range(3):
-            j = (i + 1) % 3
-            for x in range(t):
-                for y in range(x + 1, t):
-                    triples.append((x + i * t, y + i * t, op(x, y) + j * t))
-        return [tuple(sorted(tr)) for tr in triples]  # type: ignore[misc]
-    return _stinson(v)
-
-
-def _stinson(v: int) -> list[tuple[int, int, int]]:
-    """Stinson's hill-climbing: add a triple on two uncovered pairs of a point, evicting a clash."""
-    rng = random.Random(v)
-    third: dict[tuple[int, int], int] = {}  # (a, b) -> c for every ordered pair of a block {a, b, c}
-    unpaired = [set(range(v)) - {x} for x in range(v)]
-    blocks, target = 0, v * (v - 1) // 6
-    while blocks < target:
-        x = rng.choice([p for p in range(v) if unpaired[p]])
-        y, z = rng.sample(sorted(unpaired[x]), 2)
-        if (y, z) in third:
-            w = third[(y, z)]
-            for a, b in ((w, y), (w, z), (y, z)):
-                del third[(a, b)], third[(b, a)]
-                unpaired[a].add(b)
-                unpaired[b].add(a)
-            blocks -= 1
-        for a, b, c in ((x, y, z), (y, z, x), (z, x, y)):
-            third[(a, b)] = c
-            third[(b, a)] = c
-        for a, b in ((x, y), (x, z), (y, z)):
-            unpaired[a].discard(b)
-            unpaired[b].discard(a)
-        blocks += 1
-    return sorted({tuple(sorted((a, b, c))) for (a, b), c in third.items()})  # type: ignore[misc]
 
 
 @generator("kirkman", "kirkman:V[:N] (Steiner/Kirkman triple system on V pools, weight 3; N specimens ≤ V(V-1)/6)")
@@ -605,49 +473,3 @@ def manifest_aliquots(manifest: pa.Table, design: Design) -> np.ndarray:
         if flag and sid is not None and sid.strip() in index:
             out[index[sid.strip()]] = True
     return out
-
-
-# -- properties ---------------------------------------------------------------------------
-
-
-def properties(design: Design) -> dict[str, Any]:
-    """What a lab checks before adopting a design: sizes, weights, overlaps and disjunctness.
-
-    ``disjunct_guaranteed`` is the bound d with d·(max overlap) < min weight; ``disjunct``
-    is the largest d ≤ 2 verified exactly (no specimen's pools are covered by the pools
-    of d others), so decoding is exact with up to d positives per batch.
-    """
-    inc = design.incidence.astype(np.int32)
-    overlap = inc.T @ inc
-    np.fill_diagonal(overlap, 0)
-    max_overlap = int(overlap.max()) if design.n_specimens > 1 else 0
-    w_min = int(design.weights.min())
-    guaranteed = (w_min - 1) // max_overlap if max_overlap else design.n_specimens
-    return {
-        "spec": design.spec,
-        "kind": design.kind,
-        "specimens": design.n_specimens,
-        "pools": design.n_pools,
-        "tests_per_specimen_stage1": design.n_pools / design.n_specimens,
-        "weight": {"min": w_min, "max": int(design.weights.max())},
-        "pool_size": {"min": int(design.pool_sizes.min()), "max": int(design.pool_sizes.max())},
-        "max_overlap": max_overlap,
-        "disjunct_guaranteed": int(min(guaranteed, design.n_specimens - 1)),
-        "disjunct": _disjunctness(design),
-    }
-
-
-def _disjunctness(design: Design) -> int:
-    """Largest d in {0, 1, 2} such that the design is d-disjunct, checked exhaustively."""
-    inc = design.incidence
-    n = design.n_specimens
-    # 1-disjunct: no specimen's pool set is contained in another's.
-    contained = (inc.astype(np.int32).T @ inc.astype(np.int32)) == design.weights[:, None]
-    np.fill_diagonal(contained, False)
-    if contained.any() or n < 2:
-        return 0
-    if n < 3 or n > 512:  # the exhaustive pair check is O(n³)
-        return 1
-    from engine.pooling.decoders import covered_by_pair
-
-    return 1 if covered_by_pair(inc) else 2

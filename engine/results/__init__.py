@@ -5,8 +5,19 @@ supersession), signing a payload into JWS and HC1 (through ``signing/``), the
 FHIR R4 Bundle and NDJSON forms, and reading the ``[signing]`` configuration.
 """
 
-from engine.results.payloads import canonical_result, check_result, fhir_bundle, ndjson_lines, read_ndjson
-from engine.results.signed import build_payload, corrected_payload, result_id, sign_payload
+from engine.results.payloads import (
+    canonical_result,
+    check_result,
+    fhir_bundle,
+    ndjson_lines,
+    read_ndjson,
+)
+from engine.results.signed import (
+    build_payload,
+    corrected_payload,
+    result_id,
+    sign_payload,
+)
 from engine.results.signer import load_signer_spec, load_timestamper
 
 __all__ = [

@@ -22,7 +22,8 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
 
-from engine.errors import SigningError
+from engine.errors import ParseError, SigningError
+from signing.canonical import canonical_json
 
 __all__ = [
     "RESULT_FIELDS",
@@ -189,8 +190,6 @@ def check_result(result: Mapping[str, Any], *, strict: bool = True) -> None:
 
 def canonical_result(result: Mapping[str, Any]) -> bytes:
     """The JWS input: RFC 8785 canonical JSON of a checked result object."""
-    from signing.canonical import canonical_json
-
     check_result(result)
     return canonical_json(result)
 
@@ -401,8 +400,6 @@ def ndjson_lines(objects: Iterable[Mapping[str, Any]]) -> Iterator[bytes]:
 
 def read_ndjson(stream: IO[bytes] | bytes, *, source: str = "<ndjson>") -> Iterator[dict[str, Any]]:
     """Objects from NDJSON bytes or a binary stream; a bad line raises ParseError naming it."""
-    from engine.errors import ParseError
-
     lines = stream.splitlines() if isinstance(stream, (bytes, bytearray)) else stream
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():

@@ -20,6 +20,10 @@ from typing import Any
 from engine.config import Lab
 from engine.model import PERSON_FIELDS
 from engine.results.payloads import SCHEMA
+from signing.canonical import canonical_json
+from signing.dcc import test_entry
+from signing.hc1 import sign_hc1
+from signing.jws import sign_compact
 
 SPECIMEN_TYPE = "nasopharyngeal swab"
 ID_PREFIX = "kq"
@@ -135,14 +139,8 @@ def correction_reason(changed: list[str], manifest_name: str) -> str:
 def sign_payload(payload: Mapping[str, Any], signer: Any, *, hc1_validity_days: int) -> tuple[str, str, str]:
     """Canonical JSON, compact JWS and HC1 QR string of one payload.
 
-    Returns ``(canonical_json_text, jws, hc1)``. Imported lazily so the
-    ledger/CLI reads do not pull in the signing stack.
+    Returns ``(canonical_json_text, jws, hc1)``.
     """
-    from signing.canonical import canonical_json
-    from signing.dcc import test_entry
-    from signing.hc1 import sign_hc1
-    from signing.jws import sign_compact
-
     canonical = canonical_json(payload)
     jws = sign_compact(canonical, signer)
     issued, expires = _hc1_window(payload["issued_at"], hc1_validity_days)

@@ -4,6 +4,12 @@ Turns a run's per-target Ct values into one call per tube or pool. Knows
 nothing of pools' members (that is ``engine.pooling``) or of signing.
 """
 
-from engine.rules.assays import AssayProfile, Target, available_profiles, load_profile, profile_for
+from engine.rules.assays import (
+    AssayProfile,
+    Target,
+    available_profiles,
+    load_profile,
+    profile_for,
+)
 
 __all__ = ["AssayProfile", "Target", "available_profiles", "load_profile", "profile_for"]

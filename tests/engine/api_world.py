@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from engine.api import ApiSettings, create_app, serve
+from engine.api.tokens import add_token
 from engine.config import Lab
 from engine.datadir import DataDir
 from engine.ledger.sqlite import Ledger, PlateCommit, SignedResult
 from engine.results.signed import build_payload, result_id, sign_payload
-from engine.api.tokens import add_token
 from engine.results.signer import load_signer_spec
 from signing.keys import Signer
 

@@ -14,18 +14,26 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.api.cursor import decode_cursor, encode_cursor
 from engine.api.settings import ApiSettings, server_ssl_context
+from engine.api.tokens import revoke_token, token_id
 from engine.errors import ApiError
 from engine.ledger.sqlite import Ledger
-from engine.api.tokens import revoke_token, token_id
-from tests.engine.api_world import ServerThread, World, commit, make_world, signed_plate, superseding_plate, token
+from tests.engine.api_world import (
+    ServerThread,
+    World,
+    commit,
+    make_world,
+    signed_plate,
+    superseding_plate,
+    token,
+)
 
 NDJSON = "application/x-ndjson"
 

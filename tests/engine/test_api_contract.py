@@ -21,7 +21,14 @@ from openapi_spec_validator import validate
 
 from engine.api.app import create_app
 from engine.api.openapi import document
-from tests.engine.api_world import ServerThread, World, commit, make_world, signed_plate, token
+from tests.engine.api_world import (
+    ServerThread,
+    World,
+    commit,
+    make_world,
+    signed_plate,
+    token,
+)
 
 DOC = document()
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")

@@ -10,9 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.rules.assays import available_profiles, load_profile, normalise_target, profile_for
 from engine.errors import AssayError
 from engine.model import well_table
+from engine.rules.assays import (
+    available_profiles,
+    load_profile,
+    normalise_target,
+    profile_for,
+)
 from tests import shared
 
 NAN = float("nan")

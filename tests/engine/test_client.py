@@ -16,7 +16,15 @@ from engine.cli.main import main
 from engine.client.puller import PullClient, read_results
 from engine.errors import ApiError, VerificationError
 from signing.pki import ensure_development_pki
-from tests.engine.api_world import ServerThread, World, commit, make_world, signed_plate, superseding_plate, token
+from tests.engine.api_world import (
+    ServerThread,
+    World,
+    commit,
+    make_world,
+    signed_plate,
+    superseding_plate,
+    token,
+)
 
 
 def _ca(world: World) -> list[x509.Certificate]:

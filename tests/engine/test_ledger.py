@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from engine.errors import LedgerError
-from engine.ledger.sqlite import MIGRATIONS, ConflictError, Ledger, PlateCommit, SignedResult
+from engine.ledger.sqlite import (
+    MIGRATIONS,
+    ConflictError,
+    Ledger,
+    PlateCommit,
+    SignedResult,
+)
 
 
 def _result(rid: str, version: int = 1, specimen: str = "S1", run: str = "r" * 64, supersedes: int | None = None) -> SignedResult:

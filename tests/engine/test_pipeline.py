@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from engine.datadir import DataDir
-from engine.demo import SimulatedPlate, manifest_csv, quantstudio_text, retest_plate, simulate_plate
+from engine.demo import (
+    SimulatedPlate,
+    manifest_csv,
+    quantstudio_text,
+    retest_plate,
+    simulate_plate,
+)
 from engine.files import write_atomically
 from engine.ledger.sqlite import Ledger
 from engine.pipeline import Engine, serve

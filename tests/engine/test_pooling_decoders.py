@@ -22,9 +22,9 @@ from engine.pooling import (
     estimate_loads,
     generate,
     pool_codes_for,
+    reference,
 )
 from engine.pooling import kernels as K
-from engine.pooling import reference
 
 NEG, POS, INC, RET, INV = 0, 1, 2, 3, 4
 NAN = float("nan")

@@ -13,8 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import DesignError
-from engine.pooling import design_from_manifest, generate, load_design, manifest_aliquots, parse_spec, properties
-from engine.pooling.designs import GaloisField, steiner_triples
+from engine.pooling import (
+    design_from_manifest,
+    generate,
+    load_design,
+    manifest_aliquots,
+    parse_spec,
+    properties,
+)
+from engine.pooling.algebra import GaloisField, steiner_triples
 from engine.pooling.worklist import WORKLIST_COLUMNS, pool_wells, write_worklist
 
 

@@ -8,7 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.config import Lab
-from engine.results.signed import SCHEMA, build_payload, corrected_payload, ct_value, result_id, sign_payload, utc_instant
+from engine.results.signed import (
+    SCHEMA,
+    build_payload,
+    corrected_payload,
+    ct_value,
+    result_id,
+    sign_payload,
+    utc_instant,
+)
 from signing.canonical import canonical_json, reference_canonical_json
 
 SPECIMEN = {

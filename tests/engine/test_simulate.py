@@ -9,7 +9,12 @@ import pytest
 
 from engine.cli.main import main
 from engine.errors import DesignError
-from engine.pooling.simulate import NoiseModel, array_tests_per_specimen, dorfman_tests_per_specimen, simulate
+from engine.pooling.simulate import (
+    NoiseModel,
+    array_tests_per_specimen,
+    dorfman_tests_per_specimen,
+    simulate,
+)
 
 DESIGNS = ["dorfman:10", "array:16x24", "array:8x12:master", "cube:4x4x4", "pbest:384x48", "std:384:7:7", "kirkman:31", "hyper:120:30:3"]
 DECODERS = ["comp", "dd", "scomp", "exact", "ctq", "bp"]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli.main import main
 from engine.cli.commands.status import collect, human_age, render
+from engine.cli.main import main
 from engine.datadir import DataDir
 from engine.demo import manifest_csv, quantstudio_text, simulate_plate
 from engine.files import write_atomically

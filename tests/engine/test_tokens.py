@@ -10,9 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.api.tokens import (
+    TokenCache,
+    add_token,
+    hash_token,
+    list_tokens,
+    revoke_token,
+    token_id,
+)
 from engine.cli.main import main
 from engine.errors import ApiError
-from engine.api.tokens import TokenCache, add_token, hash_token, list_tokens, revoke_token, token_id
 
 
 @pytest.fixture()
