@@ -270,9 +270,9 @@ def _canonical(block: Block, header: dict[str, str], encoding: str, source: str,
     # A Task the software added later (e.g. "Accuracy Control") is not a person's sample.
     role = instrument_roles(task, sample)
     plate = _plate_size(header)
-    position = block.get("Well Position", "Well")
-    named, notes = unnamed_wells(sample, role, ct, task=task, wells=position, targets=target,  # type: ignore[arg-type]
-                                 lines=block.lines)
+    position = block.get("Well Position")
+    named, notes = unnamed_wells(sample, role, ct, task=task, targets=target, lines=block.lines,
+                                 wells=position if position is not None else block.require("Well"))
     if not named.any():
         raise ParseError(
             "no well of the [Results] table has a sample name",

@@ -154,6 +154,13 @@ def test_no_named_well_is_refused_at_the_first_row() -> None:
         parse_bytes(text.encode(), "v.txt", format="quantstudio")
 
 
+def test_missing_well_column_names_the_header_line() -> None:
+    """A results table without Well or Well Position is refused at its header, naming the Well field."""
+    data = "* Instrument Type = ViiA 7\n\n[Results]\nSample Name\tTarget Name\tTask\tCT\nS1\tN\tUNKNOWN\t22.1\n"
+    with pytest.raises(ParseError, match=r"line 4, field 'Well'"):
+        parse_bytes(data.encode(), "v.txt", format="quantstudio")
+
+
 # --- genotyping text exports (Allele1 Ct / Allele2 Ct) ---------------------------------------------
 
 GENOTYPING = DATA / "quantstudio_genotyping_results.txt"
