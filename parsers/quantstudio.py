@@ -20,19 +20,35 @@ and ``Task`` appear twice; the first wins); ragged rows; thousands separators
 in Quantity; 7500 exports give ``Well`` as ``A1`` and no ``Well Position``;
 QuantStudio gives ``Well`` as a running number plus ``Well Position``.
 Omitted wells (``Omit`` = true) get call ``invalid``: the analyst excluded them.
+
+Experiment types read: every type whose [Results] table has one row per well
+and target with a Ct column (Standard Curve, Relative Standard Curve,
+Comparative Ct, Presence/Absence, Multiplex, Melt Curve runs' amplification
+results), and Genotyping, whose [Results] has one row per well with
+``Allele1 Ct`` and ``Allele2 Ct``: it becomes two rows per well, targets
+``<SNP Assay Name>-Allele 1`` / ``-Allele 2``, as the Design & Analysis
+workbook lists the same run (the genotype call is not a target call and is not
+read). A [Results] table with neither is refused at its header line.
+
+A specimen well (task UNKNOWN or blank) without a sample name is left out and
+reported in the run's ``notes`` (see :mod:`parsers.notes`) when it has a Ct or
+a task; the plate's named wells are read. Only a row with no name, no task and
+no Ct (an unused position) is passed over silently. Controls may be unnamed.
 """
 
 from __future__ import annotations
 
 import re
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from parsers.errors import ParseError
 from parsers.completeness import head_and_tail, last_well_short, unterminated
+from parsers.notes import unnamed_wells, with_notes
 from parsers.registry import register
-from parsers.tabular import drop_empty_wells, instrument_roles, invalid_if_marked
+from parsers.tabular import instrument_roles, invalid_if_marked
 from parsers.text import (
     Block,
     Utf8Head,
@@ -203,20 +219,72 @@ def _results_table(block: Block, header: dict[str, str], encoding: str, source: 
     require_rows(block, "[Results]", source=source)
     ct_idx = block.find(*CT_COLUMNS)
     if ct_idx is None:
+        if block.find(*_ALLELE_CT[0]) is not None and block.find(*_ALLELE_CT[1]) is not None:
+            return _genotyping_table(block, header, encoding, source, run_id, format_name)
         raise ParseError(
             "no Ct column in the [Results] table",
             source=source,
             line=block.header_line,
             field="CT",
-            expected="a column named CT, Cт, Crt or Cq",
+            expected="a column named CT, Cт, Crt or Cq (or Allele1 Ct and Allele2 Ct of a genotyping run)",
         )
     ct = ct_array(block.columns[ct_idx], lines=block.lines, source=source, field=block.header[ct_idx])
     sample = block.require("Sample Name", "Sample")
+    target = block.require("Target Name", "Detector", "Target")
+    return _canonical(block, header, encoding, source, run_id, format_name, sample=sample, target=target, ct=ct,
+                      dye=block.get("Reporter", "Reporter Dye", "Dye"))
+
+
+#: A genotyping run's [Results]: one row per well with both alleles' Ct.
+_ALLELE_CT = (("Allele1 Ct", "Allele 1 Ct"), ("Allele2 Ct", "Allele 2 Ct"))
+
+
+def _genotyping_table(block: Block, header: dict[str, str], encoding: str, source: str, run_id: str,
+                      format_name: str) -> pa.Table:
+    """A genotyping [Results] table as two rows per well, as the Design & Analysis workbook lists it.
+
+    Targets are ``<SNP Assay Name>-Allele 1`` and ``-Allele 2`` (the workbook's
+    names), each with its allele's Ct; both rows keep the well's file line.
+    The genotype call (``Homozygous Allele 1/Allele 1``) is no target call and
+    is not read; the reporter dyes are in [Sample Setup] and are left empty.
+    """
+    cts = [ct_array(block.columns[idx], lines=block.lines, source=source, field=block.header[idx])
+           for idx in (block.find(*names) for names in _ALLELE_CT)]  # type: ignore[index]
+    assay = block.require("SNP Assay Name", "Assay Name", "SNP Assay")
+    n = block.num_rows
+    pairs = np.repeat(np.arange(n), 2)  # row i of the file → rows 2i (allele 1) and 2i+1 (allele 2)
+    take = pa.array(pairs)
+    doubled = Block(block.header, [c.take(take) for c in block.columns], block.lines[pairs], block.header_line,
+                    block.source)
+    suffix = pa.array(np.tile(np.array(["Allele 1", "Allele 2"], dtype=object), n), type=pa.string())
+    target = pc.binary_join_element_wise(pc.fill_null(assay.take(take), ""), suffix, "-")
+    ct = np.column_stack(cts).ravel().astype(np.float32)
+    return _canonical(doubled, header, encoding, source, run_id, format_name,
+                      sample=doubled.require("Sample Name", "Sample"), target=target, ct=ct, dye=None)
+
+
+def _canonical(block: Block, header: dict[str, str], encoding: str, source: str, run_id: str, format_name: str, *,
+               sample: pa.Array, target: pa.Array, ct: np.ndarray, dye: pa.Array | None) -> pa.Table:
+    """The canonical table of the rows with a sample name or a control role; unnamed specimen wells are noted."""
+    task = block.get_or_nulls("Task")
     # A Task the software added later (e.g. "Accuracy Control") is not a person's sample.
-    role = instrument_roles(block.get_or_nulls("Task"), sample)
-    block, ct, (sample, role) = drop_empty_wells(block, ct, sample, role, source=source, field="Sample Name")
-    require_rows(block, "[Results]", source=source)
+    role = instrument_roles(task, sample)
     plate = _plate_size(header)
+    position = block.get("Well Position")
+    named, notes = unnamed_wells(sample, role, ct, task=task, targets=target, lines=block.lines,
+                                 wells=position if position is not None else block.require("Well"))
+    if not named.any():
+        raise ParseError(
+            "no well of the [Results] table has a sample name",
+            source=source,
+            line=int(block.lines[0]),
+            field="Sample Name",
+            expected="a sample name (specimen or pool id) for the plate's specimen wells",
+        )
+    if not named.all():
+        mask = pa.array(named)
+        block, sample, role, target, ct = block.filter(named), sample.filter(mask), role.filter(mask), target.filter(mask), ct[named]
+        dye = dye.filter(mask) if dye is not None else None
     wells = _wells(block, plate, source)
     call = invalid_if_marked(block.get("Omit"), "true")
     meta = _run_metadata(header, encoding)
@@ -225,12 +293,12 @@ def _results_table(block: Block, header: dict[str, str], encoding: str, source: 
         run_id=run_id,
         source=source,
         line=block.lines,
-        metadata=meta,
+        metadata=with_notes(meta, notes),
         well=wells,
         sample_id=sample,
         role=role,
-        target=block.require("Target Name", "Detector", "Target"),
-        dye=block.get("Reporter", "Reporter Dye", "Dye"),
+        target=target,
+        dye=dye,
         ct=ct,
         call=call,
     )

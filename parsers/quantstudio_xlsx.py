@@ -10,6 +10,20 @@ software's ``Call`` (``POSITIVE``/``NEGATIVE``) per well × target; it is joined
 onto the results as the instrument's call. ``line`` is the spreadsheet row
 number of the results sheet. Diomni misspells ``Run End Data/Time``; both
 spellings are read.
+
+Experiment types read: whatever analysis module wrote the results sheet
+(Standard Curve, Relative Quantification, Presence/Absence, Genotyping, whose
+Results sheet lists each allele as a target ``<assay>-Allele 1``, Melt), as
+long as its table has Well (or Well Position), Sample, Target and Cq. The
+"Primary Analysis" plugin's own export (one ``Results`` sheet: ``Well Position,
+Task, Reporter, Cq, Threshold, Baseline Start, Baseline End``, header at row 25)
+has no sample and no target names: no well can be matched to a pool, so it is
+refused at its header row naming the missing columns.
+
+A specimen well without a sample name is left out and reported in the run's
+``notes`` (see :mod:`parsers.notes`) when it has a Cq or a task (``UNKNOWN``);
+the plate's named wells are read. A workbook whose wells all lack names is
+refused at the first such row.
 """
 
 from __future__ import annotations
@@ -24,6 +38,7 @@ import pyarrow.compute as pc
 
 from parsers.errors import ParseError
 from parsers.completeness import zip_incomplete
+from parsers.notes import first_unnamed_line, unnamed_wells, with_notes
 from parsers.registry import register
 from parsers.tabular import instrument_roles, invalid_if_marked
 from parsers.text import (
@@ -32,7 +47,6 @@ from parsers.text import (
     ct_array,
     normalise_calls,
     normalise_wells,
-    occupied_wells,
     well_from_index,
 )
 
@@ -57,7 +71,7 @@ _HEADER_SEARCH_ROWS = 100
 
 def _is_table_header(cells: list[str | None]) -> bool:
     names = {c.lower() for c in cells if c}
-    return "well" in names and bool(names & set(_CQ) or "target" in names or "sample" in names)
+    return bool(names & {"well", "well position"}) and bool(names & set(_CQ) or "target" in names or "sample" in names)
 
 
 def _is_wanted(cells: list[str | None]) -> bool:
@@ -149,11 +163,28 @@ def _results_sheet(sheets: list[_Sheet], source: str) -> _Sheet:
             return sheet
     if candidates:
         return candidates[0]
+    nameless = [s for s in sheets if s.header and s.find(*_CQ) is not None]
+    if nameless:
+        # Design & Analysis "Primary Analysis" exports: Well Position, Task, Reporter, Cq, Threshold, Baseline.
+        sheet = nameless[0]
+        missing = [n for n, alts in (("Sample", ("Sample", "Sample Name")), ("Target", ("Target", "Target Name")))
+                   if sheet.find(*alts) is None]
+        plugin = sheet.meta.get("plugin name and version")
+        layout = f" (a {plugin} export)" if plugin else ""
+        raise ParseError(
+            f"the table of sheet '{sheet.name}'{layout} has no {' and no '.join(missing)} column: its wells carry"
+            f" Cq values but cannot be matched to a specimen or pool (columns: {', '.join(h for h in sheet.header if h)})",
+            source=source,
+            line=sheet.header_row,
+            field=missing[0],
+            expected="a Results export that includes Sample and Target columns (export from the analysis"
+            " module, e.g. Standard Curve or Presence/Absence, with the plate's sample names set)",
+        )
     raise ParseError(
-        "no results sheet with Well, Sample and Cq columns",
+        "no results table with Well, Sample and Cq columns",
         source=source,
         line=1,
-        expected=f"a sheet named Results or Primary_result (found {', '.join(s.name for s in sheets) or 'no sheets'})",
+        expected=f"a sheet named Results or Primary_result with that table (sheets found: {', '.join(s.name for s in sheets) or 'none'})",
     )
 
 
@@ -260,21 +291,27 @@ class QuantStudioWorkbook:
         task_idx = sheet.find("Task", "Sample type", "Sample Type")
         task = sheet.column(task_idx) if task_idx is not None else pa.nulls(len(sheet.rows), pa.string())
         role = instrument_roles(task, sample)
-        # Rows without a well are notes under the table; rows without a sample are empty wells.
-        keep = nonblank & occupied_wells(sample, role, ct, lines, source=source, field="Sample")
         target = sheet.column(target_idx)
+        # Rows without a well are notes under the table. A specimen row without a sample name is left out,
+        # and noted when it was set up (a task) or has a Ct: the plate's named wells are still decided.
+        named, notes = unnamed_wells(sample, role, ct, task=task, wells=well_raw, targets=target, lines=lines,
+                                     rows=nonblank)
+        keep = nonblank & named
         reporter_idx = sheet.find("Reporter", "Dye")
         dye = sheet.column(reporter_idx) if reporter_idx is not None else None
         omit_idx = sheet.find("Omit")
         mask = pa.array(keep)
+        sample_all, role_all, lines_all = sample, role, lines
         well_raw, sample, role, target, ct, lines = (
             well_raw.filter(mask), sample.filter(mask), role.filter(mask), target.filter(mask), ct[keep], lines[keep]
         )
         if len(lines) == 0:
-            raise ParseError(f"the sheet '{sheet.name}' holds no named wells", source=source, line=sheet.header_row,
-                             expected="one row per well and target")
+            first = first_unnamed_line(sample_all, role_all, lines_all)
+            raise ParseError(f"the sheet '{sheet.name}' holds no well with a sample name", source=source,
+                             line=first or sheet.header_row, field="Sample",
+                             expected="a sample name (specimen or pool id) for the plate's specimen wells")
         dye = dye.filter(mask) if dye is not None else None
-        meta = {**_metadata(sheet), "format": "quantstudio-xlsx"}
+        meta = with_notes({**_metadata(sheet), "format": "quantstudio-xlsx"}, notes)
         plate = 96 if "96" in sheet.meta.get("block type", "") else 384
         if pc.all(pc.match_substring_regex(well_raw, r"^\d{1,6}$")).as_py():
             index = pc.cast(well_raw, pa.int64()).to_numpy(zero_copy_only=False)

@@ -62,6 +62,7 @@ RUN_METADATA_KEYS = (
     "run_end",
     "assay",  # assay/kit name when the file states it
     "plate",  # plate barcode/name
+    "notes",  # JSON list: wells read but left out, with why (parsers.notes; e.g. a Ct without a sample name)
 )
 
 _ROLE_VALUES = [r.value for r in Role]

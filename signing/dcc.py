@@ -81,31 +81,65 @@ def uvci(result_id: str, version: int, lab_id: str | None = None) -> str:
     """A UVCI unique and stable per (result id, version): ``URN:UVCI:01:VN:<LAB>/<OPAQUE>#<check>``.
 
     Opaque part: Base32 of SHA-256 over id and version (same inputs, same UVCI;
-    a new version, a new UVCI). The check character is Luhn mod N over the
-    characters before ``#`` (eHealth Network UVCI guidelines, Annex 2).
+    a new version, a new UVCI). The check character is the eHealth Network's
+    Luhn mod N over the whole string before ``#`` (see :func:`luhn_mod_n`).
     """
+    body = _uvci_body(result_id, version, lab_id)
+    return f"{body}#{luhn_mod_n(body)}"
+
+
+def _uvci_body(result_id: str, version: int, lab_id: str | None) -> str:
     digest = hashlib.sha256(f"{result_id}\x00{int(version)}".encode("utf-8")).digest()
     opaque = base64.b32encode(digest).decode("ascii").rstrip("=")
     lab = re.sub(r"[^A-Z0-9]", "", (lab_id or "").upper())[:8]
     body = f"URN:UVCI:01:{COUNTRY}:" + (f"{lab}/" if lab else "")
-    body += opaque[: _MAX_CI - len(body) - 2]
-    return f"{body}#{luhn_mod_n(body)}"
+    return body + opaque[: _MAX_CI - len(body) - 2]
 
 
-_UVCI_CHARSET = "/0123456789:ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+#: Code points of the eHealth Network UVCI check character (eu-dcc-schema, examples/Luhn-Mod-N): A-Z, 0-9, '/', ':'.
+UVCI_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/:"
+#: The ASCII-ordered alphabet ketqua used before issue 16. Certificates signed then carry a check character
+#: computed over it; they are still authentic, so :func:`same_uvci` accepts that character for the same body.
+LEGACY_UVCI_ALPHABET = "/0123456789:ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-_UVCI_CODE = {char: code for code, char in enumerate(_UVCI_CHARSET)}
-_N = len(_UVCI_CHARSET)
-# Luhn mod N doubles every second code point from the right and adds the base-N digits of the product.
-_DOUBLED = [(2 * code) // _N + (2 * code) % _N for code in range(_N)]
+def luhn_mod_n(text: str, alphabet: str = UVCI_ALPHABET) -> str:
+    """Luhn mod N check character of ``text``, as the eHealth Network reference computes it.
+
+    The reference looks every character up in the alphabet and fails on one it
+    lacks; so does this (a ``SigningError`` naming the character), rather than
+    skipping it and signing a check character no other implementation reproduces.
+    """
+    n = len(alphabet)
+    total = 0
+    for position, char in enumerate(reversed(text)):
+        code = alphabet.find(char)
+        if code < 0:
+            raise SigningError(
+                f"UVCI {text!r}: character {char!r} at position {len(text) - position} is outside the"
+                f" UVCI alphabet A-Z 0-9 / : (eHealth Network guidelines, Annex 2)"
+            )
+        # Luhn mod N doubles every second code point from the right and adds the base-N digits of the product.
+        addend = code * 2 if position % 2 == 0 else code
+        total += addend // n + addend % n
+    return alphabet[(n - total % n) % n]
 
 
-def luhn_mod_n(text: str) -> str:
-    """Luhn mod N check character of ``text`` over the UVCI alphabet (other characters are skipped)."""
-    codes = [_UVCI_CODE[c] for c in reversed(text) if c in _UVCI_CODE]
-    total = sum(_DOUBLED[c] for c in codes[0::2]) + sum(codes[1::2])
-    return _UVCI_CHARSET[(_N - total % _N) % _N]
+def same_uvci(found: str, expected: str) -> bool:
+    """Whether a signed UVCI is the one ketqua issues for a result, also when signed before issue 16.
+
+    Same body before ``#``; the check character either the eHealth Network one or
+    the one of :data:`LEGACY_UVCI_ALPHABET` (signatures made then stay valid).
+    """
+    if found == expected:
+        return True
+    body, sep, check = found.rpartition("#")
+    if not sep or body != expected.rpartition("#")[0]:
+        return False
+    try:
+        return check == luhn_mod_n(body, LEGACY_UVCI_ALPHABET)
+    except SigningError:
+        return False
 
 
 def _sample_time(value: str | None) -> str:

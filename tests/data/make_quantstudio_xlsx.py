@@ -1,4 +1,10 @@
-"""Write tests/data/quantstudio_xlsx_da_pools.xlsx, the project's own QuantStudio Design & Analysis workbook.
+"""Write the project's own QuantStudio Design & Analysis workbooks into tests/data.
+
+``quantstudio_xlsx_da_pools.xlsx`` is a pooled SARS-CoV-2 run's full export;
+``refused/quantstudio_xlsx_primary_analysis.xlsx`` is the "Primary Analysis" plugin's
+export of a run: one ``Results`` sheet whose table (row 25) has only ``Well
+Position, Task, Reporter, Cq, Threshold, Baseline Start, Baseline End``: no
+sample and no target names, the layout ketqua must refuse with a clear reason.
 
 A clone without ../shared still needs an .xlsx to test the quantstudio-xlsx
 parser on, so this script lays one out as Design & Analysis 2.x exports a
@@ -26,6 +32,8 @@ import openpyxl
 from openpyxl.writer.excel import ExcelWriter
 
 OUT = Path(__file__).resolve().parent / "quantstudio_xlsx_da_pools.xlsx"
+#: In refused/: a layout ketqua must refuse is no corpus file (every file directly in tests/data must parse).
+PRIMARY_OUT = OUT.parent / "refused" / "quantstudio_xlsx_primary_analysis.xlsx"
 #: When the (fictional) run was exported; also every zip member's time, so the bytes never change.
 EXPORTED = dt.datetime(2022, 5, 6, 16, 42, 5)
 
@@ -117,6 +125,35 @@ def build() -> bytes:
            [[1, "A1", cycle, "ORF1ab", round(0.92 + 0.004 * cycle + (0.0 if cycle < 19 else 0.21 * (cycle - 18)), 4),
              round(0.004 * cycle + (0.0 if cycle < 19 else 0.21 * (cycle - 18)), 4)] for cycle in range(1, 41)])
     _sheet(book, "Results", RESULT_COLUMNS, _result_rows())
+    return _reproducible(book)
+
+
+#: The Primary Analysis plugin's Key | Value rows (23 of them, so the table header is row 25).
+PRIMARY_HEADER = [(k, v) for k, v in HEADER if k not in ("Software name", "Software version")][:21] + [
+    ("Exported By", "vothimai"), ("Exported On", "2022-05-06 04:42:05 PM ICT")]
+PRIMARY_COLUMNS = ["Well Position", "Task", "Reporter", "Cq", "Threshold", "Baseline Start", "Baseline End"]
+
+
+def build_primary_analysis() -> bytes:
+    """A Primary Analysis export's bytes: Key | Value rows, a blank row, the table at row 25."""
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    book.properties.creator = "QuantStudio Design & Analysis Software"
+    book.properties.created = EXPORTED
+    book.properties.modified = EXPORTED
+    ws = book.create_sheet("Results")
+    for key, value in PRIMARY_HEADER:
+        ws.append([key, value])
+    ws.append([])
+    ws.append(PRIMARY_COLUMNS)
+    for _n, position, _omit, sample, cqs in RESULTS:
+        for (_target, reporter), cq in zip(TARGETS, cqs):
+            if cq is not None:
+                ws.append([position, _task(sample), reporter, cq, 0.15, 3, 15 if isinstance(cq, float) else 39])
+    return _reproducible(book)
+
+
+def _reproducible(book: openpyxl.Workbook) -> bytes:
     raw = io.BytesIO()
     with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
         ExcelWriter(book, archive).save()  # unlike Workbook.save, keeps properties.modified as set
@@ -133,7 +170,8 @@ def build() -> bytes:
 
 def main() -> None:
     OUT.write_bytes(build())
-    print(f"wrote {OUT}")
+    PRIMARY_OUT.write_bytes(build_primary_analysis())
+    print(f"wrote {OUT} and {PRIMARY_OUT}")
 
 
 if __name__ == "__main__":

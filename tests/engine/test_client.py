@@ -15,6 +15,8 @@ from cryptography import x509
 from engine.cli.main import main
 from engine.client.puller import PullClient, read_results
 from engine.errors import ApiError, VerificationError
+import signing.dcc as dcc
+from signing.hc1 import decode_hc1
 from signing.pki import ensure_development_pki
 from tests.engine.api_world import (
     ServerThread,
@@ -143,6 +145,25 @@ def test_hc1_of_another_result_is_refused(served, tmp_path: Path) -> None:
     with pytest.raises(VerificationError, match="seq 4.*another result"):
         _pull(s.url, tok, tmp_path / "out", trust=_ca(w))
     assert len(read_results(tmp_path / "out")) == 3
+
+
+def test_hc1_signed_with_the_pre_issue_16_check_character_still_pulls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Results signed when the UVCI check character used the old alphabet still verify: their QR stays theirs."""
+    w = make_world(tmp_path / "lab")
+    current = dcc.luhn_mod_n
+    with monkeypatch.context() as patch:
+        patch.setattr(dcc, "luhn_mod_n", lambda text, alphabet=None: current(text, dcc.LEGACY_UVCI_ALPHABET))
+        commit(w, signed_plate(w, 0, 5))
+    s = ServerThread(w).start()
+    try:
+        _pull(s.url, token(w), tmp_path / "out", trust=_ca(w))
+    finally:
+        s.stop()
+    items = read_results(tmp_path / "out")
+    assert len(items) == 5
+    for item in items:  # the QRs really carry the old character, which today's test_entry no longer writes
+        signed = decode_hc1(item["hc1"]).dcc["t"][0]["ci"]
+        assert signed != dcc.test_entry(item["payload"])["t"][0]["ci"]
 
 
 def test_foreign_trust_root_refuses_the_servers_keys(served, tmp_path: Path) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
+import openpyxl
 import pytest
 
 from engine.errors import ParseError
 from engine.model import WELL_COLUMNS, run_metadata
 from parsers import detect, parse_bytes, parse_file
+from parsers.notes import run_notes
 from tests.parsers.helpers import DATA, REAL, cli_parse_broken, cli_parse_json, well_row
 
 RESULTS_ONLY = REAL / "quantstudio_txt" / "example_quantsudio_results_only.txt"
@@ -109,10 +112,106 @@ def test_non_numeric_ct_names_line() -> None:
 
 
 def test_missing_sample_name_with_ct() -> None:
-    """A well with a Ct but an empty Sample Name is refused, naming the line."""
+    """A well with a Ct but an empty Sample Name is left out and noted at its line; the other wells parse."""
     data = RESULTS_ONLY.read_bytes().replace(b"\t5000018696625\t", b"\t\t", 1)
-    with pytest.raises(ParseError, match=r"line 23, field 'Sample Name'.*no sample name"):
-        parse_bytes(data, "example.txt")
+    table = parse_bytes(data, "example.txt")
+    assert table.num_rows == 92 and "A4" not in table.column("well").to_pylist()
+    (note,) = run_notes(table)
+    assert (note["well"], note["line"], note["task"]) == ("A4", 23, "UNKNOWN")
+    assert "no sample name" in note["text"] and "Ct 25.71 (3'UTR)" in note["text"]
+
+
+def test_unnamed_well_with_ct_is_noted_not_refused() -> None:
+    """Own 7500 export, one well's name erased: its 4 target rows are left out and reported; 20 rows stay."""
+    data = Q7500.read_bytes().replace(b"P2111-0003", b"")
+    table = parse_bytes(data, "plate07.txt")
+    assert table.num_rows == 20 and "A3" not in table.column("well").to_pylist()
+    (note,) = run_notes(table)
+    assert note["well"] == "A3" and note["lines"] == [20, 21, 22, 23]
+    assert note["ct"] == {"ORF1ab": 36.4, "N gene": None, "S gene": 37.95, "MS2": 26.25}
+    assert note["text"].startswith("well A3 (line 20): Ct 36.4 (ORF1ab), 37.95 (S gene), 26.25 (MS2) but no sample name")
+    assert well_row(table, "A2", "MS2")["sample_id"] == "P2111-0002"
+
+
+def test_unnamed_unknown_well_without_ct_is_noted() -> None:
+    """Task UNKNOWN, no sample name, Undetermined: not dropped silently, reported like an unnamed Ct."""
+    data = Q7500.read_bytes().replace(b"P2111-0004", b"")
+    table = parse_bytes(data, "plate07.txt")
+    (note,) = run_notes(table)
+    assert note["well"] == "A4" and note["task"] == "UNKNOWN" and note["ct"]["MS2"] == 25.61  # MS2 did amplify
+    only_undetermined = Q7500.read_bytes().decode("utf-8").replace("P2111-0004", "")
+    only_undetermined = only_undetermined.replace("25.611\t25.611", "Undetermined\tUndetermined")
+    (note,) = run_notes(parse_bytes(only_undetermined.encode(), "plate07.txt"))
+    assert note["well"] == "A4" and set(note["ct"].values()) == {None}
+    assert "task UNKNOWN without a sample name and no Ct" in note["text"]
+    assert "notes" not in run_metadata(parse_file(Q7500))  # a plate with every well named has no notes
+
+
+def test_no_named_well_is_refused_at_the_first_row() -> None:
+    """A results table whose specimen wells all lack names is refused, naming the first row."""
+    text = "* Instrument Type = ViiA 7\n\n[Results]\nWell\tSample Name\tTarget Name\tTask\tCT\nA1\t\tN\tUNKNOWN\t22.1\n"
+    with pytest.raises(ParseError, match=r"line 5, field 'Sample Name': no well .* has a sample name"):
+        parse_bytes(text.encode(), "v.txt", format="quantstudio")
+
+
+def test_missing_well_column_names_the_header_line() -> None:
+    """A results table without Well or Well Position is refused at its header, naming the Well field."""
+    data = "* Instrument Type = ViiA 7\n\n[Results]\nSample Name\tTarget Name\tTask\tCT\nS1\tN\tUNKNOWN\t22.1\n"
+    with pytest.raises(ParseError, match=r"line 4, field 'Well'"):
+        parse_bytes(data.encode(), "v.txt", format="quantstudio")
+
+
+# --- genotyping text exports (Allele1 Ct / Allele2 Ct) ---------------------------------------------
+
+GENOTYPING = DATA / "quantstudio_genotyping_results.txt"
+
+
+def test_genotyping_text_export_reads_both_alleles() -> None:
+    """Own genotyping export: two rows per well (<assay>-Allele 1/2), each allele's Ct, unnamed wells noted."""
+    table = parse_file(GENOTYPING)
+    assert run_metadata(table)["format"] == "quantstudio"
+    assert table.num_rows == 10  # A1-A4 and A7, two alleles each
+    a3 = [r for r in table.to_pylist() if r["well"] == "A3"]
+    assert [(r["target"], r["line"], r["sample_id"], r["role"]) for r in a3] == [
+        ("C__30634136_10-Allele 1", 18, "HN-0412", "sample"), ("C__30634136_10-Allele 2", 18, "HN-0412", "sample")]
+    assert [r["ct"] for r in a3] == [pytest.approx(27.485), pytest.approx(29.015)]
+    assert well_row(table, "A1", "C__30634136_10-Allele 2")["role"] == "ntc"
+    assert math.isnan(well_row(table, "A1", "C__30634136_10-Allele 1")["ct"])
+    notes = {n["well"]: n for n in run_notes(table)}
+    assert sorted(notes) == ["A5", "A6"]  # A8 is an untouched position (no task, no name, no Ct)
+    assert notes["A6"]["lines"] == [21] and notes["A6"]["ct"]["C__30634136_10-Allele 1"] == 26.01
+
+
+def test_genotyping_text_and_workbook_of_one_run_agree() -> None:
+    """The same genotyping run as text and as a Design & Analysis workbook gives the same well/sample/target/Ct rows."""
+    text = parse_file(GENOTYPING)
+    book = openpyxl.Workbook()
+    ws = book.active
+    ws.title = "Results"
+    ws.append(["Instrument Type", "QuantStudio™ 7 Pro System"])
+    ws.append(["Block Type", "96-Well 0.2-mL Block"])
+    ws.append([])
+    ws.append(["Well", "Well Position", "Omit", "Sample", "Target", "Task", "Reporter", "Cq"])
+    for r in text.to_pylist():
+        allele = r["target"].rsplit("-", 1)[1]
+        ws.append([None, r["well"], "FALSE", r["sample_id"], r["target"], "NTC" if r["role"] == "ntc" else "UNKNOWN",
+                   "VIC" if allele == "Allele 1" else "FAM", "UNDETERMINED" if math.isnan(r["ct"]) else float(r["ct"])])
+    out = io.BytesIO()
+    book.save(out)
+    workbook = parse_bytes(out.getvalue(), "genotyping.xlsx")
+
+    def rows(table):  # type: ignore[no-untyped-def]
+        return [(r["well"], r["sample_id"], r["target"], None if math.isnan(r["ct"]) else round(r["ct"], 3))
+                for r in table.to_pylist()]
+
+    assert rows(workbook) == rows(text)
+
+
+def test_genotyping_export_with_only_one_allele_column_is_refused() -> None:
+    """Allele1 Ct without Allele2 Ct is no genotyping table: refused at the header naming the Ct columns."""
+    data = GENOTYPING.read_bytes().replace(b"\tAllele2 Ct\t", b"\tAllele2 Cq value\t")
+    with pytest.raises(ParseError, match=r"line 15, field 'CT'.*Allele1 Ct and Allele2 Ct"):
+        parse_bytes(data, "g.txt")
 
 
 def test_well_outside_plate() -> None:

@@ -13,6 +13,7 @@ import pytest
 from engine.errors import ParseError
 from engine.model import WELL_COLUMNS, run_metadata
 from parsers import detect, parse_bytes, parse_file
+from parsers.notes import run_notes
 from tests.parsers import helpers
 from tests.parsers.helpers import DATA, cli_parse_broken, cli_parse_json, well_row
 
@@ -23,6 +24,8 @@ XLSX = (
 
 #: The project's own Design & Analysis workbook, written by tests/data/make_quantstudio_xlsx.py.
 OWN = DATA / "quantstudio_xlsx_da_pools.xlsx"
+#: The project's own "Primary Analysis" export (no Sample, no Target column), written by the same script.
+PRIMARY = DATA / "refused" / "quantstudio_xlsx_primary_analysis.xlsx"
 
 
 def _edited(edit) -> bytes:  # type: ignore[no-untyped-def]
@@ -78,10 +81,12 @@ def test_non_numeric_cq_names_row() -> None:
 
 
 def test_missing_sample_with_cq() -> None:
-    """A row with a Cq but no sample is refused naming its row."""
+    """A row with a Cq but no sample is left out and noted at its row; the workbook's other wells parse."""
     data = _edited(lambda ws: setattr(ws.cell(row=31, column=3), "value", None))
-    with pytest.raises(ParseError, match=r"line 31, field 'Sample'"):
-        parse_bytes(data, "edited.xlsx")
+    table = parse_bytes(data, "edited.xlsx")
+    assert table.num_rows == 7 and 31 not in table.column("line").to_pylist()
+    (note,) = run_notes(table)
+    assert (note["well"], note["line"]) == ("A01", 31) and "Ct 39.54 (T4) but no sample name" in note["text"]
 
 
 def test_omitted_well_is_invalid() -> None:
@@ -195,6 +200,10 @@ def test_own_workbook_values() -> None:
     ntc = well_row(table, "H12", "ORF1ab")
     assert ntc["role"] == "ntc" and math.isnan(ntc["ct"]) and ntc["line"] == 48
     assert "A6" not in table.column("well").to_pylist()
+    # A6 was set up (task UNKNOWN, three targets) but has no sample name: reported, not dropped without a word.
+    (note,) = run_notes(table)
+    assert (note["well"], note["lines"], note["task"]) == ("A6", [42, 43, 44], "UNKNOWN")
+    assert note["ct"] == {"ORF1ab": None, "N gene": None, "RNase P": None}
 
 
 def test_own_workbook_metadata() -> None:
@@ -229,3 +238,65 @@ def test_own_workbook_damaged_cq(tmp_path: Path, capsys: pytest.CaptureFixture[s
     code, err = cli_parse_broken(capsys, tmp_path / "plate03.xlsx", out.getvalue())
     assert code != 0
     assert "plate03.xlsx" in err and "line 33" in err and "'Cq'" in err
+
+
+def _own_edited(edit) -> bytes:  # type: ignore[no-untyped-def]
+    book = openpyxl.load_workbook(OWN)
+    edit(book["Results"])
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def test_own_workbook_unnamed_well_with_ct_is_noted_and_the_plate_parses() -> None:
+    """One well with Cq values but its Sample erased: its rows are left out and noted; every named well is read."""
+    def erase(ws) -> None:  # type: ignore[no-untyped-def]
+        for row in (39, 40, 41):  # A5, sample 220506-0112
+            ws.cell(row=row, column=4).value = None
+    table = parse_bytes(_own_edited(erase), "plate03.xlsx")
+    assert table.num_rows == 18 and "A5" not in table.column("well").to_pylist()
+    notes = {n["well"]: n for n in run_notes(table)}
+    assert sorted(notes) == ["A5", "A6"]
+    assert notes["A5"]["lines"] == [39, 40, 41] and notes["A5"]["ct"] == {"ORF1ab": 18.07, "N gene": 18.64, "RNase P": 27.05}
+    assert "its pool cannot be matched" in notes["A5"]["text"]
+
+
+def test_own_workbook_without_any_named_well_is_refused_at_the_first_unnamed_row() -> None:
+    """Every Sample erased and every task UNKNOWN: nothing to decide; refused at the first unnamed row, field Sample."""
+    def erase(ws) -> None:  # type: ignore[no-untyped-def]
+        for row in range(27, 51):
+            ws.cell(row=row, column=4).value = None
+            ws.cell(row=row, column=6).value = "UNKNOWN"
+    with pytest.raises(ParseError, match=r"line 27, field 'Sample': the sheet 'Results' holds no well with a sample name"):
+        parse_bytes(_own_edited(erase), "plate03.xlsx")
+
+
+def test_primary_analysis_workbook_matches_its_generator() -> None:
+    """The committed Primary Analysis export is what the script writes; its table header is row 25."""
+    generator = _generator()
+    assert generator.build_primary_analysis() == generator.build_primary_analysis()
+    assert _cells(PRIMARY.read_bytes()) == _cells(generator.build_primary_analysis())
+    rows = _cells(PRIMARY.read_bytes())["Results"]
+    assert rows[24][:7] == ("Well Position", "Task", "Reporter", "Cq", "Threshold", "Baseline Start", "Baseline End")
+
+
+def test_primary_analysis_export_is_refused_at_its_header_row_naming_what_is_missing() -> None:
+    """Design & Analysis "Primary Analysis": no Sample and no Target column; said at row 25, not 'line 1: no sheet'."""
+    with pytest.raises(ParseError) as info:
+        parse_file(PRIMARY)
+    message = str(info.value)
+    assert "line 25, field 'Sample'" in message
+    assert "sheet 'Results' (a Primary Analysis v1.6.1 export) has no Sample and no Target column" in message
+    assert "Well Position, Task, Reporter, Cq" in message
+    assert "found Results" not in message
+
+
+def test_workbook_without_any_cq_table_names_its_sheets() -> None:
+    """A workbook with no results table at all is refused at line 1, listing the sheets it has."""
+    book = openpyxl.Workbook()
+    book.active.title = "Notes"
+    book.active.append(["just", "text"])
+    out = io.BytesIO()
+    book.save(out)
+    with pytest.raises(ParseError, match=r"line 1: no results table with Well, Sample and Cq columns.*sheets found: Notes"):
+        parse_bytes(out.getvalue(), "notes.xlsx", format="quantstudio-xlsx")

@@ -345,15 +345,104 @@ def test_base45_rejects_invalid_text() -> None:
         assert info.value.reason == "bad-base45"
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.text(alphabet="/0123456789:ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=1, max_size=48))
-def test_uvci_check_character_validates(body: str) -> None:
-    """Body plus its Luhn mod N check character passes the Luhn mod N validation (sum ≡ 0 mod 38)."""
-    from signing.dcc import _UVCI_CHARSET, luhn_mod_n
+# --- UVCI check character (eHealth Network Luhn mod N) --------------------------------------------
 
-    n = len(_UVCI_CHARSET)
-    total = 0
-    for position, char in enumerate(reversed(body + luhn_mod_n(body))):
-        addend = _UVCI_CHARSET.index(char) * (2 if position % 2 else 1)
+#: The code points of the eHealth Network reference (ehn-dcc-development/eu-dcc-schema, examples/Luhn-Mod-N/
+#: luhn_mod_n.py, ``_CODE_POINTS``), written out here rather than imported so the test does not read our own code.
+EHN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/:"
+
+#: Published UVCIs whose check character the reference reproduces. Sources: issue 16 (the one ketqua got wrong);
+#: the inputs of the reference's usage example and docstring (eu-dcc-schema examples/Luhn-Mod-N/usage.py and
+#: luhn_mod_n.py, commit 9fe38ed) with the character the reference code returns for them (its docstring still says
+#: ``S`` for MY/INPUT/STRING, left from an earlier alphabet: the reference's own validate rejects ``...STRINGS``); and
+#: certificates of eu-digital-green-certificates/dgc-testdata (commit 4a62c8d), file named per entry. Of that
+#: repository's 138 UVCIs with one check character, 53 agree with the reference; those that do not were computed by
+#: their issuers over another scope or alphabet and are not vectors.
+EHN_UVCI_VECTORS = [
+    ("URN:UVCI:01:VN:VNDEVLAB/HNQPUEEJVAUDKAW54K4VOQCO#P", "issue 16"),
+    ("URN:UVCI:01:NL:MY/INPUT/STRING#H", "eu-dcc-schema examples/Luhn-Mod-N/luhn_mod_n.py, run"),
+    ("URN:UVCI:01:NL:187/37512422923#Z", "eu-dcc-schema examples/Luhn-Mod-N/usage.py, run"),
+    ("URN:UVCI:01:FR:P4LU2647E8HN#/", "dgc-testdata FR/2DCode/raw/DCC_Test_0014.json"),
+    ("URN:UVCI:01:FR:Y4996KBJ4Q3Q#:", "dgc-testdata FR/2DCode/raw/DCC_Test_0010.json"),
+    ("URN:UVCI:01:AT:10807843F94AEE0EE5093FBC254BD813#B", "dgc-testdata AT/2DCode/raw/1.json"),
+    ("URN:UVCI:01:DK:0EF88044F7935DF2B4A938A38C14C97C#C", "dgc-testdata DK/2DCode/raw/5.json"),
+    ("URN:UVCI:01:GR:7UXL2ZTSS6KUZAF2XAAA3A4C4I#E", "dgc-testdata GR/2DCode/raw/1.json"),
+    ("URN:UVCI:01:HU:242100001023540659V1T20210614180542#S", "dgc-testdata HU/2DCode/raw/3.json"),
+    ("URN:UVCI:01:LT:1227GNXXUEM92NY8J44JW#0", "dgc-testdata LT/2DCode/raw/2.json"),
+    ("URN:UVCI:01:SI:C5A831C1889D43AEE053#I", "dgc-testdata SI/2DCode/raw/VAC.json"),
+    ("URN:UVCI:01:IS:VERA1234#F", "dgc-testdata IS/2DCode/raw/5.json"),
+    ("URN:UVCI:01:SM:112#N", "dgc-testdata SM/2DCode/raw/1.json"),
+    ("01BEVLWLUNCYEOWTE6IFPOSVE6PH#2", "dgc-testdata BE/2DCode/raw/1.json"),
+    ("01ES05T8034C2ED473E6995B4BA5#A", "dgc-testdata ES/2DCode/raw/501.json"),
+]
+
+
+def _ehn_validates(text: str) -> bool:
+    """The reference's validation: factor 1 on the check character, alternating 1/2 leftwards, sum of base-N digits ≡ 0."""
+    n, total = len(EHN_ALPHABET), 0
+    for position, char in enumerate(reversed(text)):
+        addend = EHN_ALPHABET.index(char) * (2 if position % 2 else 1)
         total += addend // n + addend % n
-    assert total % n == 0
+    return total % n == 0
+
+
+@pytest.mark.parametrize(("published", "source"), EHN_UVCI_VECTORS)
+def test_uvci_check_character_matches_the_ehn_reference(published: str, source: str) -> None:
+    """Published UVCIs get the check character their issuers (and the eHN reference) wrote."""
+    from signing.dcc import luhn_mod_n
+
+    body, check = published.split("#")
+    assert luhn_mod_n(body) == check, source
+    assert _ehn_validates(body + check), source
+
+
+def test_issued_uvci_validates_with_the_ehn_reference() -> None:
+    """ketqua's own UVCIs pass the reference validation over the whole string before '#'."""
+    for i in range(200):
+        body, check = uvci(f"r{i}", 1 + i % 3, "HN-01" if i % 2 else None).split("#")
+        assert body.startswith("URN:UVCI:01:VN:") and len(check) == 1
+        assert _ehn_validates(body + check)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=EHN_ALPHABET, min_size=1, max_size=48))
+def test_uvci_check_character_validates(body: str) -> None:
+    """Any body over the alphabet plus its check character passes the reference validation."""
+    from signing.dcc import luhn_mod_n
+
+    assert _ehn_validates(body + luhn_mod_n(body))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet=EHN_ALPHABET, min_size=2, max_size=48), st.data())
+def test_uvci_check_character_catches_a_changed_character(body: str, data: st.DataObject) -> None:
+    """Changing any one character of body + check breaks the validation (Luhn mod N catches every single error)."""
+    from signing.dcc import luhn_mod_n
+
+    text = body + luhn_mod_n(body)
+    i = data.draw(st.integers(0, len(text) - 1))
+    other = data.draw(st.sampled_from([c for c in EHN_ALPHABET if c != text[i]]))
+    assert not _ehn_validates(text[:i] + other + text[i + 1:])
+
+
+@pytest.mark.parametrize("bad", ["urn:uvci:01:VN:X", "URN:UVCI:01:VN:X#", "URN:UVCI:01:VN:X-Y", "URN UVCI", "URN:UVCI:Ä"])
+def test_uvci_check_character_refuses_characters_outside_the_alphabet(bad: str) -> None:
+    """The reference fails on a character it has no code point for; so does ketqua, naming it (never skips it)."""
+    from signing.dcc import luhn_mod_n
+
+    with pytest.raises(SigningError, match="outside the UVCI alphabet"):
+        luhn_mod_n(bad)
+
+
+def test_uvci_signed_before_issue_16_still_matches_its_result() -> None:
+    """A UVCI carrying the old ASCII-ordered check character is still recognised as the result's own; others are not."""
+    from signing.dcc import LEGACY_UVCI_ALPHABET, luhn_mod_n, same_uvci
+
+    new = uvci("r1", 1, "VNDEVLAB")
+    body = new.split("#")[0]
+    old = f"{body}#{luhn_mod_n(body, LEGACY_UVCI_ALPHABET)}"
+    assert old != new and same_uvci(old, new) and same_uvci(new, new)
+    wrong = next(c for c in EHN_ALPHABET if f"{body}#{c}" not in (old, new))
+    assert not same_uvci(f"{body}#{wrong}", new)
+    assert not same_uvci(uvci("r2", 1, "VNDEVLAB"), new) and not same_uvci(body, new)
+    assert not same_uvci(f"{uvci('r2', 1, 'VNDEVLAB').split('#')[0]}#{old[-1]}", new)
