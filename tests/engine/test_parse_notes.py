@@ -7,7 +7,8 @@ import json
 import math
 
 from engine.datadir import DataDir
-from engine.demo import manifest_csv, quantstudio_text, simulate_plate, write_atomically
+from engine.demo import manifest_csv, quantstudio_text, simulate_plate
+from engine.files import write_atomically
 from engine.ledger import Ledger
 from engine.pipeline import Engine
 
