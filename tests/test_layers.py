@@ -1,4 +1,5 @@
-"""The layers hold: ``parsers/`` and ``signing/`` import nothing from the engine, and no import cycle among them.
+"""The layers hold: ``parsers/`` and ``signing/`` import nothing from the engine, the engine's packages import
+only downwards (docs/architecture.md), and no project module is part of an import cycle.
 
 Read statically with ``ast`` so every import counts: module level, inside a
 function, under ``if TYPE_CHECKING``. A function-level import hides a cycle from
@@ -27,8 +28,29 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _modules() -> dict[str, Path]:
-    return {_module_name(path): path for package in LOWER for path in sorted((ROOT / package).rglob("*.py"))}
+#: The engine's rooms, lowest first: a module may import its own room and the rooms before it, never after.
+#: "engine" is the small top level (errors, model, config, datadir, logs, metrics, files, ...).
+ENGINE_ROOMS = (
+    "engine", "engine.rules", "engine.pooling", "engine.ledger", "engine.intake", "engine.results",
+    "engine.certificates", "engine.api", "engine.client", "engine.pipeline", "engine.cli",
+)
+#: Where imports inside functions are the design: every command module is imported to build the parser,
+#: so each loads what its command needs only when it runs (``ketqua --help`` stays fast).
+LAZY_BY_DESIGN = ("engine.cli.commands.",)
+
+
+def _modules(packages: tuple[str, ...] = LOWER) -> dict[str, Path]:
+    return {_module_name(path): path for package in packages for path in sorted((ROOT / package).rglob("*.py"))}
+
+
+def _room(module: str) -> str:
+    """The engine room a module lives in (``engine.__main__`` is the CLI's)."""
+    if module == "engine.__main__":
+        return "engine.cli"
+    parts = module.split(".")
+    if len(parts) > 1 and f"engine.{parts[1]}" in ENGINE_ROOMS:
+        return f"engine.{parts[1]}"
+    return "engine"
 
 
 def _imports(name: str, path: Path) -> Iterator[tuple[str, int]]:
@@ -51,8 +73,8 @@ def _imports(name: str, path: Path) -> Iterator[tuple[str, int]]:
                 yield f"{module}.{alias.name}", node.lineno
 
 
-def _graph() -> dict[str, set[str]]:
-    modules = _modules()
+def _graph(packages: tuple[str, ...] = LOWER) -> dict[str, set[str]]:
+    modules = _modules(packages)
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
         for target, _ in _imports(name, path):
@@ -99,6 +121,59 @@ def test_no_import_cycle_among_parsers_and_signing() -> None:
     """The import graph of parsers/ and signing/ (function-level and TYPE_CHECKING imports included) has no cycle."""
     cycle = _cycle(_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_no_import_cycle_in_the_project() -> None:
+    """No cycle through any project module, the engine's included (package ``__init__`` re-exports count)."""
+    cycle = _cycle(_graph(("parsers", "signing", "engine")))
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_engine_rooms_import_only_downwards() -> None:
+    """A module imports its own room or a lower one (ENGINE_ROOMS), and nothing from bench/ or tests/."""
+    rank = {room: i for i, room in enumerate(ENGINE_ROOMS)}
+    modules = _modules(("engine",))
+    offenders = []
+    for name, path in modules.items():
+        for target, line in _imports(name, path):
+            where = f"{path.relative_to(ROOT)}:{line}: {name} imports {target}"
+            if target.split(".")[0] in ("bench", "tests"):
+                offenders.append(where)
+            elif target in modules and rank[_room(target)] > rank[_room(name)]:
+                offenders.append(f"{where} ({_room(name)} is below {_room(target)})")
+    assert not offenders, "imports that run upwards (see docs/architecture.md):\n  " + "\n  ".join(offenders)
+
+
+def test_no_project_import_inside_a_function_without_a_reason() -> None:
+    """Imports of project modules sit at module level, except in the CLI's command modules and where the
+    line says why with a ``# lazy:`` comment (an optional heavy dependency loaded only when used)."""
+    offenders = []
+    for name, path in _modules(("parsers", "signing", "engine")).items():
+        if name.startswith(LAZY_BY_DESIGN):
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for target, line in _function_imports(path):
+            if target.split(".")[0] in ("engine", "parsers", "signing", "bench") and "# lazy:" not in lines[line - 1]:
+                offenders.append(f"{path.relative_to(ROOT)}:{line}: imports {target} inside a function")
+    assert not offenders, "move these imports to the top of their module (or say why with '# lazy:'):\n  " + "\n  ".join(offenders)
+
+
+def _function_imports(path: Path) -> Iterator[tuple[str, int]]:
+    """(module, line) of every import statement inside a function body."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    for func in ast.walk(tree):
+        if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(func):
+                if isinstance(node, ast.Import):
+                    yield from ((alias.name, node.lineno) for alias in node.names)
+                elif isinstance(node, ast.ImportFrom):
+                    yield ("." * node.level) + (node.module or ""), node.lineno
+
+
+def test_rooms_cover_every_engine_package() -> None:
+    """Every package under engine/ is a room, so a new one has to be placed in the order on purpose."""
+    packages = {f"engine.{p.parent.name}" for p in (ROOT / "engine").glob("*/__init__.py")}
+    assert packages <= set(ENGINE_ROOMS), f"place these packages in ENGINE_ROOMS: {sorted(packages - set(ENGINE_ROOMS))}"
 
 
 @pytest.mark.parametrize(

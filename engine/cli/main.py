@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.metadata
 import logging
 import os
 import pkgutil
@@ -18,6 +19,7 @@ from engine.datadir import DataDir
 from engine.errors import USER_ERRORS
 
 DEFAULT_DATA = "./ketqua-data"
+COMMAND_GROUP = "ketqua.commands"
 _DATA_HELP = "data folder (inbox/, archive/, quarantine/, certificates/, keys/, ledger.sqlite3); default ./ketqua-data"
 
 
@@ -35,11 +37,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", metavar="DIR", default=DEFAULT_DATA, help=_DATA_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for module in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if module.name.startswith("_"):
-            continue
-        importlib.import_module(f"engine.cli.commands.{module.name}").register(subparsers, common)
+    for name in command_modules():
+        importlib.import_module(name).register(subparsers, common)
     return parser
+
+
+def command_modules() -> list[str]:
+    """The modules that register subcommands: ``engine.cli.commands.*``, then the ``ketqua.commands`` entry points.
+
+    The entry points let another package add a command without the engine importing it
+    (``ketqua bench`` comes from bench/ this way).
+    """
+    own = sorted(f"{commands.__name__}.{m.name}" for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
+    plugged = sorted(ep.value for ep in importlib.metadata.entry_points(group=COMMAND_GROUP))
+    return own + [name for name in plugged if name not in own]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

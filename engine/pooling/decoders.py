@@ -41,9 +41,9 @@ from typing import Any
 
 import numpy as np
 
+import engine.pooling.kernels as K
 from engine.errors import DecodeError
 from engine.model import POOL_MISSING, SPECIMEN_BY_CODE, PoolOutcome, SpecimenOutcome
-from engine.pooling import kernels as K
 from engine.pooling.designs import Design
 
 __all__ = [

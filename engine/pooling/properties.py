@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.pooling import kernels as K
+import engine.pooling.kernels as K
 from engine.pooling.designs import Design
 
 __all__ = ["covered_by_pair", "properties"]

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+import engine.pooling.kernels as K
 from engine.errors import DecodeError, DesignError
-from engine.pooling import kernels as K
 from engine.pooling.decoders import bound_from_prevalence, decode_batch
 from engine.pooling.designs import Design, generate
 
