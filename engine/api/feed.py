@@ -7,7 +7,7 @@ small fields, so it is assembled by byte concatenation on a connection whose
 parsing or serialising per item. That keeps one stream at ~10^5 items/s.
 
 The rows come from :class:`engine.ledger.feed_rows.FeedRows` (columns
-:data:`engine.ledger.schema.FEED_COLUMNS`); ``tests/engine/test_api.py`` checks
+:data:`engine.ledger.schema.FEED_COLUMNS`); ``tests/engine/api/test_api.py`` checks
 that its items equal those built from ``Ledger.feed_page``.
 
 Safety: JSON strings are inserted unquoted only when they cannot need

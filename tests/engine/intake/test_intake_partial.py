@@ -43,7 +43,7 @@ from engine.intake.watcher import Intake
 from engine.ledger.sqlite import Ledger
 from parsers import incomplete
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 STABLE = 0.2
 EXPORTS = (
     "quantstudio_7500_results.txt",

@@ -21,7 +21,7 @@ from openapi_spec_validator import validate
 
 from engine.api.app import create_app
 from engine.api.openapi import document
-from tests.engine.api_world import (
+from tests.engine.api.api_world import (
     ServerThread,
     World,
     commit,

@@ -18,7 +18,7 @@ from engine.errors import ApiError, VerificationError
 import signing.dcc as dcc
 from signing.hc1 import decode_hc1
 from signing.pki import ensure_development_pki
-from tests.engine.api_world import (
+from tests.engine.api.api_world import (
     ServerThread,
     World,
     commit,

@@ -24,7 +24,7 @@ from engine.files import write_atomically
 from engine.ledger.sqlite import Ledger
 from signing.jws import verify_compact
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PLATES = 80
 DUPLICATES = 40
 ROUNDS = 50

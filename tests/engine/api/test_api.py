@@ -25,7 +25,7 @@ from engine.api.settings import ApiSettings, server_ssl_context
 from engine.api.tokens import revoke_token, token_id
 from engine.errors import ApiError
 from engine.ledger.sqlite import Ledger
-from tests.engine.api_world import (
+from tests.engine.api.api_world import (
     ServerThread,
     World,
     commit,

@@ -12,7 +12,7 @@ from engine.demo import manifest_csv
 from engine.errors import ManifestError
 from engine.intake.manifest import MANIFEST_SCHEMA, looks_like_manifest, read_manifest
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 HEADER = "pool_id,specimen_id,full_name,date_of_birth,sex,national_id,phone,address,collected_at,collection_site"
 
 

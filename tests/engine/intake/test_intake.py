@@ -350,7 +350,7 @@ def test_backfill_refuses_empty_and_quarantines_cut_files(data_dir: DataDir, tmp
     folder = tmp_path / "old-runs"
     folder.mkdir()
     (folder / "empty.txt").touch()
-    whole = (Path(__file__).resolve().parents[1] / "data" / "quantstudio_7500_results.txt").read_bytes()
+    whole = (Path(__file__).resolve().parents[2] / "data" / "quantstudio_7500_results.txt").read_bytes()
     (folder / "cut.txt").write_bytes(whole[: len(whole) // 2 - 3] if whole[len(whole) // 2 - 4] not in b"\r\n" else whole[:-5])
     said: list[tuple[str, str]] = []
     with Engine(data_dir, workers=0, certificates=False) as engine:
@@ -367,7 +367,7 @@ def test_engine_quarantines_a_cut_inbox_file_with_a_readable_report(data_dir: Da
     """A one-shot run (nothing is still writing) quarantines a cut export at once, through the engine's quarantine report."""
     from engine.pipeline.engine import Engine
 
-    whole = (Path(__file__).resolve().parents[1] / "data" / "quantstudio_7500_results.txt").read_bytes()
+    whole = (Path(__file__).resolve().parents[2] / "data" / "quantstudio_7500_results.txt").read_bytes()
     cut = next(n for n in range(len(whole) // 2, len(whole)) if whole[n - 1 : n] not in (b"\r", b"\n"))
     (data_dir.inbox / "plate.txt").write_bytes(whole[:cut])
     with Engine(data_dir, workers=0, certificates=False) as engine:
@@ -381,7 +381,7 @@ def test_engine_quarantines_a_cut_inbox_file_with_a_readable_report(data_dir: Da
 
 def test_writer_seen_pausing_is_waited_on_past_its_pauses_at_record_boundaries(intake: Intake, clock: Clock) -> None:
     """A file growing by whole records with pauses longer than stable_seconds is taken only whole, once quiet for twice its longest pause."""
-    body = (Path(__file__).resolve().parents[1] / "data" / "quantstudio_7500_results.txt").read_bytes()
+    body = (Path(__file__).resolve().parents[2] / "data" / "quantstudio_7500_results.txt").read_bytes()
     lines = body.splitlines(keepends=True)
     cuts = [len(b"".join(lines[:n])) for n in (len(lines) // 3, len(lines) // 2, 2 * len(lines) // 3)]
     path = intake.data.inbox / "plate.txt"

@@ -172,7 +172,7 @@ def test_a_complete_inbox_file_names_the_running_engine_that_will_take_it(tmp_pa
     from engine.datadir import DataDir
 
     data = DataDir.at(tmp_path / "d").create()
-    (data.inbox / "run.txt").write_bytes((Path(__file__).resolve().parents[1] / "data" / "quantstudio_7500_results.txt").read_bytes())
+    (data.inbox / "run.txt").write_bytes((Path(__file__).resolve().parents[2] / "data" / "quantstudio_7500_results.txt").read_bytes())
     now = datetime.fromtimestamp((data.inbox / "run.txt").stat().st_mtime + 3600, UTC)
     with data.lock("ketqua run --data d"):
         (item,) = collect(data, now=now)["inbox"]

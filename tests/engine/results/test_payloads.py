@@ -28,9 +28,9 @@ from engine.results.payloads import (
     read_ndjson,
 )
 from signing.canonical import canonical_json
-from tests.engine.test_certificates import result
+from tests.engine.certificates.test_certificates import result
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "payload.md"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "payload.md"
 JWS = "eyJhbGciOiJFUzI1NiJ9.eyJ4IjoxfQ.c2lnbmF0dXJl"
 
 

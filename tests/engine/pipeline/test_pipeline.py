@@ -523,7 +523,7 @@ def test_readme_configuration_example_is_accepted(data_dir: DataDir) -> None:
     from engine.config import load_config
     from engine.results.signer import load_signer_spec, load_timestamper
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
     (example,) = re.findall(r"## Configuration\n.*?```toml\n(.*?)```", readme, re.S)
     data_dir.config.write_text(example, encoding="utf-8")
     config = load_config(data_dir)

@@ -22,7 +22,7 @@ from engine.demo import manifest_csv, quantstudio_text, simulate_plate
 from engine.files import write_atomically
 from engine.pipeline.engine import Engine
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 REQUIRED = {"id", "version", "specimen_id", "status", "payload", "jws", "hc1", "certificate", "supersedes"}
 
 
