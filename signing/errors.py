@@ -17,7 +17,8 @@ A failed verification is not a failure to sign, so ``VerificationError`` is not
 a ``SigningError``: catch the one you mean (both where either may come). The
 engine maps this tree into its own: ``engine.errors`` re-exports these names,
 and since none is a ``KetquaError`` the engine reports them through
-``engine.errors.USER_ERRORS``.
+``engine.errors.USER_ERRORS``. ``LogError`` is neither tree: whoever serves proofs
+maps ``out-of-range`` to a bad request and ``missing-node`` to a server fault.
 """
 
 from __future__ import annotations
