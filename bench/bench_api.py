@@ -1,4 +1,4 @@
-"""The pull API (engine/api.py) vs a bare aiohttp handler over the same ledger.
+"""The pull API (engine/api/) vs a bare aiohttp handler over the same ledger.
 
 A ledger is filled with real signed results (JWS + HC1 through
 ``engine.results.sign_payload``, committed per plate through

@@ -20,7 +20,7 @@ from bench.runner import Context, Figure, compare, module_exists, stage
 
 
 def certificate_pdf(ctx: Context) -> tuple[bytes, str]:
-    """The PDF both sides sign: a rendered result certificate when engine/certificates.py exists,
+    """The PDF both sides sign: a rendered result certificate when engine/certificates/ exists,
     else a plain one-page reportlab page of similar size (and the figure says which)."""
     if module_exists("engine.certificates.writer") and module_exists("signing.hc1"):
         from engine.certificates.writer import render_certificate
@@ -40,7 +40,7 @@ def certificate_pdf(ctx: Context) -> tuple[bytes, str]:
     c.drawString(72, 770, "KET QUA XET NGHIEM / TEST RESULT (bench page)")
     c.showPage()
     c.save()
-    return buf.getvalue(), "reportlab one-page (engine/certificates.py not written yet)"
+    return buf.getvalue(), "reportlab one-page (engine/certificates/ not written yet)"
 
 
 def pyhanko_signer(k: common.Keys) -> Any:

@@ -154,9 +154,9 @@ def _run(ctx: Context) -> list[Figure]:
 
 
 def _manifest_figure(ctx: Context, plate: workloads.Plate, size: int, repeats: int) -> Figure:
-    """Pool manifests (engine.manifest.read_manifest: Arrow read + column-wise validation) vs the raw read."""
+    """Pool manifests (engine.intake.manifest.read_manifest: Arrow read + column-wise validation) vs the raw read."""
     if not module_exists("engine.intake.manifest"):
-        return skipped("manifest", "engine/manifest.py is not written yet", missing_module="engine.intake.manifest", unit="MB")
+        return skipped("manifest", "engine/intake/manifest.py is not written yet", missing_module="engine.intake.manifest", unit="MB")
     import pyarrow as pa
     import pyarrow.csv as pacsv
 

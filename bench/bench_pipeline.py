@@ -1,4 +1,4 @@
-"""End to end through engine/pipeline.py: plate latency and sustained specimens per hour.
+"""End to end through engine/pipeline/: plate latency and sustained specimens per hour.
 
 Each repeat gets a fresh data folder (the bench's development PKI copied in),
 an Engine warmed on a small plate (process pools started, numba cache loaded,

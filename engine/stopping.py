@@ -5,7 +5,7 @@ in which the engine imports its stack and forks its workers, before the event
 loop installs its own handlers. Python's default would kill the process
 (exit -15) in the middle of opening the ledger. Instead the request is
 remembered here from the first line of the CLI, and the service stops cleanly
-as soon as it is up (:func:`engine.pipeline.serve` reads :data:`REQUESTED`).
+as soon as it is up (:func:`engine.pipeline.service.serve` reads :data:`REQUESTED`).
 After the service has returned, further signals are ignored: the engine is
 already stopping and closing its workers must not be cut short.
 """

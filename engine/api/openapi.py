@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of the pull API (served at ``/v1/openapi.json``).
 
-Written by hand next to the handlers in :mod:`engine.api` and :mod:`engine.export`;
+Written by hand next to the handlers in :mod:`engine.api.app` and :mod:`engine.api.export`;
 the contract tests (``tests/engine/api/test_api_contract.py``) check that the
 server's routes, status codes, content types and bodies match it, so the two
 cannot drift apart silently.

@@ -77,7 +77,7 @@ class ApiState:
         self._buckets: dict[str, list[float]] = {}
         self._jwks: bytes | None = None
         self.started = time.time()
-        self.exports: Any = None  # engine.export.ExportJobs, attached by create_app
+        self.exports: Any = None  # engine.api.export.ExportJobs, attached by create_app
         self._counts: dict[str, Any] | None = None
         self._counts_at = 0.0
         self._counts_task: asyncio.Future | None = None

@@ -1,4 +1,4 @@
-"""The ``ketqua`` command line: one entry point, subcommands discovered from engine.commands."""
+"""The ``ketqua`` command line: one entry point, subcommands discovered from engine.cli.commands and the ketqua.commands entry points."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ What a value may hold (also in docs/interfaces.md, "Pool manifests"):
   ``U+0080``–``U+009F``): a NUL or an escape sequence is never a real name.
 - Fields are at most :data:`MAX_LENGTHS` characters, counted as printed (NFC):
   ``full_name`` and ``collection_site`` are the longest that still fit their
-  certificate row at the smallest type size (engine/certificate_layout.py);
+  certificate row at the smallest type size (engine/certificates/layout.py);
   ``address`` is not printed and is bounded to keep payloads small.
 - ``phone`` matches :data:`PHONE_PATTERN` (digits with the usual separators) or is empty.
 """

@@ -385,7 +385,7 @@ def load_profile(name_or_path: str | Path) -> AssayProfile:
 @functools.lru_cache(maxsize=32)
 def _load_shipped(name: str) -> AssayProfile:
     data = (resources.files("engine.rules") / "profiles" / f"{name}.toml").read_bytes()
-    return _from_toml(data, f"engine/profiles/{name}.toml")
+    return _from_toml(data, f"engine/rules/profiles/{name}.toml")
 
 
 @functools.lru_cache(maxsize=32)
