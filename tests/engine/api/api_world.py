@@ -203,3 +203,23 @@ def superseding_plate(world: World, plate_no: int, previous: list[dict[str, Any]
         results.append(SignedResult(item["id"], payload["version"], old["specimen"]["id"], payload["outcome"], run_id,
                                     canonical, jws, hc1, supersedes=item["version"]))
     return PlateCommit(run_id=run_id, source=source, metadata={"format": "test"}, wells=len(results), results=results)
+
+
+def feed_pages(server: ServerThread, tok: str, limit: int, accept: str | None = None) -> list[dict]:
+    """Every item of the feed, following cursors page by page."""
+    items: list[dict] = []
+    after = ""
+    for _ in range(1000):
+        status, headers, body = server.request(f"/v1/results?limit={limit}&after={after}", tok, accept=accept)
+        assert status == 200, body
+        if accept == "application/x-ndjson":
+            page = [json.loads(line) for line in body.splitlines()]
+            after, more = headers["x-next-cursor"], headers["x-more"] == "true"
+        else:
+            doc = json.loads(body)
+            page, after, more = doc["items"], doc["next"], doc["more"]
+            assert headers["x-next-cursor"] == after
+        items.extend(page)
+        if not more:
+            return items
+    raise AssertionError("the feed never ended")

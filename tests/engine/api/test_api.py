@@ -1,4 +1,4 @@
-"""Tests of the pull API (engine.api, engine.export) against a real server on a loopback port."""
+"""Tests of the pull API (engine.api) against a real server on a loopback port; fixtures in conftest.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from tests.engine.api.api_world import (
     ServerThread,
     World,
     commit,
+    feed_pages,
     make_world,
     signed_plate,
     superseding_plate,
@@ -36,29 +36,6 @@ from tests.engine.api.api_world import (
 )
 
 NDJSON = "application/x-ndjson"
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    """A ledger of 3 plates × 40 really signed results (seq 1..120)."""
-    w = make_world(tmp_path_factory.mktemp("api"))
-    for plate in range(3):
-        commit(w, signed_plate(w, plate, 40))
-    return w
-
-
-@pytest.fixture(scope="module")
-def server(world: World) -> Iterator[ServerThread]:
-    """The API over ``world`` on a loopback port."""
-    s = ServerThread(world).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def results_token(world: World) -> str:
-    """A token with scope read:results."""
-    return token(world, "read:results")
 
 
 def _logged(caplog: pytest.LogCaptureFixture) -> str:
@@ -70,36 +47,16 @@ def _logged(caplog: pytest.LogCaptureFixture) -> str:
     )
 
 
-def _pages(server: ServerThread, tok: str, limit: int, accept: str | None = None) -> list[dict]:
-    """Every item of the feed, following cursors page by page."""
-    items: list[dict] = []
-    after = ""
-    for _ in range(1000):
-        status, headers, body = server.request(f"/v1/results?limit={limit}&after={after}", tok, accept=accept)
-        assert status == 200, body
-        if accept == NDJSON:
-            page = [json.loads(line) for line in body.splitlines()]
-            after, more = headers["x-next-cursor"], headers["x-more"] == "true"
-        else:
-            doc = json.loads(body)
-            page, after, more = doc["items"], doc["next"], doc["more"]
-            assert headers["x-next-cursor"] == after
-        items.extend(page)
-        if not more:
-            return items
-    raise AssertionError("the feed never ended")
-
-
 def test_feed_pages_cover_every_result_once_in_order(server: ServerThread, results_token: str) -> None:
     """Following `next` with small JSON pages yields seq 1..N exactly once, in order, then more=false."""
-    items = _pages(server, results_token, 7)
+    items = feed_pages(server, results_token, 7)
     assert [i["seq"] for i in items] == list(range(1, 121))
     assert len({(i["id"], i["version"]) for i in items}) == 120
 
 
 def test_ndjson_feed_equals_json_feed(server: ServerThread, results_token: str) -> None:
     """The NDJSON representation carries the same items as JSON, with the cursor in X-Next-Cursor."""
-    assert _pages(server, results_token, 33, accept=NDJSON) == _pages(server, results_token, 50)
+    assert feed_pages(server, results_token, 33, accept=NDJSON) == feed_pages(server, results_token, 50)
 
 
 def test_item_payload_is_the_signed_canonical_json(server: ServerThread, results_token: str, world: World) -> None:
@@ -213,7 +170,7 @@ def test_single_result_latest_and_versions(tmp_path: Path) -> None:
         assert s.request(f"/v1/results/{rid}?version=3", tok)[0] == 404
         assert s.request(f"/v1/results/{rid}?version=zero", tok)[0] == 400
         assert s.request("/v1/results/kqdoesnotexist", tok)[0] == 404
-        feed = _pages(s, tok, 100)
+        feed = feed_pages(s, tok, 100)
         assert [(i["id"], i["version"]) for i in feed][-2:] == [(first[0]["id"], 2), (first[1]["id"], 2)]
         assert len(feed) == 6
     finally:
@@ -248,14 +205,9 @@ def test_certificate_pdf_is_served_from_the_data_folder_only(tmp_path: Path) -> 
 
 
 def test_fhir_bundle_endpoint(server: ServerThread, results_token: str) -> None:
-    """/fhir answers a FHIR Bundle (or, while engine.payloads is absent from the build, a 503 problem, never a 500)."""
+    """/fhir answers a FHIR Bundle."""
     item = json.loads(server.request("/v1/results?limit=1", results_token)[2])["items"][0]
     status, headers, body = server.request(f"/v1/results/{item['id']}/fhir", results_token)
-    try:
-        import engine.results.payloads  # noqa: F401
-    except ImportError:
-        assert status == 503
-        return
     assert status == 200 and headers["content-type"].startswith("application/fhir+json")
     assert json.loads(body)["resourceType"] == "Bundle"
 
@@ -368,43 +320,6 @@ def test_long_poll_returns_when_a_plate_commits(tmp_path: Path) -> None:
         s.stop()
 
 
-def test_bulk_export_manifest_files_and_cursor(server: ServerThread, results_token: str) -> None:
-    """$export → 202 + Content-Location → manifest whose NDJSON files hold the feed items, and whose `next` continues the feed."""
-    status, headers, body = server.request("/v1/$export?_type=Result,Bundle", results_token, headers={"Prefer": "respond-async"})
-    assert status == 202
-    location = headers["content-location"]
-    for _ in range(200):
-        status, headers, body = server.request(location, results_token)
-        if status == 200:
-            break
-        assert status == 202 and headers["x-progress"].endswith("%")
-        time.sleep(0.05)
-    manifest = json.loads(body)
-    assert manifest["requiresAccessToken"] is True and manifest["error"] == []
-    lines: dict[str, list[dict]] = {"Result": [], "Bundle": []}
-    for output in manifest["output"]:
-        status, headers, data = server.request(output["url"], results_token)
-        assert status == 200 and output["count"] == len(data.splitlines())
-        lines[output["type"]].extend(json.loads(line) for line in data.splitlines())
-    feed = _pages(server, results_token, 1000)
-    assert lines["Result"] == feed
-    assert [b["resourceType"] for b in lines["Bundle"]] == ["Bundle"] * len(feed)
-    status, _, body = server.request(f"/v1/results?after={manifest['next']}", results_token)
-    assert status == 200 and json.loads(body)["items"] == []
-    assert server.request(output["url"], None)[0] == 401
-    assert server.request(location, results_token, method="DELETE")[0] == 202
-    assert server.request(location, results_token)[0] == 404
-
-
-def test_export_rejects_bad_parameters(server: ServerThread, results_token: str) -> None:
-    """Unknown _type, unknown _outputFormat, a bad cursor and a malformed job id are 400/404, never 500."""
-    assert server.request("/v1/$export?_type=Patient", results_token)[0] == 400
-    assert server.request("/v1/$export?_outputFormat=csv", results_token)[0] == 400
-    assert server.request("/v1/$export?after=xyz", results_token)[0] == 400
-    assert server.request("/v1/exports/../../etc", results_token)[0] == 404
-    assert server.request("/v1/exports/" + "a" * 32 + "/..%2Fmanifest.json", results_token)[0] == 404
-
-
 # ---------------------------------------------------------------------- mutual TLS
 def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None, issuer_key, *, ca: bool,
           server: bool = False) -> x509.Certificate:
@@ -485,53 +400,6 @@ def test_mutual_tls_requires_a_client_certificate_and_logs_its_subject(
         s.stop()
 
 
-def test_byte_feed_equals_the_ledger_reference_items(tmp_path: Path) -> None:
-    """FeedReader's byte-assembled items equal item_json over Ledger.feed_page rows (versions, certificates included)."""
-    from engine.api.feed import FeedReader, item_json
-
-    w = make_world(tmp_path)
-    commit(w, signed_plate(w, 1, 6))
-    with Ledger.open(w.ledger_path) as ledger:
-        first = [json.loads(item_json(r)) for r in ledger.feed_page(0, 6)]
-        ledger.set_certificates([(first[0]["id"], 1, str(w.data.certificates / "a.pdf"))])
-    commit(w, superseding_plate(w, 2, first[:2]))
-    reader = FeedReader(w.ledger_path)
-    try:
-        items, last = reader.items(0, 100, 100)
-        with Ledger.open(w.ledger_path) as ledger:
-            reference = [json.loads(item_json(r)) for r in ledger.feed_page(0, 100)]
-        assert last == 8 and [json.loads(i) for i in items] == reference
-        assert reader.page(0, 100, 100) == (b"\n".join(items) + b"\n", 8, 8)
-        assert reader.page(2, 5, 100, b",") == (b",".join(items[2:5]) + b",", 3, 5)
-        assert reference[0]["links"]["certificate"].endswith("/certificate.pdf?version=1")
-        assert reference[0]["superseded_by"] == 2 and reference[6]["supersedes"] == {"id": first[0]["id"], "version": 1}
-        assert json.loads(reader.one(first[0]["id"], None) or b"null") == reference[6]
-        assert reader.one(first[0]["id"], 9) is None
-    finally:
-        reader.close()
-
-
-def test_row_needing_json_escapes_takes_the_safe_path(tmp_path: Path) -> None:
-    """A stored field holding a quote or backslash is JSON-escaped, so the item stays valid JSON."""
-    import sqlite3
-
-    from engine.api.feed import FeedReader
-
-    w = make_world(tmp_path)
-    commit(w, signed_plate(w, 1, 2))
-    conn = sqlite3.connect(w.ledger_path)
-    conn.execute("""UPDATE results SET created_at='2026-11-29T00:00:00Z "quoted" \\ back' WHERE seq=1""")
-    conn.commit()
-    conn.close()
-    reader = FeedReader(w.ledger_path)
-    try:
-        items, _ = reader.items(0, 2, 2)
-    finally:
-        reader.close()
-    assert json.loads(items[0])["created_at"] == '2026-11-29T00:00:00Z "quoted" \\ back'
-    assert json.loads(items[1])["seq"] == 2
-
-
 def test_api_table_of_ketqua_toml_sets_limits_and_mutual_tls(tmp_path: Path) -> None:
     """[api] in ketqua.toml sets the rate limit and turns on mutual TLS for serve(); the pull client works over it."""
     import asyncio
@@ -580,21 +448,6 @@ def test_api_table_errors_name_the_setting(tmp_path: Path) -> None:
         w.data.config.write_text(text, encoding="utf-8")
         with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
             api_config(w.data)
-
-
-def test_old_exports_are_deleted_at_the_next_kickoff(server: ServerThread, results_token: str, world: World) -> None:
-    """An export finished more than a day ago is removed from the exports folder when a new export starts."""
-    import os
-
-    old = world.data.exports / ("b" * 32)
-    old.mkdir(parents=True, exist_ok=True)
-    (old / "result-0001.ndjson").write_text("{}\n")
-    (old / "manifest.json").write_text("{}")
-    day_ago = time.time() - 2 * 24 * 3600
-    os.utime(old / "manifest.json", (day_ago, day_ago))
-    status, headers, _ = server.request("/v1/$export", results_token)
-    assert status == 202 and not old.exists()
-    assert server.request(headers["content-location"], results_token, method="DELETE")[0] == 202
 
 
 def test_access_log_holds_no_personal_data_ids_or_secrets(
