@@ -41,7 +41,7 @@ from engine.api.feed import FeedReader
 from engine.api.state import ApiState
 from engine.files import write_atomically
 from engine.ledger.sqlite import Ledger
-from engine.results.payloads import fhir_bundle
+from engine.results.payloads import NDJSON, fhir_bundle
 
 EXPORT_TYPES = ("Result", "Bundle")
 EXPORT_KEEP_S = 24 * 3600  # finished exports are deleted a day after they completed (at the next kick-off)
@@ -251,7 +251,7 @@ def add_export_routes(app: web.Application, state: ApiState) -> None:
         path = state.data.exports / job_id / name
         if not _FILE.match(name) or not path.is_file() or not (state.data.exports / job_id / "manifest.json").exists():
             raise web.HTTPNotFound(text="no such export file (is the job finished? see its manifest)")
-        return web.FileResponse(path, headers={"Content-Type": "application/x-ndjson"})
+        return web.FileResponse(path, headers={"Content-Type": NDJSON})
 
     async def cancel(request: web.Request) -> web.Response:
         job_id = _job_id(request)

@@ -19,11 +19,11 @@ from engine.api.settings import ApiSettings
 from engine.api.tokens import Principal, TokenCache
 from engine.datadir import DataDir
 from engine.ledger.sqlite import Ledger
+from engine.results.payloads import NDJSON  # noqa: F401  (the API's media types in one place)
 from engine.results.signer import load_signer_spec
 from signing.jws import jwks
 from signing.keys import load_certificates
 
-NDJSON = "application/x-ndjson"
 PROBLEM = "application/problem+json"
 FHIR_JSON = "application/fhir+json"
 

@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives import serialization
 
 from engine.errors import ApiError, VerificationError
 from engine.files import write_atomically
+from engine.results.payloads import NDJSON
 from signing.dcc import same_uvci, test_entry
 from signing.jwk import b64url, jwk_public_key
 from signing.jws import verify_compact
@@ -51,7 +52,6 @@ from signing.keys import certificate_kid
 from signing.trust import validate_chain
 from signing.verify import verify_hc1
 
-NDJSON = "application/x-ndjson"
 RESULTS_FILE = "results.ndjson"
 STATE_FILE = "state.json"
 

@@ -386,6 +386,9 @@ def fhir_bundle(result: Mapping[str, Any], jws: str) -> dict[str, Any]:
 
 # -- NDJSON -------------------------------------------------------------------------------------------
 
+#: The media type of ketqua's own NDJSON (the feed, export files): one signed-result item per line.
+NDJSON = "application/x-ndjson"
+
 
 def ndjson_line(obj: Mapping[str, Any]) -> bytes:
     """One NDJSON line: compact UTF-8 JSON (non-ASCII kept, no newline inside) and ``\\n``."""
