@@ -1,23 +1,32 @@
-"""Bulk export for catch-up, after the FHIR Bulk Data "$export" pattern.
+"""Bulk export for catch-up, as the FHIR Bulk Data Access IG (v2) defines ``$export``.
 
 A consumer that is far behind (a new national platform, a restored backup)
 asks once instead of paging through millions of results:
 
-1. ``GET /v1/$export[?_type=Result,Bundle][&after=<cursor>]`` (``Prefer: respond-async``)
-   → ``202 Accepted`` with ``Content-Location: /v1/exports/<job>``.
-2. ``GET /v1/exports/<job>`` → ``202`` with ``X-Progress`` while it runs, then ``200``
-   with the manifest: ``transactionTime``, ``request``, ``requiresAccessToken``,
-   ``output`` (``type``, ``url``, ``count`` per NDJSON file) and ``error``, plus
-   ``next``: the feed cursor right after the last exported result, so the
-   consumer continues with ``/v1/results?after=<next>`` without gap or overlap.
-3. ``GET /v1/exports/<job>/<file>`` → the NDJSON file; ``DELETE /v1/exports/<job>`` cancels
-   and removes the files. Finished exports are removed a day after they completed.
+1. Kick-off: ``GET /v1/$export`` with ``Prefer: respond-async`` (required) and
+   ``Accept: application/fhir+json``; parameters ``_type`` (``Bundle``, the default:
+   one FHIR R4 Bundle per result version; ``Result``: ketqua's own signed-result
+   items, explicitly not FHIR), ``_outputFormat`` (``application/fhir+ndjson``, the
+   default, or ``application/x-ndjson`` for ketqua's items), ``_since`` (a FHIR
+   instant: results committed at or after it) and ``after`` (a feed cursor).
+   → ``202 Accepted`` with ``Content-Location``: the absolute status URL.
+2. Status: ``GET /v1/exports/<job>`` → ``202`` with ``X-Progress`` and ``Retry-After``
+   while it runs, then ``200`` with the manifest: ``transactionTime``, ``request``
+   (the kick-off's absolute URL), ``requiresAccessToken``, ``output`` (``type``,
+   absolute ``url``, ``count`` per NDJSON file), ``error`` (NDJSON files of
+   OperationOutcomes), and ``next``: the feed cursor right after the last exported
+   result, so the consumer continues with ``/v1/results?after=<next>`` without gap
+   or overlap. ``Expires`` says when the files are removed.
+3. Files: ``GET /v1/exports/<job>/<file>`` (``application/fhir+ndjson`` for Bundles,
+   ``application/x-ndjson`` for Results); ``DELETE /v1/exports/<job>`` cancels and
+   removes them. Every error of these routes is a FHIR OperationOutcome.
 
-``Result`` lines are exactly the feed's items; ``Bundle`` lines are FHIR R4
-Bundles. The snapshot is every result up to the ledger's last ``seq`` at
-kick-off. Files are written by a worker thread with its own ledger connection
-under ``<data>/exports/<job>/`` (the manifest there survives a restart; a job
-cut by a restart is simply gone and the consumer kicks off again).
+The snapshot is every result up to the ledger's last ``seq`` at kick-off. Files
+are written by a worker thread with its own ledger connection under
+``<data>/exports/<job>/`` (the manifest there survives a restart; a job cut by a
+restart is gone and the consumer kicks off again). URLs are absolute from the
+request's own scheme and host (``Host``, or ``X-Forwarded-Proto``/``-Host`` when a
+proxy in front sets them).
 """
 
 from __future__ import annotations
@@ -31,23 +40,28 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from engine.api.cursor import decode_cursor, encode_cursor
+from engine.api.cursor import CursorError, decode_cursor, encode_cursor
 from engine.api.feed import FeedReader
 from engine.api.state import ApiState
 from engine.files import write_atomically
 from engine.ledger.sqlite import Ledger
 from engine.results.payloads import NDJSON, fhir_bundle
 
-EXPORT_TYPES = ("Result", "Bundle")
+EXPORT_TYPES = ("Bundle", "Result")  # Bundle: FHIR R4; Result: ketqua's signed-result item (not FHIR)
+FHIR_NDJSON = "application/fhir+ndjson"
+#: ``_outputFormat`` spellings the IG names for FHIR NDJSON, and the one for ketqua's own items.
+FHIR_FORMATS = (FHIR_NDJSON, "application/ndjson", "ndjson")
+MEDIA_TYPES = {"Bundle": FHIR_NDJSON, "Result": NDJSON}
 EXPORT_KEEP_S = 24 * 3600  # finished exports are deleted a day after they completed (at the next kick-off)
 FILE_ITEMS = 50_000  # items per NDJSON file: small enough to retry one download, large enough to be few
 _JOB = re.compile(r"^[0-9a-f]{32}$")
-_FILE = re.compile(r"^(result|bundle)-\d{4}\.ndjson$")
+_FILE = re.compile(r"^(result|bundle|error)-\d{4}\.ndjson$")
 
 
 @dataclass
@@ -68,13 +82,16 @@ class ExportJob:
     cancel: threading.Event = field(default_factory=threading.Event)
     task: asyncio.Future | None = None
 
+    base: str = ""  # scheme://host of the kick-off request: file URLs are absolute
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
     def manifest(self, next_cursor: str) -> dict[str, Any]:
         return {
             "transactionTime": self.transaction_time,
             "request": self.request,
             "requiresAccessToken": True,
             "output": self.outputs,
-            "error": [{"type": "OperationOutcome", "message": self.error}] if self.error else [],
+            "error": self.errors,
             "next": next_cursor,
         }
 
@@ -90,7 +107,7 @@ class ExportJobs:
     def running(self) -> int:
         return sum(1 for j in self.jobs.values() if not j.finished)
 
-    def start(self, types: tuple[str, ...], after: int, request: str) -> ExportJob:
+    def start(self, types: tuple[str, ...], after: int, request: str, base: str) -> ExportJob:
         self._forget_old()
         upto = self.state.ledger.last_seq()
         job_id = secrets.token_hex(16)
@@ -102,6 +119,7 @@ class ExportJobs:
             request=request,
             transaction_time=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             folder=self.root / job_id,
+            base=base,
         )
         self.jobs[job_id] = job
         job.task = asyncio.get_running_loop().run_in_executor(None, self._run, job)
@@ -141,7 +159,7 @@ class ExportJobs:
                             index[kind] = index.get(kind, 0) + 1
                             name = f"{kind.lower()}-{index[kind]:04d}.ndjson"
                             files[kind] = open(job.folder / name, "wb")
-                            current[kind] = {"type": kind, "url": f"/v1/exports/{job.id}/{name}", "count": 0}
+                            current[kind] = {"type": kind, "url": f"{job.base}/v1/exports/{job.id}/{name}", "count": 0}
                             job.outputs.append(current[kind])
                         take = lines[start : start + FILE_ITEMS - current[kind]["count"]]
                         files[kind].write(b"\n".join(take) + b"\n")
@@ -149,8 +167,12 @@ class ExportJobs:
                         start += len(take)
                 pos = last
                 job.done = pos - job.after
-        except Exception as exc:  # reported in the manifest; the server stays up
+        except Exception as exc:  # reported in the manifest (an OperationOutcome file); the server stays up
             job.error = f"export stopped: {type(exc).__name__}"
+            outcome = {"resourceType": "OperationOutcome",
+                       "issue": [{"severity": "error", "code": "exception", "diagnostics": f"{job.error}; kick off again from the manifest's next"}]}
+            write_atomically(job.folder / "error-0001.ndjson", json.dumps(outcome).encode("utf-8") + b"\n")
+            job.errors = [{"type": "OperationOutcome", "url": f"{job.base}/v1/exports/{job.id}/error-0001.ndjson"}]
         finally:
             # The manifest's `next` is where the files really end (a cancel or an error stops early):
             # a consumer continuing the feed from it misses nothing.
@@ -179,6 +201,13 @@ class ExportJobs:
             if _JOB.match(folder.name) and manifest.exists() and manifest.stat().st_mtime < cutoff:
                 shutil.rmtree(folder, ignore_errors=True)
 
+    def completed_at(self, job_id: str) -> float | None:
+        """When a finished job's manifest was written (its files go ``EXPORT_KEEP_S`` later)."""
+        try:
+            return (self.root / job_id / "manifest.json").stat().st_mtime
+        except OSError:
+            return None
+
     def manifest_on_disk(self, job_id: str) -> dict[str, Any] | None:
         path = self.root / job_id / "manifest.json"
         try:
@@ -201,26 +230,41 @@ def add_export_routes(app: web.Application, state: ApiState) -> None:
     state.exports = jobs
 
     async def kickoff(request: web.Request) -> web.Response:
-        raw_types = request.query.get("_type", "Result")
-        types = tuple(dict.fromkeys(t.strip() for t in raw_types.split(",") if t.strip()))
+        if "respond-async" not in request.headers.get("Prefer", ""):
+            raise web.HTTPBadRequest(text="send 'Prefer: respond-async': a bulk export always answers asynchronously")
+        accept = request.headers.get("Accept", "*/*")
+        if not any(t in accept for t in ("application/fhir+json", "application/json", "*/*")):
+            raise web.HTTPNotAcceptable(text="status and errors of a bulk export are application/fhir+json")
+        fmt = request.query.get("_outputFormat")
+        if fmt is not None:
+            fmt = fmt.replace(" ", "+")  # an unescaped '+' in a query string arrives as a space
+        if fmt is not None and fmt not in FHIR_FORMATS + (NDJSON,):
+            raise web.HTTPBadRequest(text=f"_outputFormat must be {FHIR_NDJSON} (FHIR Bundles) or {NDJSON} (ketqua's signed-result items)")
+        default = "Result" if fmt == NDJSON else "Bundle"
+        types = tuple(dict.fromkeys(t.strip() for t in request.query.get("_type", default).split(",") if t.strip()))
         unknown = [t for t in types if t not in EXPORT_TYPES]
         if not types or unknown:
             raise web.HTTPBadRequest(text=f"_type must be a comma-separated list of {', '.join(EXPORT_TYPES)}")
-        fmt = request.query.get("_outputFormat")
-        if fmt is not None and fmt not in ("ndjson", "application/ndjson", "application/fhir+ndjson", "application/x-ndjson"):
-            raise web.HTTPBadRequest(text="_outputFormat must be ndjson (the only format offered)")
+        if fmt in FHIR_FORMATS and "Result" in types:
+            raise web.HTTPBadRequest(text=f"Result is ketqua's signed-result item, not a FHIR resource: ask _outputFormat={NDJSON} for it")
+        if fmt == NDJSON and "Bundle" in types:
+            raise web.HTTPBadRequest(text=f"Bundle is FHIR: ask _outputFormat={FHIR_NDJSON} for it")
         after_text = request.query.get("after", "")
-        after = decode_cursor(after_text, state.cursor_key) if after_text else 0
+        try:
+            after = decode_cursor(after_text, state.cursor_key) if after_text else 0
+        except CursorError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        since = request.query.get("_since")
+        if since:
+            after = max(after, state.ledger.last_seq_before(_fhir_instant(since)))
         if jobs.running() >= state.settings.max_export_jobs:
             raise web.HTTPTooManyRequests(
                 text="too many exports running; wait for one to finish", headers={"Retry-After": "10"}
             )
-        job = jobs.start(types, after, str(request.rel_url))
-        return web.json_response(
-            {"job": job.id, "status": f"/v1/exports/{job.id}"},
-            status=202,
-            headers={"Content-Location": f"/v1/exports/{job.id}"},
-        )
+        base = _base_url(request)
+        job = jobs.start(types, after, base + str(request.rel_url), base)
+        status_url = f"{base}/v1/exports/{job.id}"
+        return web.json_response({"job": job.id, "status": status_url}, status=202, headers={"Content-Location": status_url})
 
     def _job_id(request: web.Request) -> str:
         job_id = request.match_info["job"]
@@ -243,7 +287,8 @@ def add_export_routes(app: web.Application, state: ApiState) -> None:
         manifest = jobs.manifest_on_disk(job_id)
         if manifest is None:
             raise web.HTTPNotFound(text="no export job with this id (jobs cut by a restart are gone: kick off again)")
-        return web.json_response(manifest)
+        expires = _http_date(jobs.completed_at(job_id) + EXPORT_KEEP_S)
+        return web.json_response(manifest, headers={"Expires": expires} if expires else None)
 
     async def download(request: web.Request) -> web.StreamResponse:
         job_id = _job_id(request)
@@ -251,7 +296,9 @@ def add_export_routes(app: web.Application, state: ApiState) -> None:
         path = state.data.exports / job_id / name
         if not _FILE.match(name) or not path.is_file() or not (state.data.exports / job_id / "manifest.json").exists():
             raise web.HTTPNotFound(text="no such export file (is the job finished? see its manifest)")
-        return web.FileResponse(path, headers={"Content-Type": NDJSON})
+        kind = "Result" if name.startswith("result-") else "Bundle"
+        media = MEDIA_TYPES[kind] if not name.startswith("error-") else FHIR_NDJSON
+        return web.FileResponse(path, headers={"Content-Type": media})
 
     async def cancel(request: web.Request) -> web.Response:
         job_id = _job_id(request)
@@ -270,3 +317,25 @@ def add_export_routes(app: web.Application, state: ApiState) -> None:
     app.router.add_get("/v1/exports/{job}", status)
     app.router.add_delete("/v1/exports/{job}", cancel)
     app.router.add_get("/v1/exports/{job}/{name}", download)
+
+
+def _base_url(request: web.Request) -> str:
+    """``scheme://host[:port]`` the client used, so every URL in a manifest is absolute (the IG requires it)."""
+    scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
+    host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
+    return f"{scheme}://{host}"
+
+
+def _fhir_instant(text: str) -> str:
+    """A FHIR ``instant`` (``_since``) as the ledger's UTC text, or 400 naming the expected form."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"_since must be a FHIR instant such as 2026-06-01T08:00:00Z, got {text[:40]!r}") from None
+    if moment.tzinfo is None:
+        raise web.HTTPBadRequest(text="_since needs a time zone (a FHIR instant), e.g. 2026-06-01T08:00:00+07:00")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _http_date(when: float | None) -> str | None:
+    return None if when is None else formatdate(when, usegmt=True)

@@ -24,7 +24,7 @@ from engine.api.state import (
     PRINCIPAL,
     ROUTE_SCOPES,
     _state,
-    problem,
+    error_response,
 )
 from engine.api.tokens import Principal
 from engine.errors import USER_ERRORS
@@ -91,7 +91,7 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
     try:
         scope = ROUTE_SCOPES.get(route, "")
         if request.content_length is not None and request.content_length > state.settings.max_request_bytes:
-            response: web.StreamResponse = problem(413, "Request too large", "no endpoint of this API takes a request body")
+            response: web.StreamResponse = error_response(route, 413, "Request too large", "no endpoint of this API takes a request body")
         elif scope is None or resource is None:
             response = await handler(request)
         else:
@@ -99,21 +99,24 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
             scheme, _, token = header.partition(" ")
             principal = state.tokens.authenticate(token.strip()) if scheme.lower() == "bearer" else None
             if principal is None and (scheme.lower() != "bearer" or not token.strip()):
-                response = problem(
+                response = error_response(
+                    route,
                     401,
                     "Unauthorized",
                     "send 'Authorization: Bearer <token>' with a token from `ketqua tokens add`",
                     **{"WWW-Authenticate": 'Bearer realm="ketqua"'},  # RFC 6750 3.1: no error code without credentials
                 )
             elif principal is None:
-                response = problem(
+                response = error_response(
+                    route,
                     401,
                     "Unauthorized",
                     "token unknown or revoked; ask the lab for a new one (`ketqua tokens add`)",
                     **{"WWW-Authenticate": 'Bearer realm="ketqua", error="invalid_token"'},
                 )
             elif scope and scope not in principal.scopes:
-                response = problem(
+                response = error_response(
+                    route,
                     403,
                     "Forbidden",
                     f"this token lacks the scope {scope}; create one with `ketqua tokens add --scope {scope}`",
@@ -122,7 +125,8 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
             else:
                 wait = state.rate_check(principal.token_id)
                 if wait > 0:
-                    response = problem(
+                    response = error_response(
+                        route,
                         429,
                         "Too Many Requests",
                         f"rate limit of {state.settings.rate_per_s:g} requests/s per token exceeded",
@@ -136,26 +140,26 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
             detail = exc.text or exc.reason
             if exc.status == 405:
                 detail = f"{request.method} is not allowed here; allowed: {exc.headers.get('Allow', 'GET')}"
-            response = problem(exc.status, exc.reason, detail, **{
+            response = error_response(route, exc.status, exc.reason, detail, **{
                 k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")
             })
         else:
             raise
     except CursorError as exc:
-        response = problem(400, "Bad cursor", str(exc))
+        response = error_response(route, 400, "Bad cursor", str(exc))
     except USER_ERRORS as exc:
         log.warning("api request failed", method=request.method, route=route, error=type(exc).__name__)
-        response = problem(503, "Service Unavailable", str(exc))
+        response = error_response(route, 503, "Service Unavailable", str(exc))
     except sqlite3.OperationalError as exc:  # ledger busy or its disk full: the consumer should retry
         log.warning("api ledger read failed", method=request.method, route=route, error=type(exc).__name__)
-        response = problem(503, "Service Unavailable", "the ledger is busy; retry shortly", **{"Retry-After": "2"})
+        response = error_response(route, 503, "Service Unavailable", "the ledger is busy; retry shortly", **{"Retry-After": "2"})
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # never a stack trace to the client, never personal data in the log
         # Frames only, not the exception's message: a message may quote a payload (names, national ids).
         where = "".join(traceback.format_tb(exc.__traceback__))
         log.error("api request failed", method=request.method, route=route, error=type(exc).__name__, frames=where)
-        response = problem(500, "Internal Server Error", "the server failed; the lab's log has the details")
+        response = error_response(route, 500, "Internal Server Error", "the server failed; the lab's log has the details")
     elapsed = time.perf_counter() - t0
     key = (route, response.status)
     instruments = _ROUTE_INSTRUMENTS.get(key)

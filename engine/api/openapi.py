@@ -124,6 +124,27 @@ _SCHEMAS: dict[str, Any] = {
             "uptime_s": {"type": "number"},
         },
     },
+    "OperationOutcome": {
+        "type": "object",
+        "description": "FHIR R4 OperationOutcome: the error body of the bulk export routes",
+        "required": ["resourceType", "issue"],
+        "properties": {
+            "resourceType": {"const": "OperationOutcome"},
+            "issue": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["severity", "code"],
+                    "properties": {
+                        "severity": {"enum": ["fatal", "error", "warning", "information"]},
+                        "code": {"type": "string"},
+                        "diagnostics": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
     "ExportKickoff": {
         "type": "object",
         "required": ["job", "status"],
@@ -139,7 +160,7 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["transactionTime", "request", "requiresAccessToken", "output", "error", "next"],
         "properties": {
             "transactionTime": {"type": "string"},
-            "request": {"type": "string"},
+            "request": {"type": "string", "format": "uri"},
             "requiresAccessToken": {"type": "boolean"},
             "output": {
                 "type": "array",
@@ -148,12 +169,19 @@ _SCHEMAS: dict[str, Any] = {
                     "required": ["type", "url", "count"],
                     "properties": {
                         "type": {"type": "string", "enum": ["Result", "Bundle"]},
-                        "url": {"type": "string"},
+                        "url": {"type": "string", "format": "uri"},
                         "count": {"type": "integer", "minimum": 0},
                     },
                 },
             },
-            "error": {"type": "array", "items": {"type": "object"}},
+            "error": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["type", "url"],
+                    "properties": {"type": {"const": "OperationOutcome"}, "url": {"type": "string", "format": "uri"}},
+                },
+            },
             "next": {"type": "string", "description": "feed cursor right after the last exported result"},
         },
     },
@@ -174,6 +202,16 @@ def _op(summary: str, responses: dict[str, Any], *, params: list[dict[str, Any]]
     else:
         op["security"] = [{"bearer": [scope] if scope else []}]
         op["responses"].update(_AUTH_ERRORS)
+    return op
+
+
+def _fhir_errors(op: dict[str, Any]) -> dict[str, Any]:
+    """The bulk routes answer every error as a FHIR OperationOutcome (FHIR Bulk Data Access IG)."""
+    for response in op["responses"].values():
+        content = response.get("content", {})
+        if "application/problem+json" in content:
+            del content["application/problem+json"]
+            content["application/fhir+json"] = {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}
     return op
 
 
@@ -263,46 +301,59 @@ _PATHS: dict[str, Any] = {
         "get": _op("This document", {"200": _json("OpenAPI 3.1", {"type": "object"})}, scope="", op_id="getOpenApi")
     },
     "/v1/$export": {
-        "get": _op(
-            "Kick off a bulk export (FHIR Bulk Data style)",
-            {"202": _json("Accepted; poll Content-Location", {"$ref": "#/components/schemas/ExportKickoff"},
-                          headers={"Content-Location": {"schema": {"type": "string"}}}),
-             "400": _problem("Bad _type, _outputFormat or cursor")},
+        "get": _fhir_errors(_op(
+            "Kick off a bulk export (FHIR Bulk Data Access IG)",
+            {"202": _json("Accepted; poll the absolute status URL in Content-Location", {"$ref": "#/components/schemas/ExportKickoff"},
+                          headers={"Content-Location": {"schema": {"type": "string", "format": "uri"}}}),
+             "400": _problem("No Prefer: respond-async, or a bad _type, _outputFormat, _since or cursor"),
+             "406": _problem("Accept names no JSON type"),
+             "429": _problem("Too many exports running (Retry-After)")},
             params=[
-                {"name": "_type", "in": "query", "required": False, "schema": {"type": "string"},
-                 "description": "comma-separated: Result (feed items, default), Bundle (FHIR R4)"},
-                {"name": "_outputFormat", "in": "query", "required": False, "schema": {"type": "string"}},
-                {"name": "after", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 64},
+                {"name": "Prefer", "in": "header", "required": True, "schema": {"type": "string", "pattern": "respond-async"}},
+                {"name": "_type", "in": "query", "required": False,
+                 "schema": {"type": "string", "pattern": "^(Bundle|Result)(,(Bundle|Result))*$"},
+                 "description": "comma-separated: Bundle (FHIR R4, the default), Result (ketqua's signed-result items, not FHIR)"},
+                {"name": "_outputFormat", "in": "query", "required": False,
+                 "schema": {"type": "string", "enum": ["application/fhir+ndjson", "application/ndjson", "ndjson", "application/x-ndjson"]},
+                 "description": "FHIR NDJSON (default; for Bundle) or application/x-ndjson (for Result)"},
+                {"name": "_since", "in": "query", "required": False, "schema": {"type": "string", "format": "date-time"},
+                 "description": "only results committed at or after this FHIR instant"},
+                {"name": "after", "in": "query", "required": False,
+                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{26}$"},
                  "description": "export only results after this feed cursor"},
             ],
             op_id="kickOffExport",
-        )
+        ))
     },
     "/v1/exports/{job}": {
-        "get": _op(
+        "get": _fhir_errors(_op(
             "Status of an export: 202 while running, 200 with the manifest when done",
-            {"200": _json("Manifest", {"$ref": "#/components/schemas/ExportManifest"}),
+            {"200": _json("Manifest", {"$ref": "#/components/schemas/ExportManifest"},
+                          headers={"Expires": {"schema": {"type": "string"}, "description": "when the files are removed"}}),
              "202": _json("In progress", {"$ref": "#/components/schemas/ExportProgress"},
-                          headers={"X-Progress": {"schema": {"type": "string"}}}),
+                          headers={"X-Progress": {"schema": {"type": "string"}}, "Retry-After": {"schema": {"type": "integer"}}}),
              "404": _problem("No such job")},
             params=[_JOB],
             op_id="getExportStatus",
-        ),
-        "delete": _op(
+        )),
+        "delete": _fhir_errors(_op(
             "Cancel an export and delete its files",
             {"202": _json("Cancelled", {"type": "object"}), "404": _problem("No such job")},
             params=[_JOB],
             op_id="cancelExport",
-        ),
+        )),
     },
     "/v1/exports/{job}/{name}": {
-        "get": _op(
+        "get": _fhir_errors(_op(
             "One NDJSON file of a finished export",
-            {"200": {"description": "NDJSON", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+            {"200": {"description": "FHIR NDJSON (Bundle, error files) or ketqua's NDJSON (Result files)",
+                     "content": {"application/fhir+ndjson": {"schema": {"type": "string"}},
+                                 "application/x-ndjson": {"schema": {"type": "string"}}}},
              "404": _problem("No such file")},
-            params=[_JOB, {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            params=[_JOB, {"name": "name", "in": "path", "required": True,
+                           "schema": {"type": "string", "pattern": "^(result|bundle|error)-[0-9]{4}[.]ndjson$"}}],
             op_id="getExportFile",
-        )
+        ))
     },
 }
 

@@ -152,6 +152,28 @@ def problem(status: int, title: str, detail: str, **headers: str) -> web.Respons
     return web.Response(status=status, text=body, content_type=PROBLEM, headers=headers or None)
 
 
+#: FHIR ``IssueType`` codes for the HTTP statuses the bulk routes answer with.
+_ISSUE_CODE = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
+               406: "not-supported", 413: "too-costly", 429: "throttled", 503: "transient"}
+
+
+def operation_outcome(status: int, title: str, detail: str, **headers: str) -> web.Response:
+    """A FHIR ``OperationOutcome`` error, what the Bulk Data Access IG asks of every ``$export`` error."""
+    issue = {"severity": "error" if status < 500 else "fatal", "code": _ISSUE_CODE.get(status, "exception"),
+             "diagnostics": f"{title}: {detail}"}
+    body = json.dumps({"resourceType": "OperationOutcome", "issue": [issue]}, ensure_ascii=False)
+    return web.Response(status=status, text=body, content_type=FHIR_JSON, headers=headers or None)
+
+
+#: Route templates whose errors are FHIR OperationOutcomes (FHIR Bulk Data) instead of problem+json.
+FHIR_ROUTES = ("/v1/$export", "/v1/exports/{job}", "/v1/exports/{job}/{name}")
+
+
+def error_response(route: str, status: int, title: str, detail: str, **headers: str) -> web.Response:
+    """The error body the route's clients expect: OperationOutcome on the bulk routes, problem+json elsewhere."""
+    return (operation_outcome if route in FHIR_ROUTES else problem)(status, title, detail, **headers)
+
+
 def _state(request: web.Request) -> ApiState:
     return request.app[_STATE]  # type: ignore[return-value]
 

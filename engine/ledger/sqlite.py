@@ -480,6 +480,11 @@ class Ledger:
         rows = self.conn.execute(f"SELECT {RESULT_COLUMNS} FROM results WHERE id=? ORDER BY version", (id,)).fetchall()
         return [_result_dict(r) for r in rows]
 
+    def last_seq_before(self, instant: str) -> int:
+        """The highest seq committed before ``instant`` (the ledger's UTC text form); 0 when none."""
+        row = self.conn.execute("SELECT coalesce(max(seq), 0) FROM results WHERE created_at < ?", (instant,)).fetchone()
+        return int(row[0])
+
     def last_seq(self) -> int:
         """Highest committed seq (0 when empty)."""
         return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM results").fetchone()[0])

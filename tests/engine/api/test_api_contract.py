@@ -162,7 +162,7 @@ def _check(server: ServerThread, tokens: dict[str, str | None], req: tuple, acce
         assert status in (404, 405), (method, url, status)
         assert b"payload" not in body
         return
-    if status == 404 and json.loads(body)["detail"] == "404: Not Found":
+    if status == 404 and json.loads(body).get("detail") == "404: Not Found":
         # The router matched no resource (a path value holding '/', '{' or '}'): no handler ran.
         assert _unroutable(url, path), url
         return
