@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import ssl
 import time
@@ -100,9 +99,8 @@ async def results_feed(request: web.Request) -> web.StreamResponse:
             wait = float(wait_text)
         except ValueError:
             raise web.HTTPBadRequest(text=f"query parameter wait must be seconds, got {wait_text[:40]!r}") from None
-        if not (0 <= wait < math.inf):
-            raise web.HTTPBadRequest(text="query parameter wait must be a non-negative number of seconds")
-        wait = min(wait, s.max_wait_s)
+        if not (0 <= wait <= s.max_wait_s):
+            raise web.HTTPBadRequest(text=f"query parameter wait must be between 0 and {s.max_wait_s:g} seconds, got {wait_text[:40]!r}")
 
     feed = state.feed
     hi = feed.upper_bound(after, limit)

@@ -255,7 +255,7 @@ def add_export_routes(app: web.Application, state: ApiState) -> None:
         except CursorError as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
         since = request.query.get("_since")
-        if since:
+        if since is not None:
             after = max(after, state.ledger.last_seq_before(_fhir_instant(since)))
         if jobs.running() >= state.settings.max_export_jobs:
             raise web.HTTPTooManyRequests(

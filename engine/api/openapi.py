@@ -207,12 +207,13 @@ def _op(summary: str, responses: dict[str, Any], *, params: list[dict[str, Any]]
 
 def _fhir_errors(op: dict[str, Any]) -> dict[str, Any]:
     """The bulk routes answer every error as a FHIR OperationOutcome (FHIR Bulk Data Access IG)."""
-    for response in op["responses"].values():
+    responses = deepcopy(op["responses"])  # the auth errors are shared with every other route: never edit them in place
+    for response in responses.values():
         content = response.get("content", {})
         if "application/problem+json" in content:
             del content["application/problem+json"]
             content["application/fhir+json"] = {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}
-    return op
+    return {**op, "responses": responses}
 
 
 def _json(description: str, schema: dict[str, Any], media: str = "application/json", **extra: Any) -> dict[str, Any]:
@@ -241,11 +242,13 @@ _PATHS: dict[str, Any] = {
                 "400": _problem("Malformed cursor, limit or wait"),
             },
             params=[
-                {"name": "after", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 64},
-                 "description": "opaque cursor from a previous page (`next`); absent: from the beginning"},
+                {"name": "after", "in": "query", "required": False, "allowEmptyValue": True,
+                 "schema": {"type": "string", "pattern": "^([A-Za-z0-9_-]{26})?$"},
+                 "description": "opaque cursor from a previous page (`next`); absent or empty: from the beginning. "
+                 "A cursor this server did not issue is a 400"},
                 {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1},
                  "description": "items per page (default 100); capped at 1000 for JSON and 100000 for NDJSON"},
-                {"name": "wait", "in": "query", "required": False, "schema": {"type": "number", "minimum": 0},
+                {"name": "wait", "in": "query", "required": False, "schema": {"type": "number", "minimum": 0, "maximum": 30},
                  "description": "long poll: seconds (≤ 30) to wait for new results when none are available"},
             ],
             op_id="listResults",
@@ -318,9 +321,9 @@ _PATHS: dict[str, Any] = {
                  "description": "FHIR NDJSON (default; for Bundle) or application/x-ndjson (for Result)"},
                 {"name": "_since", "in": "query", "required": False, "schema": {"type": "string", "format": "date-time"},
                  "description": "only results committed at or after this FHIR instant"},
-                {"name": "after", "in": "query", "required": False,
-                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{26}$"},
-                 "description": "export only results after this feed cursor"},
+                {"name": "after", "in": "query", "required": False, "allowEmptyValue": True,
+                 "schema": {"type": "string", "pattern": "^([A-Za-z0-9_-]{26})?$"},
+                 "description": "export only results after this feed cursor (absent or empty: from the beginning)"},
             ],
             op_id="kickOffExport",
         ))
