@@ -53,6 +53,7 @@ from typing import Any
 from aiohttp import web
 
 from engine import metrics
+from engine.console import add_console
 from engine.datadir import DataDir
 from engine.errors import USER_ERRORS, ApiError
 from engine.feed import FeedReader, item_json  # noqa: F401  (item_json re-exported)
@@ -628,6 +629,7 @@ def create_app(
     app.router.add_get("/v1/results/{id}/certificate.pdf", result_certificate)
     app.router.add_get("/v1/results/{id}/fhir", result_fhir)
     add_export_routes(app, state)
+    ROUTE_SCOPES.update(dict.fromkeys(add_console(app, data, state.ledger_path), None))  # the console checks its own sessions
 
     async def _close(_: web.Application) -> None:
         if state.exports is not None:

@@ -92,6 +92,7 @@ SECTIONS: dict[str, str] = {
     "logging": "engine.config:logging_problems",
     "signing": "signing.keys:signing_problems",
     "api": "engine.api:api_problems",
+    "console": "engine.console.settings:console_problems",
 }
 
 Problems = list[tuple[str, str]]
