@@ -80,7 +80,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 }
 
 CONSOLE: Any = web.AppKey("ketqua_console", object)
+# aiohttp ≥ 3.12 wants typed request keys; older versions take a plain string.
 USER: Any = web.RequestKey("ketqua_console_user", dict) if hasattr(web, "RequestKey") else "ketqua_console_user"
+CSRF: Any = web.RequestKey("ketqua_console_csrf", str) if hasattr(web, "RequestKey") else "ketqua_console_csrf"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -173,7 +175,7 @@ def render(request: web.Request, template: str, context: dict[str, Any], *, stat
     state = state_of(request)
     language = language_of(request)
     user = request.get(USER)
-    token = request.get("csrf_token", "")
+    token = request.get(CSRF, "")
     base = {
         "t": translator(language),
         "lang": language,
@@ -255,19 +257,19 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
     session = state.store.session(cookie, idle_minutes=state.settings.idle_minutes) if cookie else None
     if session is not None:
         request[USER] = {"name": session["user"], "role": session["role"]}
-        request["csrf_token"] = state.csrf(cookie)
+        request[CSRF] = state.csrf(cookie)
     if route not in PUBLIC and route != "unmatched" and session is None:
         target = PREFIX + "/login"
         if request.method == "GET" and request.path != PREFIX + "/":
             target += "?next=" + quote(request.path_qs, safe="")
-        return web.HTTPSeeOther(target)
+        raise web.HTTPSeeOther(target)
     if request.method == "POST":
         form = await request.post()
         sent = str(form.get("csrf_token", ""))
         if route == PREFIX + "/login":
             expected = state.csrf(request.cookies.get(LOGIN_COOKIE, ""), "login") if request.cookies.get(LOGIN_COOKIE) else ""
         else:
-            expected = request.get("csrf_token", "")
+            expected = request.get(CSRF, "")
         if not expected or not hmac.compare_digest(sent, expected):
             state.store.audit(request[USER]["name"] if USER in request else None, "csrf_refused", route, client_of(request))
             return render(request, "error.html", {"status": 403, "message_key": "error.csrf", "detail": ""}, status=403)
@@ -296,7 +298,7 @@ async def login_form(request: web.Request, *, message: str = "", status: int = 2
     """The login page; sets the pre-login cookie its anti-forgery token is bound to."""
     state = state_of(request)
     pre = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
-    request["csrf_token"] = state.csrf(pre, "login")
+    request[CSRF] = state.csrf(pre, "login")
     response = render(
         request, "login.html", {"message": message, "next": local_next(request.query.get("next")), "values": values or {}}, status=status
     )
@@ -333,7 +335,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     response = web.HTTPSeeOther(target)
     set_cookie(request, response, SESSION_COOKIE, token)
     response.del_cookie(LOGIN_COOKIE, path=PREFIX + "/")
-    return response
+    raise response
 
 
 async def _in_thread(function: Callable[..., Any], *args: Any) -> Any:
@@ -347,7 +349,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     state.store.audit(request[USER]["name"], "logout", None, client_of(request))
     response = web.HTTPSeeOther(PREFIX + "/login")
     response.del_cookie(SESSION_COOKIE, path=PREFIX + "/")
-    return response
+    raise response
 
 
 async def switch_language(request: web.Request) -> web.StreamResponse:
@@ -356,4 +358,4 @@ async def switch_language(request: web.Request) -> web.StreamResponse:
     response = web.HTTPSeeOther(local_next(request.query.get("next")))
     if wanted in LANGUAGES:
         set_cookie(request, response, LANG_COOKIE, wanted, max_age=365 * 86400)
-    return response
+    raise response

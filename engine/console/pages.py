@@ -140,7 +140,7 @@ async def quarantine_dismiss(request: web.Request) -> web.StreamResponse:
         state.store.dismiss(row["sha256"], request[USER]["name"], reason, client_of(request))
     except LedgerError:
         raise web.HTTPNotFound() from None
-    return web.HTTPSeeOther(f"{PREFIX}/quarantine")
+    raise web.HTTPSeeOther(f"{PREFIX}/quarantine")
 
 
 # ---------------------------------------------------------------------- search and results
@@ -181,7 +181,7 @@ async def search(request: web.Request) -> web.Response:
 async def result_page(request: web.Request) -> web.Response:
     """Every version of one result with its certificate and verification, and the correction form."""
     state = state_of(request)
-    rows = state.ledger.resultversions_of(request.match_info["id"])
+    rows = state.ledger.result_versions(request.match_info["id"])
     if not rows:
         raise web.HTTPNotFound()
     full = state.store.results_of([rows[0]["specimen_id"]])[rows[0]["specimen_id"]]

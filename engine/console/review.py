@@ -79,7 +79,7 @@ async def correct(request: web.Request) -> web.StreamResponse:
     except CorrectionError as exc:
         return await _show_form_again(request, result_id, fields, reason, (exc.key, exc.values))
     state.store.audit(user["name"], "corrected", result_id, client_of(request), version=applied.version, fields=changed, reason=reason)
-    return web.HTTPSeeOther(f"{PREFIX}/results/{result_id}?done={applied.version}")
+    raise web.HTTPSeeOther(f"{PREFIX}/results/{result_id}?done={applied.version}")
 
 
 @require("approve")
@@ -106,7 +106,7 @@ async def decide(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     if form.get("decision") == "reject":
         state.store.decide_correction(number, "rejected", user["name"], client_of(request))
-        return web.HTTPSeeOther(f"{PREFIX}/corrections")
+        raise web.HTTPSeeOther(f"{PREFIX}/corrections")
     requester = state.store.user(item["requested_by"]) or {"role": "technician"}
     try:
         applied = await apply_correction(
@@ -125,6 +125,6 @@ async def decide(request: web.Request) -> web.StreamResponse:
         except LedgerError:
             pass
         state.store.audit(user["name"], "correction_failed", str(number), client_of(request), why=exc.key)
-        return web.HTTPSeeOther(f"{PREFIX}/corrections?m={exc.key}")
+        raise web.HTTPSeeOther(f"{PREFIX}/corrections?m={exc.key}")
     state.store.decide_correction(number, "applied", user["name"], client_of(request), version=applied.version)
-    return web.HTTPSeeOther(f"{PREFIX}/results/{item['result_id']}?done={applied.version}")
+    raise web.HTTPSeeOther(f"{PREFIX}/results/{item['result_id']}?done={applied.version}")
