@@ -217,3 +217,28 @@ def test_api_routes_still_need_their_token(world: ConsoleWorld) -> None:
             assert (await client.get("/v1/health")).status == 200
 
     run(go())
+
+
+def test_console_settings_are_checked_with_the_rest_of_ketqua_toml(world: ConsoleWorld) -> None:
+    """[console] keys are read from ketqua.toml; a wrong value or unknown key is refused by name at start."""
+    from engine.config import read_config_file
+    from engine.console.settings import console_settings
+    from engine.errors import ConfigError
+
+    world.data.config.write_text('[console]\ncorrections_need_review = true\nidle_minutes = 45\nlanguage = "en"\n', encoding="utf-8")
+    settings = console_settings(world.data)
+    assert settings.corrections_need_review and settings.idle_minutes == 45.0 and settings.language == "en"
+    world.data.config.write_text('[console]\nlanguage = "fr"\ntimezone = "Mars/Olympus"\nidle_minuts = 3\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        read_config_file(world.data)
+    text = str(caught.value)
+    assert "[console] language" in text and "[console] timezone" in text and "did you mean idle_minutes" in text
+
+
+def test_console_can_be_switched_off(world: ConsoleWorld) -> None:
+    """[console] enabled = false: no /console/ route at all (404 from the API)."""
+    from engine.api import create_app
+
+    world.data.config.write_text("[console]\nenabled = false\n", encoding="utf-8")
+    app = create_app(world.data)
+    assert not any(r.canonical.startswith("/console") for r in app.router.resources())
