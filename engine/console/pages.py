@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from datetime import datetime, time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from aiohttp import web
 from engine.console.app import PREFIX, USER, client_of, local_time, render, require, state_of
 from engine.console.store import stamp
 from engine.csvsafe import DictWriter
-from engine.errors import LedgerError
+from engine.errors import LedgerError, ParseError
+from parsers import parse_bytes
 
 _SHA = r"{sha:[0-9a-f]{64}}"
 _ID = r"{id:[A-Za-z0-9._-]{1,128}}"
@@ -224,10 +226,10 @@ async def result_certificate(request: web.Request) -> web.StreamResponse:
 @require("view")
 async def retests(request: web.Request) -> web.Response:
     """The worklist of individual reruns and re-collections, with why, printable."""
-    return render(request, "retests.html", {"rows": state_of(request).ledger.open_retests()})
+    return render(request, "retests.html", {"rows": state_of(request).store.retests()})
 
 
-RETEST_COLUMNS = ("specimen_id", "kind", "pool_id", "reason", "source", "created_at", "full_name", "date_of_birth", "collection_site", "collected_at")
+RETEST_COLUMNS = ("specimen_id", "kind", "pool_id", "why", "reason", "source", "created_at", "full_name", "date_of_birth", "collection_site", "collected_at")
 
 
 @require("view")
@@ -237,7 +239,7 @@ async def retests_csv(request: web.Request) -> web.Response:
     out = io.StringIO()
     writer = DictWriter(out, fieldnames=RETEST_COLUMNS, extrasaction="ignore", lineterminator="\r\n")
     writer.writeheader()
-    writer.writerows(state.ledger.open_retests())
+    writer.writerows(state.store.retests())
     state.store.audit(request[USER]["name"], "retests_exported", None, client_of(request))
     return web.Response(
         body=("\ufeff" + out.getvalue()).encode("utf-8"),
@@ -259,14 +261,39 @@ def plate_grid(pools: list[dict[str, Any]]) -> tuple[list[str], list[str], dict[
     return [chr(ord("A") + i) for i in range(rows)], [str(c + 1) for c in range(cols)], by_well
 
 
+def run_controls(request: web.Request, run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's control wells (positive, negative, no-template) with their Ct per target, read again from the archived file.
+
+    The ledger keeps pool decisions only; a committed plate's controls passed (a
+    failed control quarantines the run), and the original bytes say what they measured.
+    """
+    state = state_of(request)
+    try:
+        data = (state.data.archive / run["run_id"]).read_bytes()
+        wells = parse_bytes(data, run["source"])
+    except (OSError, ParseError):
+        return []
+    controls: dict[str, dict[str, Any]] = {}
+    for row in wells.select(["well", "sample_id", "role", "target", "ct"]).to_pylist():
+        if str(row["role"]) not in ("pc", "nc", "ntc"):
+            continue
+        item = controls.setdefault(row["well"] or row["sample_id"], {"well": row["well"], "sample_id": row["sample_id"], "role": str(row["role"]), "ct": {}})
+        ct = row["ct"]
+        item["ct"][row["target"]] = None if ct is None or math.isnan(ct) else round(float(ct), 2)
+    return list(controls.values())
+
+
 @require("view")
 async def plate(request: web.Request) -> web.Response:
-    """The well grid coloured by outcome, Ct per target on each well, each pool's decision and specimens."""
+    """The well grid coloured by outcome, Ct per target on each well, run controls, each pool's decision and specimens."""
     run = state_of(request).store.plate(request.match_info["sha"])
     if run is None:
         raise web.HTTPNotFound()
     letters, numbers, by_well = plate_grid(run["pools"])
-    return render(request, "plate.html", {"run": run, "letters": letters, "numbers": numbers, "by_well": by_well})
+    controls = run_controls(request, run)
+    wells_of_controls = {c["well"]: c for c in controls if c["well"]}
+    context = {"run": run, "letters": letters, "numbers": numbers, "by_well": by_well, "controls": controls, "control_at": wells_of_controls}
+    return render(request, "plate.html", context)
 
 
 # ---------------------------------------------------------------------- incomplete records, audit

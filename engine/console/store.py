@@ -360,6 +360,21 @@ class ConsoleStore:
         ).fetchall()
         return [dict(r) for r in rows]
 
+    def retests(self) -> list[dict[str, Any]]:
+        """The open retests (:meth:`Ledger.open_retests`) with the decoder's words for why, and the pool's call and Ct."""
+        rows = self.ledger.open_retests()
+        evidence: dict[tuple[str, str], dict[str, Any]] = {}
+        keys = sorted({(r["run_id"], r["specimen_id"]) for r in rows})
+        for run_id, sid in keys:
+            row = self.conn.execute("SELECT evidence FROM specimen_decisions WHERE run_id=? AND specimen_id=?", (run_id, sid)).fetchone()
+            evidence[(run_id, sid)] = json.loads(row[0]) if row else {}
+        out = []
+        for r in rows:
+            ev = evidence.get((r["run_id"], r["specimen_id"]), {})
+            pools = [p for p in ev.get("pools", []) if isinstance(p, dict)]
+            out.append({**r, "why": ev.get("reason"), "design": ev.get("design"), "decoder": ev.get("decoder"), "pools": pools})
+        return out
+
     # ------------------------------------------------------------------ plates
     def plates(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self.conn.execute(

@@ -21,7 +21,7 @@ import pytest
 
 from engine.demo import manifest_csv, quantstudio_text, simulate_plate, write_atomically
 from engine.pipeline import Engine, serve
-from tests.engine.console.world import NAME, PASSWORD, XSS, ConsoleWorld
+from tests.engine.console.world import NAME, PASSWORD, XSS, ConsoleWorld, build_world
 
 CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 pytestmark = [
@@ -34,6 +34,12 @@ pytestmark = [
 ]
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "console"
 DESKTOP, PHONE = (1280, 900), (390, 844)
+
+
+@pytest.fixture
+def world(tmp_path: Path, dev_keys: Path) -> ConsoleWorld:
+    """The processed data folder with its times as they were (the service runs on the real clock)."""
+    return build_world(tmp_path / "live", dev_keys, pin=False)
 
 
 @pytest.fixture

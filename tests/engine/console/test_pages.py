@@ -133,11 +133,12 @@ def test_retests_page_and_csv(world: ConsoleWorld) -> None:
             html = await (await client.get("/console/retests")).text()
             waiting = [sid for sid, o in world.plate.expected.items() if o == "RETEST"]
             assert all(sid in html for sid in waiting) and ("chạy lại" in html or "lấy mẫu mới" in html) and "data-print" in html
+            assert "the design cannot tell which" in html and "dorfman:2" in html and "phát hiện, Ct " in html  # why, in words
             response = await client.get("/console/retests.csv")
             assert response.headers["Content-Type"].startswith("text/csv")
             rows = list(csv.DictReader(io.StringIO((await response.read()).decode("utf-8-sig"))))
             assert sorted(r["specimen_id"] for r in rows) == sorted(waiting)
-            assert all(r["kind"] in ("rerun", "recollect") and r["reason"] for r in rows)
+            assert all(r["kind"] in ("rerun", "recollect") and r["reason"] and r["why"] for r in rows)
 
     run(go())
 
@@ -152,6 +153,7 @@ def test_plate_grid_and_pools(world: ConsoleWorld) -> None:
             run_id = re.search(r'/console/plates/([0-9a-f]{64})"', plates).group(1)
             html = await (await client.get(f"/console/plates/{run_id}")).text()
             assert html.count('class="well ') == 96
+            assert html.count('class="well control"') == 2 and "NTC" in html and "Positive Control" in html  # read again from the archived file
             assert 'class="well detected"' in html and 'class="well not_detected"' in html
             assert re.search(r'title="A1 · [^"]*ORF1ab', html)
             pool = world.plate.manifest[0]

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,10 +73,8 @@ def pin_times(ledger_path: Path) -> None:
                 conn.execute(f"UPDATE {table} SET {column} = ? || substr({column}, 11) WHERE {column} IS NOT NULL", (DAY,))
 
 
-def build_world(root: Path, dev_keys: Path) -> ConsoleWorld:
-    """The data folder: keys, one processed plate, one quarantined file, console users."""
-    import shutil
-
+def build_world(root: Path, dev_keys: Path, *, pin: bool = True) -> ConsoleWorld:
+    """The data folder: keys, one processed plate, one quarantined file, console users (times pinned unless ``pin=False``)."""
     data = DataDir.at(root / "ketqua-data")
     shutil.copytree(dev_keys, data.keys)
     data.create()
@@ -86,7 +85,8 @@ def build_world(root: Path, dev_keys: Path) -> ConsoleWorld:
     write_atomically(data.inbox / "broken-manifest.csv", b"pool_id,specimen_id,full_name\nP1,S1\n")
     with Engine(data, workers=0, certificates=False) as engine:
         engine.run_once()
-    pin_times(data.ledger)
+    if pin:
+        pin_times(data.ledger)
     with Ledger.open(data.ledger) as ledger:
         store = ConsoleStore(ledger)
         for user, role in USERS.items():
@@ -102,8 +102,6 @@ async def console_client(world: ConsoleWorld, **settings: Any) -> AsyncIterator[
     state.clock = lambda: NOW
     state.hasher = FAST
     if settings:
-        from dataclasses import replace
-
         state.settings = replace(state.settings, **settings)
     client = TestClient(TestServer(app))
     await client.start_server()
@@ -131,8 +129,3 @@ async def log_in(client: TestClient, user: str, password: str = PASSWORD) -> Any
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
-
-
-@contextlib.contextmanager
-def nothing() -> Iterator[None]:
-    yield
