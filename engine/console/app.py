@@ -43,7 +43,7 @@ from aiohttp import web
 from argon2 import PasswordHasher
 
 from engine.config import load_config
-from engine.console.i18n import translator
+from engine.console.i18n import MESSAGES, translator
 from engine.console.passwords import DEFAULT_HASHER, burn_time, verify_password
 from engine.console.settings import LANGUAGES, ConsoleSettings, console_settings
 from engine.console.store import ConsoleStore, Clock, system_clock
@@ -178,6 +178,7 @@ def render(request: web.Request, template: str, context: dict[str, Any], *, stat
     token = request.get(CSRF, "")
     base = {
         "t": translator(language),
+        "has": lambda key: key in MESSAGES,
         "lang": language,
         "other_lang": "en" if language == "vi" else "vi",
         "user": user,

@@ -103,7 +103,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "problem.parse": ("không đọc được tệp", "file not readable"),
     "problem.controls": ("mẫu chứng không đạt", "run controls failed"),
     "problem.decode": ("đĩa không khớp danh sách mẫu", "plate does not match its manifest"),
-    "problem.expired": ("chờ danh sách mẫu quá lâu", "waited too long for a manifest"),
+    "problem.unknown_pools": ("chờ danh sách mẫu quá lâu", "waited too long for a manifest"),
+    "problem.assay": ("bộ kit không được hỗ trợ", "assay not supported"),
+    "problem.design": ("thiết kế gộp mẫu sai", "bad pool design"),
+    "problem.correction": ("đính chính không ký được", "correction could not be signed"),
     # search
     "search.title": ("Tìm kết quả", "Find a result"),
     "search.label": ("Mã mẫu, số CCCD, số điện thoại hoặc họ tên", "Specimen id, national id, phone or name"),

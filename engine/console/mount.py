@@ -10,11 +10,14 @@ from aiohttp import web
 from argon2 import PasswordHasher
 
 from engine.console import pages, review
-from engine.console.app import CONSOLE, HERE, PREFIX, ConsoleState, login, login_form, logout, switch_language, gate, frame
+from engine.console.app import CONSOLE, HERE, PREFIX, ConsoleState, frame, gate, login, login_form, logout, switch_language
 from engine.console.passwords import DEFAULT_HASHER
 from engine.console.settings import ConsoleSettings, console_settings
 from engine.console.store import Clock, system_clock
 from engine.datadir import DataDir
+
+#: On the API's app: the state of the console mounted on it.
+MOUNTED = web.AppKey("ketqua_console_mounted", ConsoleState)
 
 
 def create_console(
@@ -64,13 +67,10 @@ def add_console(app: web.Application, data: DataDir, ledger_path: Path) -> list[
         return []
     console = create_console(data, ledger_path, settings=settings)
     app.add_subapp(PREFIX + "/", console)
+    app[MOUNTED] = console[CONSOLE]
     return [resource.canonical for resource in console.router.resources()]
 
 
 def console_state(app: web.Application) -> ConsoleState:
-    """The console's state inside an API app (tests pin its clock through this)."""
-    for resource in app.router.resources():
-        sub = getattr(resource, "_app", None)
-        if sub is not None and CONSOLE in sub:
-            return sub[CONSOLE]  # type: ignore[no-any-return]
-    raise KeyError("no console mounted on this app")
+    """The console's state inside an API app (tests pin its clock through this); KeyError when none is mounted."""
+    return app[MOUNTED]  # type: ignore[no-any-return]
