@@ -102,6 +102,17 @@ def _shoot(driver: object, tmp_path: Path, name: str, size: tuple[int, int] = DE
     driver.set_window_size(*size)
 
 
+def _labelled(driver: object) -> None:
+    """Every visible form control has a label a screen reader can name it by."""
+    from selenium.webdriver.common.by import By
+
+    for field in driver.find_elements(By.CSS_SELECTOR, "input:not([type=hidden]), textarea, select"):
+        ident = field.get_attribute("id")
+        assert ident and driver.find_elements(By.CSS_SELECTOR, f"label[for='{ident}']"), field.get_attribute("name")
+    for button in driver.find_elements(By.TAG_NAME, "button"):
+        assert button.text.strip() or button.get_attribute("aria-label"), button.get_attribute("outerHTML")
+
+
 def test_console_in_a_browser(world: ConsoleWorld, service: str, browser: object, tmp_path: Path) -> None:
     """Log in by keyboard, watch a dropped plate appear, open a quarantine reason, search without diacritics, correct a name."""
     from selenium.common.exceptions import NoAlertPresentException
@@ -115,9 +126,7 @@ def test_console_in_a_browser(world: ConsoleWorld, service: str, browser: object
     d.get(service + "/console/")
     wait.until(ec.presence_of_element_located((By.ID, "username")))
     _shoot(d, tmp_path, "login", PHONE)
-    # Every control has a label a screen reader can name.
-    for field in d.find_elements(By.CSS_SELECTOR, "input:not([type=hidden]), textarea"):
-        assert d.find_elements(By.CSS_SELECTOR, f"label[for='{field.get_attribute('id')}']"), field.get_attribute("name")
+    _labelled(d)
     d.find_element(By.ID, "username").send_keys("tech")
     d.find_element(By.ID, "password").send_keys(PASSWORD + Keys.ENTER)
     wait.until(ec.presence_of_element_located((By.ID, "count-files_received")))
@@ -128,6 +137,7 @@ def test_console_in_a_browser(world: ConsoleWorld, service: str, browser: object
     write_atomically(world.data.inbox / "PL261129-00077.txt", quantstudio_text(second))
     wait.until(lambda drv: "PL261129-00077.txt" in drv.find_element(By.ID, "live").text and "xong" in drv.find_element(By.ID, "live").text)
     _shoot(d, tmp_path, "overview")
+    _labelled(d)
     _shoot(d, tmp_path, "overview-phone", PHONE)
 
     # The quarantined file's reason, readable.
@@ -136,6 +146,7 @@ def test_console_in_a_browser(world: ConsoleWorld, service: str, browser: object
     report = wait.until(ec.presence_of_element_located((By.ID, "report"))).text
     assert "What to do" in report and "broken-manifest.csv" in report
     _shoot(d, tmp_path, "quarantine")
+    _labelled(d)
 
     # Search without diacritics; the <script> name stays text (no alert ever opens).
     d.find_element(By.LINK_TEXT, "Tìm kiếm").click()
@@ -144,6 +155,7 @@ def test_console_in_a_browser(world: ConsoleWorld, service: str, browser: object
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".hit")))
     assert NAME in d.find_element(By.TAG_NAME, "main").text
     _shoot(d, tmp_path, "search")
+    _labelled(d)
     _shoot(d, tmp_path, "search-phone", PHONE)
     d.get(service + "/console/search?q=script")
     assert XSS in d.find_element(By.TAG_NAME, "main").text
@@ -162,6 +174,7 @@ def test_console_in_a_browser(world: ConsoleWorld, service: str, browser: object
     main = d.find_element(By.TAG_NAME, "main").text
     assert "Đã ký phiên bản 2" in main and "Nguyễn Văn Anh" in main and "Chữ ký hợp lệ" in main
     _shoot(d, tmp_path, "correction")
+    _labelled(d)
 
     # The plate grid, and the English switch.
     d.get(service + "/console/plates")
@@ -172,3 +185,5 @@ def test_console_in_a_browser(world: ConsoleWorld, service: str, browser: object
     wait.until(lambda drv: "Plate" in drv.find_element(By.TAG_NAME, "h1").text)
     d.get(service + "/console/retests")
     _shoot(d, tmp_path, "retests-en")
+    _labelled(d)
+    _shoot(d, tmp_path, "retests-phone", PHONE)
