@@ -27,9 +27,7 @@ rest. Nothing is overwritten: the old version stays, marked superseded.
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,14 +77,19 @@ def changed_fields(current: dict[str, Any], record: dict[str, Any]) -> list[str]
     return [f for f in SPECIMEN_FIELDS if (current.get(f) or None) != (record.get(f) or None)]
 
 
+def _cell(value: Any) -> str:
+    # Verbatim, not engine.csvsafe: this file is input that ketqua reads back, and a name that
+    # starts with "-" or "=" must arrive unchanged (the console never offers it to a spreadsheet).
+    text = "" if value is None else str(value)
+    return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in ',"\r\n') else text
+
+
 def manifest_bytes(specimen_id: str, pools: list[str], record: dict[str, Any], aliquot: bool) -> bytes:
-    """A one-specimen manifest in the sampling platform's layout (UTF-8, header row)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(_HEADER)
+    """A one-specimen manifest in the sampling platform's layout (UTF-8, header row, one row per pool)."""
+    lines = [",".join(_HEADER)]
     for pool in pools or [specimen_id]:
-        writer.writerow([pool, specimen_id, *(record.get(f) or "" for f in SPECIMEN_FIELDS), "yes" if aliquot else "no"])
-    return out.getvalue().encode("utf-8")
+        lines.append(",".join(_cell(v) for v in (pool, specimen_id, *(record.get(f) for f in SPECIMEN_FIELDS), "yes" if aliquot else "no")))
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
 
 def who_and_why(reason: str, user: str, role: str, approved_by: tuple[str, str] | None = None) -> str:

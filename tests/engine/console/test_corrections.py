@@ -141,3 +141,18 @@ def test_four_eyes_reviewer_cannot_approve_own_request(world: ConsoleWorld) -> N
             assert state.store.corrections("rejected")[0]["decided_by"] == "boss"
 
     run(go())
+
+
+def test_correction_keeps_commas_quotes_and_leading_signs(world: ConsoleWorld) -> None:
+    """A corrected value with a comma, quotes and a leading '-' is signed exactly as typed (the manifest is read back)."""
+
+    async def go() -> None:
+        async with console_client(world) as client:
+            await log_in(client, "tech")
+            rid, token = await _result_of(client, world)
+            typed = '-Lê, "Bé" Na'
+            await client.post(f"/console/results/{rid}/correct", data=_form(token, full_name=typed, address="1, Lê Lợi", reason="tên"))
+            person = json.loads(console_state(client.server.app).ledger.get_result(rid)["payload"])["person"]
+            assert person["full_name"] == typed and person["address"] == "1, Lê Lợi"
+
+    run(go())
