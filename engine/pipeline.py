@@ -157,7 +157,18 @@ class Engine:
             lab=self.config.lab,
             default_assay=self.config.default_assay,
             hc1_validity_days=self.config.hc1_validity_days,
+            release=self.release_of(file_row),
         )
+
+    def release_of(self, file_row: dict[str, Any]) -> tuple[str, ...]:
+        """How this plate's results are released: automatically, held for review, or released by a reviewer (ledger event)."""
+        if self.config.release != "review":
+            return ("auto",)
+        released = self.ledger.events(kind="released", file=file_row["sha256"])
+        if not released:
+            return ("review",)
+        detail = released[-1]["detail"]
+        return ("review", str(detail["by"]), str(detail["at"]))
 
     # ------------------------------------------------------------------ backfill intake
     def ingest_paths(self, paths: Iterable[str | os.PathLike[str]], progress: Callable[[int, int], None] | None = None,
@@ -321,7 +332,8 @@ class Engine:
             return "waiting"
         assert outcome.commit is not None
         try:
-            seqs = self.ledger.commit_plate(outcome.commit)
+            # Held for review: decisions and retests committed, nothing signed, the file waits (state "parsed").
+            seqs = self.ledger.commit_plate(outcome.commit, state="parsed" if outcome.kind == "held" else "done")
         except ConflictError as exc:
             log.info("recompute", file=outcome.source, why=str(exc))
             return "conflict"

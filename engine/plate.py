@@ -47,6 +47,9 @@ class PlateJob:
     lab: Lab
     default_assay: str = "taqpath"
     hc1_validity_days: int = 365
+    #: ``("auto",)``; ``("review",)`` = decide only, sign nothing until a reviewer releases the plate;
+    #: ``("review", reviewer, released_at)`` = released: sign, with the reviewer's name and time in the payload.
+    release: tuple[str, ...] = ("auto",)
 
 
 @dataclass
@@ -247,6 +250,8 @@ def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: A
     n_retests = len(retests)
     decisions: list[dict[str, Any]] = []
     results: list[SignedResult] = []
+    held = job.release == ("review",)
+    release = release_member(job.release)
     for i, (sid, code) in enumerate(zip(design.specimen_ids, np.asarray(decoding.outcome).tolist())):
         word = words[code]
         pools_i = pool_names[bounds[i]:bounds[i + 1]]
@@ -271,7 +276,7 @@ def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: A
                 "evidence": detail,
             }
         )
-        if word not in signed_words:
+        if word not in signed_words or held:
             continue
         prev = latest.get(sid)
         if prev is not None and prev["run_id"] == job.run_id:
@@ -307,6 +312,7 @@ def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: A
                 "pools": pool_ev,
                 "ct": dict(deciding["ct"]) if deciding else {},
             },
+            release=release,
         )
         canonical, jws, hc1 = sign_payload(payload, signer, hc1_validity_days=job.hc1_validity_days)
         results.append(SignedResult(rid, version, sid, word, job.run_id, canonical, jws, hc1, supersedes,
@@ -322,7 +328,14 @@ def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: A
         results=results,
         manifest_generation=generation,
     )
-    return PlateOutcome(job.run_id, job.source, "commit", commit=commit)
+    return PlateOutcome(job.run_id, job.source, "held" if held else "commit", commit=commit)
+
+
+def release_member(release: tuple[str, ...]) -> dict[str, str]:
+    """The payload's ``release``: the rule that released the result, and under review who and when."""
+    if len(release) >= 3:
+        return {"rule": release[0], "by": release[1], "at": release[2]}
+    return {"rule": release[0]}
 
 
 def sign_corrections(items: list[dict[str, Any]], signer_spec: Any, hc1_validity_days: int) -> list[SignedResult]:

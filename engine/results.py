@@ -84,9 +84,10 @@ def build_payload(
     test: Mapping[str, Any],
     evidence: Mapping[str, Any],
     correction: str | None = None,
+    release: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The result object of docs/interfaces.md (sign its canonical JSON)."""
-    return {
+    """The result object of docs/interfaces.md (sign its canonical JSON); ``release`` as docs/payload.md says."""
+    payload = {
         "schema": SCHEMA,
         "id": id,
         "version": version,
@@ -105,6 +106,9 @@ def build_payload(
         "evidence": dict(evidence),
         "correction": {"reason": correction} if correction else None,
     }
+    if release is not None:
+        payload["release"] = dict(release)
+    return payload
 
 
 def corrected_payload(previous: Mapping[str, Any], specimen: Mapping[str, Any], *, reason: str, issued_at: str) -> dict[str, Any]:

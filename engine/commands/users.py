@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-ROLE_HELP = "collector: sampling station only; technician: see, dismiss, correct; reviewer: also approve corrections; admin: also the audit trail"
+ROLE_HELP = "collector: sampling station only; technician: see, dismiss, correct; reviewer: also approve corrections and release plates; admin: also the audit trail"
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -76,6 +76,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "dismiss": STAFF,
     "correct": STAFF,
     "approve": frozenset({"reviewer", "admin"}),
+    "release": frozenset({"reviewer", "admin"}),
     "audit": frozenset({"admin"}),
 }
 

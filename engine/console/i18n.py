@@ -22,6 +22,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "nav.incomplete": ("Hồ sơ thiếu", "Incomplete records"),
     "nav.corrections": ("Đính chính chờ duyệt", "Corrections to review"),
     "nav.audit": ("Nhật ký", "Audit trail"),
+    "nav.release": ("Phát hành kết quả", "Release"),
     "nav.main": ("Điều hướng chính", "Main navigation"),
     "nav.skip": ("Bỏ qua đến nội dung", "Skip to content"),
     "lang.switch": ("English", "Tiếng Việt"),
@@ -66,6 +67,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "count.retests_waiting": ("Mẫu chờ xét nghiệm lại", "Retests waiting"),
     "count.quarantined": ("Tệp bị cách ly", "Files quarantined"),
     "count.corrections_pending": ("Đính chính chờ duyệt", "Corrections to review"),
+    "count.release_waiting": ("Đĩa chờ phát hành", "Plates waiting for release"),
     "files.title": ("Các tệp gần đây", "Recent files"),
     "files.name": ("Tệp", "File"),
     "files.kind": ("Loại", "Kind"),
@@ -78,7 +80,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "kind.analyzer": ("máy xét nghiệm", "analyzer"),
     "kind.manifest": ("danh sách mẫu", "manifest"),
     "state.received": ("đã nhận", "received"),
-    "state.parsed": ("đã đọc", "parsed"),
+    "state.parsed": ("chờ người duyệt phát hành", "waiting for release"),
     "state.waiting_manifest": ("chờ danh sách mẫu", "waiting for manifest"),
     "state.done": ("xong", "done"),
     "state.quarantined": ("bị cách ly", "quarantined"),
@@ -210,6 +212,20 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "pool.not_detected": ("không phát hiện", "not detected"),
     "pool.inconclusive": ("chưa xác định", "inconclusive"),
     "pool.invalid": ("không hợp lệ", "invalid"),
+    # release
+    "release.title": ("Đĩa chờ phát hành", "Plates waiting for release"),
+    "release.intro": (
+        "Phòng xét nghiệm cấu hình phát hành có duyệt: kết quả của mỗi đĩa chỉ được ký khi người duyệt phát hành; tên và thời điểm phát hành được ký vào kết quả.",
+        "This lab releases by review: a plate's results are signed only once a reviewer releases it; the reviewer's name and time are signed into each result.",
+    ),
+    "release.none": ("Không có đĩa nào chờ phát hành.", "No plate waits for release."),
+    "release.outcomes": ("Kết luận", "Decisions"),
+    "release.submit": ("Phát hành và ký kết quả", "Release and sign the results"),
+    "release.done": (
+        "Đã phát hành {name} lúc {at}; kết quả sẽ được ký trong vòng một phút.",
+        "{name} released at {at}; its results are signed within a minute.",
+    ),
+    "release.view": ("Xem đĩa", "View the plate"),
     # incomplete
     "incomplete.title": ("Hồ sơ thiếu thông tin", "Incomplete records"),
     "incomplete.intro": (

@@ -9,7 +9,7 @@ import jinja2
 from aiohttp import web
 from argon2 import PasswordHasher
 
-from engine.console import pages, review
+from engine.console import pages, release, review
 from engine.console.app import CONSOLE, HERE, PREFIX, ConsoleState, frame, gate, login, login_form, logout, switch_language
 from engine.console.passwords import DEFAULT_HASHER
 from engine.console.settings import ConsoleSettings, console_settings
@@ -48,6 +48,7 @@ def create_console(
     app.router.add_static("/static/", HERE / "static", name="static", append_version=False)
     pages.add_routes(app)
     review.add_routes(app)
+    release.add_routes(app)
 
     async def _close(_: web.Application) -> None:
         state.close()

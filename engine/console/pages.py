@@ -53,6 +53,8 @@ def _overview_context(request: web.Request) -> dict[str, Any]:
     state = state_of(request)
     since, day = _day_start(request)
     counts = state.store.day_counts(since)
+    if state.config.release != "review" and not counts["release_waiting"]:
+        del counts["release_waiting"]  # only labs that release by review have plates waiting for it
     return {
         "counts": counts,
         "day": day,

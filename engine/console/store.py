@@ -257,7 +257,7 @@ class ConsoleStore:
         return {
             "files_received": one("SELECT count(*) FROM files WHERE received_at>=?", since),
             "plates_done": one("SELECT count(*) FROM files WHERE kind='analyzer' AND state='done' AND updated_at>=?", since),
-            "plates_waiting": one("SELECT count(*) FROM files WHERE kind='analyzer' AND state IN ('received','parsed','waiting_manifest')"),
+            "plates_waiting": one("SELECT count(*) FROM files WHERE kind='analyzer' AND state IN ('received','waiting_manifest')"),
             "specimens_decided": one(
                 "SELECT count(*) FROM specimen_decisions d JOIN runs r USING (run_id) WHERE r.committed_at>=?", since
             ),
@@ -267,6 +267,7 @@ class ConsoleStore:
                 "SELECT count(*) FROM files WHERE state='quarantined' AND sha256 NOT IN (SELECT file FROM console_dismissals)"
             ),
             "corrections_pending": one("SELECT count(*) FROM console_corrections WHERE state='pending'"),
+            "release_waiting": one("SELECT count(*) FROM files WHERE kind='analyzer' AND state='parsed'"),
         }
 
     def file_states(self, limit: int = 100) -> list[dict[str, Any]]:
@@ -404,6 +405,31 @@ class ConsoleStore:
             ):
                 members.setdefault(r["pool_id"], []).append(decisions.get(r["specimen_id"], {"specimen_id": r["specimen_id"], "outcome": None}))
         return {**dict(run), "metadata": json.loads(run["metadata"]), "pools": pools, "members": members}
+
+    # ------------------------------------------------------------------ release review
+    def held_plates(self) -> list[dict[str, Any]]:
+        """Plates decided under ``[results] release = "review"`` and waiting for a reviewer, oldest first, with outcome counts."""
+        rows = self.conn.execute(
+            "SELECT f.sha256, f.name, f.received_at, f.updated_at, r.instrument, r.assay, r.wells"
+            " FROM files f JOIN runs r ON r.run_id = f.sha256 WHERE f.kind='analyzer' AND f.state='parsed' ORDER BY f.updated_at"
+        ).fetchall()
+        out = []
+        for row in rows:
+            counts = {o: n for o, n in self.conn.execute(
+                "SELECT outcome, count(*) FROM specimen_decisions WHERE run_id=? GROUP BY outcome", (row["sha256"],))}
+            out.append({**dict(row), "outcomes": counts})
+        return out
+
+    def release(self, sha256: str, user: str, client: str | None) -> str:
+        """A reviewer releases a held plate: the file goes back to ``received`` with a ``released`` event naming
+        who and when, and the pipeline signs its results with both in the payload. Returns the release time."""
+        at = self.clock().astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        row = self.ledger.file(sha256)
+        if row is None or row["state"] != "parsed" or row["kind"] != "analyzer":
+            raise LedgerError("this plate is not waiting for release")
+        self.ledger.set_file_state(sha256, "received", event="released", by=user, at=at)
+        self.audit(user, "plate_released", sha256, client, at=at)
+        return at
 
     # ------------------------------------------------------------------ corrections waiting for review
     def request_correction(self, result_id: str, based_on: int, specimen_id: str, fields: dict[str, Any], reason: str, user: str, client: str | None) -> int:

@@ -10,6 +10,7 @@ docs/console/ when KETQUA_CONSOLE_SCREENSHOTS=1 (how docs/console.md's were made
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from engine.demo import manifest_csv, quantstudio_text, simulate_plate, write_atomically
+from engine.ledger import Ledger
 from engine.pipeline import Engine, serve
 from tests.engine.console.world import NAME, PASSWORD, XSS, ConsoleWorld, build_world
 
@@ -37,17 +39,22 @@ DESKTOP, PHONE = (1280, 900), (390, 844)
 
 
 @pytest.fixture
-def world(tmp_path: Path, dev_keys: Path) -> ConsoleWorld:
-    """The processed data folder with its times as they were (the service runs on the real clock)."""
-    return build_world(tmp_path / "live", dev_keys, pin=False)
+def world(request: pytest.FixtureRequest, tmp_path: Path, dev_keys: Path) -> ConsoleWorld:
+    """The processed data folder with its times as they were (the service runs on the real clock);
+    a test marked with a ``config`` parameter runs its pipeline with that ketqua.toml text too."""
+    extra = getattr(request, "param", "")
+    built = build_world(tmp_path / "live", dev_keys, pin=False, config=extra)
+    built.extra_config = extra  # type: ignore[attr-defined]
+    return built
+
+
+FAST_SERVICE = "[intake]\nstable_seconds = 0.3\npoll_seconds = 0.2\nrescan_seconds = 1.0\n\n[console]\nrefresh_seconds = 2\n"
 
 
 @pytest.fixture
 def service(world: ConsoleWorld) -> Iterator[str]:
     """`ketqua run`'s service (watch, pipeline, API and console) on a free loopback port; yields the base URL."""
-    world.data.config.write_text(
-        "[intake]\nstable_seconds = 0.3\npoll_seconds = 0.2\n\n[console]\nrefresh_seconds = 2\n", encoding="utf-8"
-    )
+    world.data.config.write_text(FAST_SERVICE + getattr(world, "extra_config", ""), encoding="utf-8")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -187,3 +194,38 @@ def test_console_in_a_browser(world: ConsoleWorld, service: str, browser: object
     _shoot(d, tmp_path, "retests-en")
     _labelled(d)
     _shoot(d, tmp_path, "retests-phone", PHONE)
+
+
+REVIEW = '[results]\nrelease = "review"\n'
+
+
+@pytest.mark.parametrize("world", [REVIEW], indirect=True)
+def test_release_a_plate_under_review_in_a_browser(world: ConsoleWorld, service: str, browser: object, tmp_path: Path) -> None:
+    """A reviewer opens the plates waiting for release, releases one, and its results are signed with the reviewer's name."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    d = browser
+    wait = WebDriverWait(d, 60)
+    d.get(service + "/console/login")
+    wait.until(ec.presence_of_element_located((By.ID, "username"))).send_keys("rev")
+    d.find_element(By.ID, "password").send_keys(PASSWORD + Keys.ENTER)
+    wait.until(ec.presence_of_element_located((By.ID, "count-release_waiting")))
+    d.find_element(By.LINK_TEXT, "Phát hành kết quả").click()
+    assert "plate.txt" in d.find_element(By.TAG_NAME, "main").text
+    _shoot(d, tmp_path, "release")
+    _labelled(d)
+    d.find_element(By.CSS_SELECTOR, "form button[type=submit].primary").click()
+    assert "Đã phát hành plate.txt" in wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "p.notice"))).text
+    d.get(service + "/console/search?q=nguyen+van+a")
+
+    def signed(drv: object) -> bool:
+        drv.refresh()
+        return "Chữ ký hợp lệ" in drv.find_element(By.TAG_NAME, "main").text
+
+    wait.until(signed)
+    with Ledger.open(world.data.ledger, readonly=True) as ledger:
+        release = json.loads(ledger.results()[0]["payload"])["release"]
+    assert release["rule"] == "review" and release["by"] == "rev" and release["at"].endswith("Z")

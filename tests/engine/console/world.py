@@ -73,11 +73,14 @@ def pin_times(ledger_path: Path) -> None:
                 conn.execute(f"UPDATE {table} SET {column} = ? || substr({column}, 11) WHERE {column} IS NOT NULL", (DAY,))
 
 
-def build_world(root: Path, dev_keys: Path, *, pin: bool = True) -> ConsoleWorld:
-    """The data folder: keys, one processed plate, one quarantined file, console users (times pinned unless ``pin=False``)."""
+def build_world(root: Path, dev_keys: Path, *, pin: bool = True, config: str = "") -> ConsoleWorld:
+    """The data folder: keys, one processed plate, one quarantined file, console users (times pinned unless ``pin=False``);
+    ``config`` is written to ketqua.toml before the pipeline runs."""
     data = DataDir.at(root / "ketqua-data")
     shutil.copytree(dev_keys, data.keys)
     data.create()
+    if config:
+        data.config.write_text(config, encoding="utf-8")
     plate = simulate_plate(7, pool_size=2, prevalence=0.1)
     xss, name = plant(plate)
     write_atomically(data.inbox / "manifest.csv", manifest_csv(plate.manifest))
