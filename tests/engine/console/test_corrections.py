@@ -156,3 +156,19 @@ def test_correction_keeps_commas_quotes_and_leading_signs(world: ConsoleWorld) -
             assert person["full_name"] == typed and person["address"] == "1, Lê Lợi"
 
     run(go())
+
+
+def test_search_finds_a_corrected_name(world: ConsoleWorld) -> None:
+    """The search index follows corrections: the new name is found (folded) right after it is signed, the old one no more."""
+
+    async def go() -> None:
+        async with console_client(world) as client:
+            await log_in(client, "tech")
+            rid, token = await _result_of(client, world)
+            assert "Không tìm thấy" in await (await client.get("/console/search", params={"q": "trinh cong son"})).text()
+            await client.post(f"/console/results/{rid}/correct", data=_form(token, full_name="Trịnh Công Sơn", reason="đổi tên"))
+            found = await (await client.get("/console/search", params={"q": "TRINH cong  son"})).text()
+            assert world.name_specimen in found and "v2" in found
+            assert world.name_specimen not in await (await client.get("/console/search", params={"q": "nguyen van a"})).text()
+
+    run(go())
