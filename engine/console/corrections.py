@@ -132,7 +132,9 @@ async def apply_correction(
     current = store.specimen(sid) or {}
     now = store.clock()
     data = manifest_bytes(sid, store.pools_of(sid), record, bool(current.get("aliquot")))
-    sha = hashlib.sha256(data + stamp(now).encode()).hexdigest()  # the same edit twice is two corrections, each its own file
+    # The ledger names a file by the SHA-256 of its bytes. The same bytes again (B → A → B) are a duplicate
+    # receipt of an archived file, and the commit below still records the new version against it.
+    sha = hashlib.sha256(data).hexdigest()
     name = f"console-correction-{now:%Y%m%dT%H%M%S}-{sid}.csv"
     try:
         rows = read_manifest(data, name).to_pylist()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -170,5 +171,25 @@ def test_search_finds_a_corrected_name(world: ConsoleWorld) -> None:
             found = await (await client.get("/console/search", params={"q": "TRINH cong  son"})).text()
             assert world.name_specimen in found and "v2" in found
             assert world.name_specimen not in await (await client.get("/console/search", params={"q": "nguyen van a"})).text()
+
+    run(go())
+
+
+def test_correcting_back_and_forth_signs_each_version(world: ConsoleWorld) -> None:
+    """A → B → A → B: each step is a new signed version, although the last manifest's bytes repeat the first's."""
+
+    async def go() -> None:
+        async with console_client(world) as client:
+            await log_in(client, "tech")
+            rid, token = await _result_of(client, world)
+            for version, name in enumerate(("Nguyễn Văn Ba", "Nguyễn Văn A", "Nguyễn Văn Ba"), start=2):
+                data = {**_form(token, full_name=name, reason=f"bước {version}"), "based_on": str(version - 1)}
+                response = await client.post(f"/console/results/{rid}/correct", data=data)
+                assert response.url.query.get("done") == str(version), await response.text()
+            state = console_state(client.server.app)
+            assert [json.loads(v["payload"])["person"]["full_name"] for v in state.ledger.result_versions(rid)][1:] == [
+                "Nguyễn Văn Ba", "Nguyễn Văn A", "Nguyễn Văn Ba"]
+            for f in state.ledger.files(kind="manifest"):
+                assert hashlib.sha256((world.data.archive / f["sha256"]).read_bytes()).hexdigest() == f["sha256"]
 
     run(go())
