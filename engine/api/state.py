@@ -81,6 +81,8 @@ class ApiState:
         self._counts: dict[str, Any] | None = None
         self._counts_at = 0.0
         self._counts_task: asyncio.Future | None = None
+        #: Route templates mounted beside the API that authenticate their own users (the console's sessions).
+        self.public_routes: set[str] = set()
 
     def close(self) -> None:
         self.tokens.close()
@@ -181,3 +183,8 @@ def _state(request: web.Request) -> ApiState:
 def api_state(app: web.Application) -> ApiState:
     """The shared state of an app made by :func:`create_app` (for the export module and tests)."""
     return app[_STATE]  # type: ignore[return-value]
+
+
+def add_public_routes(app: web.Application, templates: list[str]) -> None:
+    """Routes mounted on the API app that check their own sessions (the console): the bearer guard lets them through."""
+    api_state(app).public_routes.update(templates)

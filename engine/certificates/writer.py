@@ -8,7 +8,7 @@ and the signer. A certificate signed with the development key says so across
 the page.
 
 Throughput comes from doing the constant work once per process
-(:class:`~engine.certificate_layout.CertificateTemplate`, the parsed key and
+(:class:`~engine.certificates.layout.CertificateTemplate`, the parsed key and
 the CMS template in :class:`~signing.pades.PadesSigner`) and spreading whole
 batches over a process pool (:class:`CertificateWriter`).
 """
