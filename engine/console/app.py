@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import os
 import secrets
 import traceback
 from collections.abc import Awaitable, Callable
@@ -91,19 +90,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def console_key(data: DataDir) -> bytes:
     """The HMAC key of the anti-forgery tokens, created once per data folder (0600)."""
-    path = data.keys / "console.key"
-    try:
-        key = path.read_bytes()
-        if len(key) >= 32:
-            return key
-    except FileNotFoundError:
-        pass
-    data.keys.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key)
-    return key
+    return data.secret_key("console.key")
 
 
 class ConsoleState:

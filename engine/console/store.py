@@ -22,13 +22,13 @@ import hashlib
 import json
 import re
 import secrets
-import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.console.text import digits, fold, like_pattern
 from engine.errors import LedgerError
+from engine.ledger.migrate import apply_migrations
 from engine.ledger.sqlite import Ledger
 
 #: Roles, least to most. ``collector`` works at the sampling station and has no console page.
@@ -138,21 +138,10 @@ class ConsoleStore:
     # ------------------------------------------------------------------ schema
     def _migrate(self) -> None:
         row = self.conn.execute("SELECT value FROM meta WHERE key='console_schema'").fetchone()
-        current = int(row[0]) if row else 0
-        if current > len(CONSOLE_MIGRATIONS):
-            raise LedgerError(
-                f"the ledger {self.ledger.path} has console schema {current}, newer than this ketqua ({len(CONSOLE_MIGRATIONS)}); upgrade ketqua"
-            )
-        for version in range(current, len(CONSOLE_MIGRATIONS)):
-            try:
-                self.conn.executescript(
-                    f"BEGIN IMMEDIATE;\n{CONSOLE_MIGRATIONS[version]}\n"
-                    f"INSERT OR REPLACE INTO meta(key, value) VALUES ('console_schema', '{version + 1}');\nCOMMIT;"
-                )
-            except sqlite3.Error as exc:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                raise LedgerError(f"adding the console's tables (step {version + 1}) to {self.ledger.path} failed: {exc}") from exc
+        apply_migrations(
+            self.conn, self.ledger.path, CONSOLE_MIGRATIONS, int(row[0]) if row else 0, what="console schema",
+            record=lambda n: f"INSERT OR REPLACE INTO meta(key, value) VALUES ('console_schema', '{n}');",
+        )
 
     @property
     def schema_version(self) -> int:

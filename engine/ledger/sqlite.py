@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import LedgerError
+from engine.ledger.migrate import apply_migrations
 from engine.ledger.records import ConflictError, PlateCommit, SignedResult, utc_now
 from engine.ledger.schema import (
     FILE_KINDS,
@@ -80,21 +81,7 @@ class Ledger:
 
     def _migrate(self) -> None:
         current = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if current > len(MIGRATIONS):
-            raise LedgerError(
-                f"the ledger {self.path} has schema version {current}, newer than this ketqua ({len(MIGRATIONS)}); upgrade ketqua"
-            )
-        for version in range(current, len(MIGRATIONS)):
-            # executescript runs the whole step inside our own BEGIN…COMMIT, so a
-            # failed step leaves the ledger at the previous version, never half-migrated.
-            try:
-                self.conn.executescript(
-                    f"BEGIN IMMEDIATE;\n{MIGRATIONS[version]}\nPRAGMA user_version={version + 1};\nCOMMIT;"
-                )
-            except sqlite3.Error as exc:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                raise LedgerError(f"migrating the ledger {self.path} to version {version + 1} failed: {exc}") from exc
+        apply_migrations(self.conn, self.path, MIGRATIONS, current, record=lambda n: f"PRAGMA user_version={n};", what="schema")
 
     @property
     def schema_version(self) -> int:
