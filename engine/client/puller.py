@@ -398,6 +398,8 @@ class PullClient:
             if buffer.strip():
                 skipped += await self._take([buffer], pending)
         written += await self._commit(pending)
+        if not written and self.verify:
+            await self._check_log([])  # nothing new: still check the lab's head extends the trusted one (a witness)
         self.state.cursor = next_cursor
         self._checkpoint()
         self.skipped_total += skipped
@@ -499,8 +501,9 @@ class PullClient:
                     f"log {cp.origin!r}: the feed gave {frontier.size} logged results but the lab's checkpoint signs only {cp.size}"
                 )
             try:
-                own = () if frontier.size == cp.size else await self._consistency(frontier.size, cp.size)
-                verify_consistency(frontier.size, cp.size, own, frontier.root(), cp.root_hash)
+                if frontier.size:  # every tree extends the empty one
+                    own = () if frontier.size == cp.size else await self._consistency(frontier.size, cp.size)
+                    verify_consistency(frontier.size, cp.size, own, frontier.root(), cp.root_hash)
             except ProofError as exc:
                 raise ForkDetected(
                     f"log {cp.origin!r}: the {frontier.size} results pulled are not the first leaves of the lab's signed tree "
