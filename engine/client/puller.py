@@ -55,7 +55,7 @@ import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from engine.errors import ApiError, VerificationError
+from engine.errors import ApiError, SigningError, VerificationError
 from engine.files import write_atomically
 from signing.checkpoint import Checkpoint, NoteVerifier, open_checkpoint, parse_note, verify_extends
 from signing.errors import ForkDetected, ProofError
@@ -532,7 +532,7 @@ class PullClient:
         for cert in self.keys.signers:
             try:
                 verifiers.append(NoteVerifier.from_public_key(origin, cert.public_key()))
-            except VerificationError:
+            except (VerificationError, SigningError):
                 continue  # an RSA key cannot sign checkpoints; another key may
         if not verifiers:
             raise VerificationError(f"{self.url}: no trusted key of the lab can verify its checkpoints", reason="unknown-key")
