@@ -68,6 +68,13 @@ class Ledger:
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open the ledger {path}: {exc}") from exc
         ledger = cls(conn, path)
+        version = ledger.schema_version
+        if readonly and version < len(MIGRATIONS):
+            conn.close()
+            raise LedgerError(
+                f"the ledger {path} has schema version {version}, older than this ketqua ({len(MIGRATIONS)}): "
+                "start `ketqua run` (or `ketqua ingest`) once to migrate it"
+            )
         if not readonly:
             ledger._migrate()
             try:

@@ -87,6 +87,8 @@ def test_a_ledger_from_before_the_log_is_backfilled_on_first_open(tmp_path: Path
             (f"kq{i}", 1, f"S{i}", "POSITIVE", "f", "{}", f"old.{i}.sig", "HC1:", "t"),
         )
     conn.close()
+    with pytest.raises(LedgerError, match="schema version 1, older than this ketqua"):
+        Ledger.open(path, readonly=True)  # a reader cannot migrate: it says who can
     with Ledger.open(path) as ledger:
         assert ledger.schema_version == len(MIGRATIONS)
         rows = ledger.results()
