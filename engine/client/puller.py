@@ -29,7 +29,7 @@ checkpoint, checks its signature with the lab's key (the trusted JWKS
 certificates), checks it extends the trusted one (consistency proof), and
 checks that the tree of every result pulled so far is the start of the signed
 tree (one consistency proof from its own size): that proves the inclusion of
-every result of the batch in one request. A failure is :class:`ForkDetected`;
+every result of the batch in one request (:mod:`engine.client.transparency`). A failure is :class:`ForkDetected`;
 the batch is not written, and the conflicting note is kept as ``DIR/fork.note``
 beside the trusted one in ``state.json``.
 """
@@ -55,15 +55,19 @@ import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from engine.errors import ApiError, SigningError, VerificationError
+from engine.client.transparency import (
+    batch_leaf_hashes,
+    check_head,
+    open_lab_checkpoint,
+)
+from engine.errors import ApiError, VerificationError
 from engine.files import write_atomically
-from signing.checkpoint import Checkpoint, NoteVerifier, open_checkpoint, parse_note, verify_extends
-from signing.errors import ForkDetected, ProofError
-from signing.merkle import CompactRange, ConsistencyProof, b64, b64_hash, leaf_hashes, verify_consistency
 from signing.dcc import same_uvci, test_entry
+from signing.errors import ForkDetected, ProofError
 from signing.jwk import b64url, jwk_public_key
 from signing.jws import verify_compact
 from signing.keys import certificate_kid
+from signing.merkle import CompactRange, ConsistencyProof, b64, b64_hash
 from signing.trust import validate_chain
 from signing.verify import verify_hc1
 
@@ -475,40 +479,14 @@ class PullClient:
         Raises :class:`ForkDetected` (after keeping the conflicting note) when the lab's
         log does not extend the trusted checkpoint or does not hold exactly what was pulled.
         """
-        start = self.state.log_size
-        jws: list[bytes] = []
-        for k, line in enumerate(lines):
-            item = json.loads(line)
-            index = item.get("log_index")
-            if index != start + k:
-                raise VerificationError(
-                    f"result {item.get('id')} (seq {item.get('seq')}) is leaf {index!r} of the transparency log, "
-                    f"expected leaf {start + k}: the feed skips or reorders logged results",
-                    reason="log-gap",
-                )
-            jws.append(str(item["jws"]).encode("utf-8"))
-        frontier, _ = self._frontier().extend(leaf_hashes(jws))
-        note, cp = await self._fetch_checkpoint()
+        frontier, _ = self._frontier().extend(batch_leaf_hashes(lines, self.state.log_size))
+        resp = await self._get("/v1/log/checkpoint")
+        async with resp:
+            note = (await resp.read()).decode("utf-8", "replace")
+        assert self.keys is not None
+        cp = open_lab_checkpoint(note, self.keys.signers, self.state.checkpoint, source=f"{self.url}/v1/log/checkpoint")
         try:
-            if self.state.checkpoint is not None:
-                trusted = Checkpoint.from_text(parse_note(self.state.checkpoint, source="trusted checkpoint").text)
-                proof: tuple[bytes, ...] = ()
-                if 0 < trusted.size < cp.size:
-                    proof = await self._consistency(trusted.size, cp.size)
-                verify_extends(trusted, cp, proof)
-            if frontier.size > cp.size:
-                raise ForkDetected(
-                    f"log {cp.origin!r}: the feed gave {frontier.size} logged results but the lab's checkpoint signs only {cp.size}"
-                )
-            try:
-                if frontier.size:  # every tree extends the empty one
-                    own = () if frontier.size == cp.size else await self._consistency(frontier.size, cp.size)
-                    verify_consistency(frontier.size, cp.size, own, frontier.root(), cp.root_hash)
-            except ProofError as exc:
-                raise ForkDetected(
-                    f"log {cp.origin!r}: the {frontier.size} results pulled are not the first leaves of the lab's signed tree "
-                    f"of {cp.size} ({exc}); the lab changed a result it had already published, or serves two histories"
-                ) from exc
+            await check_head(cp, self.state.checkpoint, frontier, self._consistency)
         except ForkDetected as exc:
             write_atomically(self.out / FORK_FILE, note.encode("utf-8"))
             raise ForkDetected(
@@ -517,30 +495,6 @@ class PullClient:
             ) from exc
         self.state.checkpoint = note
         return frontier
-
-    async def _fetch_checkpoint(self) -> tuple[str, Checkpoint]:
-        """The lab's current checkpoint, its signature checked with the lab's key (and the origin pinned once trusted)."""
-        resp = await self._get("/v1/log/checkpoint")
-        async with resp:
-            note = (await resp.read()).decode("utf-8", "replace")
-        pinned = None
-        if self.state.checkpoint is not None:
-            pinned = self.state.checkpoint.split("\n", 1)[0]
-        origin = pinned or note.split("\n", 1)[0]
-        assert self.keys is not None
-        verifiers = []
-        for cert in self.keys.signers:
-            try:
-                verifiers.append(NoteVerifier.from_public_key(origin, cert.public_key()))
-            except (VerificationError, SigningError):
-                continue  # an RSA key cannot sign checkpoints; another key may
-        if not verifiers:
-            raise VerificationError(f"{self.url}: no trusted key of the lab can verify its checkpoints", reason="unknown-key")
-        try:
-            cp = open_checkpoint(note, verifiers, origin=origin, source=f"{self.url}/v1/log/checkpoint")
-        except VerificationError as exc:
-            raise VerificationError(f"the lab's checkpoint does not verify with its trusted key: {exc}", reason=exc.reason) from exc
-        return note, cp
 
     async def _consistency(self, old: int, new: int) -> tuple[bytes, ...]:
         resp = await self._get(f"/v1/log/consistency?from={old}&to={new}")

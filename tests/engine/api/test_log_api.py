@@ -10,9 +10,21 @@ import pytest
 
 from engine.ledger.sqlite import Ledger
 from engine.results.checkpoints import log_origin
-from signing.checkpoint import NoteVerifier, open_checkpoint, verify_extends, verify_included
+from signing.checkpoint import (
+    NoteVerifier,
+    open_checkpoint,
+    verify_extends,
+    verify_included,
+)
 from signing.merkle import ConsistencyProof, InclusionProof
-from tests.engine.api.api_world import ServerThread, World, commit, make_world, signed_plate, token
+from tests.engine.api.api_world import (
+    ServerThread,
+    World,
+    commit,
+    make_world,
+    signed_plate,
+    token,
+)
 
 ORIGIN = log_origin("VN-DEV-LAB")  # the data folder has no ketqua.toml: the default lab id
 

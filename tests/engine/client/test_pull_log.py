@@ -15,7 +15,14 @@ from engine.results.signed import sign_payload
 from signing.checkpoint import Checkpoint, parse_note
 from signing.errors import ForkDetected, VerificationError
 from signing.merkle import MemoryHashStore, MerkleLog
-from tests.engine.api.api_world import ServerThread, World, commit, make_world, signed_plate, token
+from tests.engine.api.api_world import (
+    ServerThread,
+    World,
+    commit,
+    make_world,
+    signed_plate,
+    token,
+)
 
 
 def _pull(url: str, tok: str, out: Path, **kw):
@@ -34,7 +41,7 @@ def _state(out: Path) -> dict:
 def _rewrite_history(world: World, seq: int) -> None:
     """What a lab with its own key and database could do: re-sign an old result as another outcome, rebuild the log."""
     with Ledger.open(world.ledger_path) as ledger:
-        row = [r for r in ledger.results() if r["seq"] == seq][0]
+        row = next(r for r in ledger.results() if r["seq"] == seq)
         payload = json.loads(row["payload"])
         payload["outcome"] = "NEGATIVE" if payload["outcome"] != "NEGATIVE" else "POSITIVE"
         canonical, jws, hc1 = sign_payload(payload, world.signer, hc1_validity_days=365)

@@ -13,7 +13,14 @@ from engine.ledger.records import PlateCommit, SignedResult
 from engine.ledger.schema import MIGRATIONS
 from engine.ledger.sqlite import Ledger
 from signing.errors import LogError
-from signing.merkle import MemoryHashStore, MerkleLog, inclusion_proof, leaf_hash, verify_consistency, verify_inclusion
+from signing.merkle import (
+    MemoryHashStore,
+    MerkleLog,
+    inclusion_proof,
+    leaf_hash,
+    verify_consistency,
+    verify_inclusion,
+)
 
 
 def _plate(ledger: Ledger, n: int, tag: str, first: int = 0) -> PlateCommit:
