@@ -22,6 +22,7 @@ from aiohttp import web
 
 from engine.api.state import ApiState, _state, problem
 from engine.ledger.sqlite import Ledger
+from engine.logs import log
 from engine.results.checkpoints import data_log_origin, sign_current_checkpoint
 from engine.results.signer import load_signer_spec
 from signing.errors import LogError
@@ -75,7 +76,11 @@ def _log_call(fn: Any, *args: int) -> Any:
         return fn(*args)
     except LogError as exc:
         if exc.reason == "missing-node":
-            raise  # the guard's 500: the ledger lost a node, nothing the client did
+            # The ledger lost a subtree hash: nothing the client did or can change.
+            log.error("transparency log node missing", error=str(exc))
+            raise web.HTTPInternalServerError(
+                text="the lab's transparency log is missing a subtree hash it needs; the lab must repair its ledger"
+            ) from None
         raise web.HTTPBadRequest(text=str(exc)) from None
 
 

@@ -136,7 +136,8 @@ def test_a_lost_subtree_hash_is_a_500_not_a_client_error(tmp_path: Path) -> None
         ledger.conn.executescript("DROP TRIGGER log_nodes_no_delete; DELETE FROM log_nodes WHERE level = 1 AND idx = 1;")
     s = ServerThread(w).start()
     try:
-        status, headers, _ = s.request("/v1/log/consistency?from=2&to=4", token(w))
+        status, headers, body = s.request("/v1/log/consistency?from=2&to=4", token(w))
         assert status == 500 and headers["content-type"].startswith("application/problem+json")
+        assert "missing a subtree hash" in json.loads(body)["detail"]
     finally:
         s.stop()
