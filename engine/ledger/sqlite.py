@@ -69,7 +69,7 @@ class Ledger:
             raise LedgerError(f"cannot open the ledger {path}: {exc}") from exc
         ledger = cls(conn, path)
         version = ledger.schema_version
-        if readonly and version < len(MIGRATIONS):
+        if readonly and 0 < version < len(MIGRATIONS):  # 0: being created; the caller says so
             conn.close()
             raise LedgerError(
                 f"the ledger {path} has schema version {version}, older than this ketqua ({len(MIGRATIONS)}): "
