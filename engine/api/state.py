@@ -37,6 +37,9 @@ ROUTE_SCOPES: dict[str, str | None] = {
     "/v1/results/{id}": "read:results",
     "/v1/results/{id}/certificate.pdf": "read:results",
     "/v1/results/{id}/fhir": "read:results",
+    "/v1/results/{id}/proof": "read:results",
+    "/v1/log/checkpoint": "read:results",
+    "/v1/log/consistency": "read:results",
     "/v1/$export": "read:results",
     "/v1/exports/{job}": "read:results",
     "/v1/exports/{job}/{name}": "read:results",
@@ -63,6 +66,16 @@ _STATE = web.AppKey("ketqua_api_state", object)
 PRINCIPAL: Any = web.RequestKey("ketqua_principal", Principal) if hasattr(web, "RequestKey") else "ketqua_principal"
 
 
+class CheckpointCache:
+    """The newest signed checkpoint note the API gave out and its tree size (see :mod:`engine.api.log`)."""
+
+    def __init__(self) -> None:
+        self.size = -1
+        self.note = b""
+        self.origin: str | None = None
+        self.lock = asyncio.Lock()  # one signature at a time; concurrent requests share it
+
+
 class ApiState:
     """What handlers share: the ledger connection, tokens, cursor key, limits, rate buckets."""
 
@@ -83,6 +96,7 @@ class ApiState:
         self._counts_task: asyncio.Future | None = None
         #: Route templates mounted beside the API that authenticate their own users (the console's sessions).
         self.public_routes: set[str] = set()
+        self.checkpoints = CheckpointCache()
 
     def close(self) -> None:
         self.tokens.close()

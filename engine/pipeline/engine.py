@@ -335,7 +335,8 @@ class Engine:
     def pending_certificates(self, limit: int) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
         """Up to ``limit`` committed results that lack a certificate, and the (payload, HC1) items to render."""
         pending = self.ledger.pending_certificates(limit)
-        return pending, [(json.loads(r["payload"]), r["hc1"]) for r in pending]
+        # The log index rides beside the payload (it is not signed in it: the log's leaf is the JWS).
+        return pending, [({**json.loads(r["payload"]), "log_index": r["log_index"]}, r["hc1"]) for r in pending]
 
     def record_certificates(self, pending: list[dict[str, Any]], paths: list[Path]) -> int:
         """Note the written PDFs in the ledger; refuses a writer answer that does not match the batch."""
