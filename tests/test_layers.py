@@ -1,4 +1,5 @@
-"""The layers hold: ``parsers/`` and ``signing/`` import nothing from the engine, and no import cycle among them.
+"""The layers hold: ``parsers/`` and ``signing/`` import nothing from the engine, no import cycle among them,
+and no project module imported inside one of their functions without a ``# lazy:`` reason on the line.
 
 Read statically with ``ast`` so every import counts: module level, inside a
 function, under ``if TYPE_CHECKING``. A function-level import hides a cycle from
@@ -8,6 +9,7 @@ the interpreter but not from a reader, so it counts here too.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 LOWER = ("parsers", "signing")
 #: What they may never import.
 FORBIDDEN = ("engine", "bench", "tests")
+#: The project's own top-level packages: an import of one inside a function needs a ``# lazy:`` reason.
+PROJECT = ("engine", "parsers", "signing", "bench", "tests")
+#: The reason a function-level import gives on its own line (a word at least after the colon).
+LAZY = re.compile(r"#\s*lazy:\s*\S")
 
 
 def _module_name(path: Path) -> str:
@@ -49,6 +55,30 @@ def _imports(name: str, path: Path) -> Iterator[tuple[str, int]]:
             # ``from signing import keys`` imports the submodule signing.keys.
             for alias in node.names:
                 yield f"{module}.{alias.name}", node.lineno
+
+
+def _unexplained_function_imports(name: str, path: Path) -> Iterator[tuple[str, int]]:
+    """Imports of project modules inside a function of ``path`` whose first line carries no ``# lazy:`` reason."""
+    source = path.read_text(encoding="utf-8")
+    lines = source.splitlines()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for function in ast.walk(ast.parse(source, str(path))):
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(function):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")
+                    targets = [".".join(base[: len(base) - (node.level - 1)] + ([node.module] if node.module else []))]
+                else:
+                    targets = [node.module or ""]
+            else:
+                continue
+            project = [t for t in targets if t.split(".")[0] in PROJECT]
+            if project and not LAZY.search(lines[node.lineno - 1]):
+                yield project[0], node.lineno
 
 
 def _graph() -> dict[str, set[str]]:
@@ -99,6 +129,40 @@ def test_no_import_cycle_among_parsers_and_signing() -> None:
     """The import graph of parsers/ and signing/ (function-level and TYPE_CHECKING imports included) has no cycle."""
     cycle = _cycle(_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_no_unexplained_import_inside_a_function() -> None:
+    """Every import of a project module inside a function of parsers/ or signing/ says on its line why it is lazy."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line}: imports {target} inside a function"
+        for name, path in _modules().items()
+        for target, line in _unexplained_function_imports(name, path)
+    ]
+    assert not offenders, (
+        "move these imports to module level (break a cycle by moving the shared piece into the lower module), "
+        "or give a one-line '# lazy: <reason>' on the import line:\n  " + "\n  ".join(offenders)
+    )
+
+
+def test_function_import_checker_reads_the_source_line(tmp_path: Path) -> None:
+    """The checker flags an unexplained project import in a function (absolute or relative), and nothing else."""
+    path = tmp_path / "mod.py"
+    path.write_text(
+        "import json\n"
+        "from signing.errors import SigningError\n"
+        "def f():\n"
+        "    import zlib\n"
+        "    from signing.keys import Signer\n"
+        "    from . import cose\n"
+        "    from signing.pades import PadesSigner  # lazy: a reason\n"
+        "    from parsers.text import decode  # lazy:\n"
+        "class C:\n"
+        "    async def g(self):\n"
+        "        import parsers.registry\n"
+    )
+    assert list(_unexplained_function_imports("signing.mod", path)) == [
+        ("signing.keys", 5), ("signing", 6), ("parsers.text", 8), ("parsers.registry", 11),
+    ]
 
 
 @pytest.mark.parametrize(
