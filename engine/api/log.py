@@ -5,7 +5,9 @@
   since the newest stored one (one signature per size, never on the commit path);
 - ``GET /v1/results/{id}/proof?version=V&tree_size=N`` →
   ``{"leaf_index", "tree_size", "hashes"}``;
-- ``GET /v1/log/consistency?from=M&to=N`` → ``{"hashes"}``.
+- ``GET /v1/log/consistency?from=M&to=N`` → ``{"hashes"}``;
+- ``GET /v1/log/checkpoint/timestamp[?size=N]`` → the RFC 3161 ``TimeStampResp`` over
+  the checkpoint's note, when a TSA is configured (one time-stamp per checkpoint).
 
 A size beyond the log or a proof the tree cannot give (``LogError``
 ``out-of-range``) is a 400; a subtree hash missing from the store is a 500
@@ -19,12 +21,13 @@ import json
 from typing import Any
 
 from aiohttp import web
+from asn1crypto import cms, tsp
 
 from engine.api.state import ApiState, _state, problem
 from engine.ledger.sqlite import Ledger
 from engine.logs import log
 from engine.results.checkpoints import data_log_origin, sign_current_checkpoint
-from engine.results.signer import load_signer_spec
+from engine.results.signer import load_signer_spec, load_timestamper
 from signing.errors import LogError
 from signing.merkle import ConsistencyProof, InclusionProof
 
@@ -36,7 +39,7 @@ def _sign(state: ApiState, origin: str) -> tuple[int, bytes]:
     signer = load_signer_spec(state.data).open()
     try:
         with Ledger.open(state.ledger_path) as ledger:
-            note = sign_current_checkpoint(ledger, signer, origin)
+            note = sign_current_checkpoint(ledger, signer, origin, load_timestamper(state.data))
     finally:
         close = getattr(signer, "close", None)
         if close is not None:  # a PKCS#11 session is not kept open between checkpoints
@@ -125,8 +128,25 @@ async def log_consistency(request: web.Request) -> web.Response:
     return _json(ConsistencyProof(tuple(hashes)).to_json())
 
 
+async def checkpoint_timestamp(request: web.Request) -> web.Response:
+    """The TimeStampResp over a checkpoint's note: ``openssl ts -verify -data note.txt -in this.tsr -CAfile tsa-ca.pem``."""
+    state = _state(request)
+    size = _size_param(request, "size", required=False)
+    if size is None:
+        await log_checkpoint(request)  # the newest checkpoint exists (and is stamped) before it is asked for
+    stored = state.ledger.checkpoint_timestamp(size)  # one indexed row, on the loop's own connection
+    if stored is None:
+        return problem(404, "Not Found", f"no checkpoint of size {size} was given out; GET /v1/log/checkpoint signs the current one")
+    if stored[2] is None:
+        return problem(404, "Not Found", "this checkpoint has no time-stamp: the lab has no TSA configured ([signing] tsa_url)")
+    reply = tsp.TimeStampResp({"status": {"status": "granted"}, "time_stamp_token": cms.ContentInfo.load(stored[2])})
+    return web.Response(body=reply.dump(), content_type="application/timestamp-reply",
+                        headers={"X-Checkpoint-Size": str(stored[0]), "Cache-Control": "max-age=3600"})
+
+
 def add_log_routes(app: web.Application) -> None:
     """Register the transparency log's routes on the API app."""
     app.router.add_get("/v1/log/checkpoint", log_checkpoint)
+    app.router.add_get("/v1/log/checkpoint/timestamp", checkpoint_timestamp)
     app.router.add_get("/v1/log/consistency", log_consistency)
     app.router.add_get("/v1/results/{id}/proof", result_proof)

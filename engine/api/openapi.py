@@ -332,6 +332,18 @@ _PATHS: dict[str, Any] = {
             op_id="getCheckpoint",
         )
     },
+    "/v1/log/checkpoint/timestamp": {
+        "get": _op(
+            "The RFC 3161 time-stamp of a checkpoint's signed note (when the lab has a TSA)",
+            {"200": {"description": "A TimeStampResp (status granted) whose token's message imprint is SHA-256 of the note's bytes",
+                     "content": {"application/timestamp-reply": {"schema": {"type": "string", "format": "binary"}}}},
+             "400": _problem("Bad size"),
+             "404": _problem("No checkpoint of that size, or it has no time-stamp (no TSA configured)")},
+            params=[{"name": "size", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0},
+                     "description": "the checkpoint's tree size; default the newest checkpoint"}],
+            op_id="getCheckpointTimestamp",
+        )
+    },
     "/v1/log/consistency": {
         "get": _op(
             "Consistency proof between two tree sizes of the log",

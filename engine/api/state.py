@@ -39,6 +39,7 @@ ROUTE_SCOPES: dict[str, str | None] = {
     "/v1/results/{id}/fhir": "read:results",
     "/v1/results/{id}/proof": "read:results",
     "/v1/log/checkpoint": "read:results",
+    "/v1/log/checkpoint/timestamp": "read:results",
     "/v1/log/consistency": "read:results",
     "/v1/$export": "read:results",
     "/v1/exports/{job}": "read:results",

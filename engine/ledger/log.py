@@ -145,3 +145,17 @@ def store_checkpoint(conn: sqlite3.Connection, size: int, root: bytes, note: str
         raise
     conn.execute("COMMIT")
     return str(kept[0])
+
+
+def checkpoint_timestamp(conn: sqlite3.Connection, size: int | None = None) -> tuple[int, str, bytes | None] | None:
+    """(size, note, DER time-stamp token or None) of the checkpoint of ``size`` (the newest when None)."""
+    if size is None:
+        row = conn.execute("SELECT size, note, timestamp FROM log_checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+    else:
+        row = conn.execute("SELECT size, note, timestamp FROM log_checkpoints WHERE size=?", (size,)).fetchone()
+    return None if row is None else (int(row[0]), str(row[1]), None if row[2] is None else bytes(row[2]))
+
+
+def store_timestamp(conn: sqlite3.Connection, size: int, token: bytes) -> None:
+    """Keep the time-stamp token of the checkpoint of ``size``; the first one kept stays."""
+    conn.execute("UPDATE log_checkpoints SET timestamp=? WHERE size=? AND timestamp IS NULL", (token, size))

@@ -182,6 +182,11 @@ MIGRATIONS: list[str] = [
         created_at TEXT NOT NULL
     );
     """,
+    # 3: one RFC 3161 time-stamp token per checkpoint (when a TSA is configured): the DER
+    # TimeStampToken over SHA-256 of the signed note's bytes.
+    """
+    ALTER TABLE log_checkpoints ADD COLUMN timestamp BLOB;
+    """,
 ]
 
 #: Every column of ``results``, in the order the store's result dicts are built from.

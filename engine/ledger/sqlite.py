@@ -481,6 +481,14 @@ class Ledger:
         """Keep a signed checkpoint; the note kept for that size (an earlier one wins) is returned."""
         return tlog.store_checkpoint(self.conn, size, root, note, utc_now())
 
+    def checkpoint_timestamp(self, size: int | None = None) -> tuple[int, str, bytes | None] | None:
+        """(size, note, RFC 3161 token or None) of a stored checkpoint (the newest when ``size`` is None)."""
+        return tlog.checkpoint_timestamp(self.conn, size)
+
+    def store_timestamp(self, size: int, token: bytes) -> None:
+        """Keep the RFC 3161 token over the checkpoint of ``size`` (the first one kept stays)."""
+        tlog.store_timestamp(self.conn, size, token)
+
     # ------------------------------------------------------------------ results (reads)
     def latest_versions(self, specimen_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """For each specimen, its newest signed result (id, version, run_id, payload)."""

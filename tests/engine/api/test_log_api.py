@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,3 +143,45 @@ def test_a_lost_subtree_hash_is_a_500_not_a_client_error(tmp_path: Path) -> None
         assert "missing a subtree hash" in json.loads(body)["detail"]
     finally:
         s.stop()
+
+
+def test_without_a_tsa_a_checkpoint_has_no_timestamp(server: ServerThread, world: World) -> None:
+    tok = token(world, "read:results")
+    status, headers, body = server.request("/v1/log/checkpoint/timestamp", tok)
+    assert status == 404 and "no TSA" in json.loads(body)["detail"]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command (the reference RFC 3161 verifier)")
+def test_each_checkpoint_gets_one_rfc3161_timestamp_that_openssl_verifies(tmp_path: Path) -> None:
+    """With a TSA, the checkpoint's note is time-stamped once; OpenSSL's `ts -verify` accepts the reply over the note."""
+    w = make_world(tmp_path / "data")
+    w.data.config.write_text('[signing]\ntsa = "development"\n', encoding="utf-8")
+    commit(w, signed_plate(w, 1, 4))
+    s = ServerThread(w).start()
+    try:
+        tok = token(w, "read:results")
+        note = s.request("/v1/log/checkpoint", tok)[2]
+        status, headers, reply = s.request("/v1/log/checkpoint/timestamp", tok)
+        assert status == 200 and headers["content-type"] == "application/timestamp-reply"
+        assert headers["x-checkpoint-size"] == "4"
+        again = s.request("/v1/log/checkpoint/timestamp?size=4", tok)[2]
+        assert again == reply  # one time-stamp per checkpoint, kept
+        assert s.request("/v1/log/checkpoint/timestamp?size=3", tok)[0] == 404  # never given out
+    finally:
+        s.stop()
+    (tmp_path / "note.txt").write_bytes(note)
+    (tmp_path / "reply.tsr").write_bytes(reply)
+    keys = w.data.keys
+    run = subprocess.run(
+        ["openssl", "ts", "-verify", "-data", str(tmp_path / "note.txt"), "-in", str(tmp_path / "reply.tsr"),
+         "-CAfile", str(keys / "ca.pem"), "-untrusted", str(keys / "tsa.pem")],
+        capture_output=True, text=True,
+    )
+    assert run.returncode == 0 and "Verification: OK" in run.stdout, run.stdout + run.stderr
+    (tmp_path / "note.txt").write_bytes(note.replace(b"\n4\n", b"\n5\n"))
+    tampered = subprocess.run(
+        ["openssl", "ts", "-verify", "-data", str(tmp_path / "note.txt"), "-in", str(tmp_path / "reply.tsr"),
+         "-CAfile", str(keys / "ca.pem"), "-untrusted", str(keys / "tsa.pem")],
+        capture_output=True, text=True,
+    )
+    assert tampered.returncode != 0
