@@ -17,7 +17,7 @@ from engine.pooling.simulate import (
 )
 
 DESIGNS = ["dorfman:10", "array:16x24", "array:8x12:master", "cube:4x4x4", "pbest:384x48", "std:384:7:7", "kirkman:31", "hyper:120:30:3"]
-DECODERS = ["comp", "dd", "scomp", "exact", "ctq", "bp"]
+DECODERS = ["comp", "dd", "scomp", "exact", "minerr", "ctq", "bp"]
 REQUIRED_KEYS = {"design", "decoder", "specimens", "tests", "tests_per_specimen", "exact_recovery", "sensitivity", "specificity", "retest_rate", "wrong_certain_calls"}
 
 
