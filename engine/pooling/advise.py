@@ -11,13 +11,14 @@ individual confirmation of pooled positives, and says in words why one is recomm
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from engine.errors import DesignError
 from engine.pooling.designs import generate
-from engine.pooling.simulate import array_tests_per_specimen, dorfman_tests_per_specimen, simulate
+from engine.pooling.simulate import wilson_interval, array_tests_per_specimen, dorfman_tests_per_specimen, simulate
 
-__all__ = ["COMBINATORIAL", "advise", "best_dorfman", "stops_paying_above"]
+__all__ = ["COMBINATORIAL", "advise", "best_dorfman", "estimate_prevalence", "stops_paying_above"]
 
 #: Non-adaptive designs the advice considers (each is simulated, when its pools fit the kit's maximum).
 COMBINATORIAL = ("kirkman:15", "kirkman:21", "kirkman:27", "kirkman:31", "cube:4x4x4", "hyper:120:30:3", "std:96:5:3", "std:384:7:7", "pbest:384x48")
@@ -159,3 +160,15 @@ def _reason(best: dict[str, Any], ranked: list[dict[str, Any]], prevalence: floa
     words.append(f"Re-check as prevalence changes: above about {limit * 100:.3g} % positives pooling saves less than {MIN_SAVING:.0%} and is not worth it.")
     return " ".join(words)
 
+
+
+def estimate_prevalence(results: Iterable[Mapping[str, Any]], last: int = 5_000) -> dict[str, Any]:
+    """Share of POSITIVE among the ``last`` most recent signed POSITIVE/NEGATIVE results, with a 95 % Wilson interval.
+
+    ``results`` are ledger result rows in ledger order (``status`` key); INCONCLUSIVE is left out.
+    """
+    calls = [r["status"] for r in results if r.get("status") in ("POSITIVE", "NEGATIVE")][-last:]
+    if not calls:
+        raise DesignError("the ledger has no signed POSITIVE or NEGATIVE result yet: give --prevalence")
+    positives = sum(1 for c in calls if c == "POSITIVE")
+    return {"prevalence": positives / len(calls), "interval": wilson_interval(positives, len(calls)), "results": len(calls), "positives": positives}

@@ -258,15 +258,15 @@ def simulate(
             "tests_per_specimen": n_tests / total_specimens,
             "tests_per_specimen_ci": _mean_ci(n_tests / total_specimens, sq / n_batches, n_batches),
             "sensitivity": sens,
-            "sensitivity_ci": _wilson(tp, t["pos"]) if t["pos"] else None,
+            "sensitivity_ci": wilson_interval(tp, t["pos"]) if t["pos"] else None,
             "sensitivity_loss": None if sens is None or ind_sens is None else ind_sens - sens,
             "specificity": (t["neg"] - fp) / t["neg"] if t["neg"] else None,
             "wrong_positive_calls": fp,
             "wrong_negative_calls": fn,
             "wrong_positive_per_100k": fp / total_specimens * 1e5,
-            "wrong_positive_per_100k_ci": [x * 1e5 for x in _wilson(fp, total_specimens)],
+            "wrong_positive_per_100k_ci": [x * 1e5 for x in wilson_interval(fp, total_specimens)],
             "wrong_negative_per_100k": fn / total_specimens * 1e5,
-            "wrong_negative_per_100k_ci": [x * 1e5 for x in _wilson(fn, total_specimens)],
+            "wrong_negative_per_100k_ci": [x * 1e5 for x in wilson_interval(fn, total_specimens)],
             "exact_recovery": exact / n_batches,
         }
 
@@ -316,7 +316,7 @@ def simulate(
     }
 
 
-def _wilson(k: int, n: int, z: float = 1.96) -> list[float]:
+def wilson_interval(k: int, n: int, z: float = 1.96) -> list[float]:
     """95 % Wilson score interval of a binomial share k/n (sound at k = 0, unlike the normal one)."""
     if n <= 0:
         return [0.0, 1.0]

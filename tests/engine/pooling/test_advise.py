@@ -8,7 +8,7 @@ import pytest
 
 from engine.cli.main import main
 from engine.errors import DesignError
-from engine.pooling.advise import advise, best_dorfman, stops_paying_above
+from engine.pooling.advise import advise, best_dorfman, estimate_prevalence, stops_paying_above
 from engine.pooling.simulate import dorfman_tests_per_specimen
 
 
@@ -63,3 +63,26 @@ def test_advise_refuses_nonsense():
         advise(2.0)
     with pytest.raises(DesignError, match="--max-pool"):
         advise(0.01, max_pool=1)
+
+
+def test_prevalence_estimate_from_recent_results():
+    """The estimate is the POSITIVE share of the most recent signed POSITIVE/NEGATIVE results, with a Wilson interval."""
+    rows = [{"status": "POSITIVE"}] * 30 + [{"status": "NEGATIVE"}] * 960 + [{"status": "INCONCLUSIVE"}] * 5 + [{"status": "POSITIVE"}] * 10
+    estimate = estimate_prevalence(rows, last=1000)
+    assert estimate["results"] == 1000 and estimate["positives"] == 40 and estimate["prevalence"] == 0.04
+    lo, hi = estimate["interval"]
+    assert lo < 0.04 < hi
+    assert estimate_prevalence(rows, last=10)["prevalence"] == 1.0  # only the ten most recent
+    with pytest.raises(DesignError, match="give --prevalence"):
+        estimate_prevalence([{"status": "INCONCLUSIVE"}])
+
+
+def test_advise_without_prevalence_reads_the_ledger(tmp_path, capsys):
+    """Without --prevalence, advise opens the ledger read-only; an empty ledger is an error that says what to give."""
+    from engine.datadir import DataDir
+    from engine.ledger.sqlite import Ledger
+
+    with Ledger.open(DataDir.at(tmp_path).ledger):
+        pass
+    assert main(["advise", "--data", str(tmp_path), "--specimens", "20000"]) == 1
+    assert "give --prevalence" in capsys.readouterr().err
