@@ -16,7 +16,12 @@ from typing import Any
 
 from engine.errors import DesignError
 from engine.pooling.designs import generate
-from engine.pooling.simulate import wilson_interval, array_tests_per_specimen, dorfman_tests_per_specimen, simulate
+from engine.pooling.simulate import (
+    array_tests_per_specimen,
+    dorfman_tests_per_specimen,
+    simulate,
+    wilson_interval,
+)
 
 __all__ = ["COMBINATORIAL", "advise", "best_dorfman", "estimate_prevalence", "stops_paying_above"]
 
@@ -141,9 +146,9 @@ def _reason(best: dict[str, Any], ranked: list[dict[str, Any]], prevalence: floa
         return (f"At {pct} positives pooling no longer pays: test every specimen alone{cheapest}. "
                 f"Pooling saves at least {MIN_SAVING:.0%} of the tests only below about {limit * 100:.3g} % positives.")
     words = [
-        f"At {pct} positives, {best['design']} (pools of up to {best['pool_size']}) needs about {_per_hundred(best['tests_per_specimen'])} "
+        (f"At {pct} positives, {best['design']} (pools of up to {best['pool_size']}) needs about {_per_hundred(best['tests_per_specimen'])} "
         f"instead of 100 — {1 - best['tests_per_specimen']:.0%} fewer tests, counting every second-stage test and the individual "
-        f"confirmation of each pooled positive."
+        f"confirmation of each pooled positive.")
     ]
     runner = next((c for c in ranked if c is not best and c["design"] != "individual"), None)
     if runner is not None:

@@ -28,7 +28,7 @@ from engine.errors import DecodeError, DesignError
 from engine.pooling.decoders import bound_from_prevalence, decode_batch
 from engine.pooling.designs import Design, generate
 
-__all__ = ["NoiseModel", "simulate", "dorfman_tests_per_specimen", "array_tests_per_specimen"]
+__all__ = ["NoiseModel", "array_tests_per_specimen", "dorfman_tests_per_specimen", "simulate"]
 
 #: Specimen cells (batches × specimens) simulated per chunk; keeps memory flat for 10^7 specimens.
 CHUNK_CELLS = 1 << 21
@@ -44,7 +44,7 @@ class NoiseModel:
     sd: float = 0.0
 
     @classmethod
-    def parse(cls, text: str | None) -> "NoiseModel":
+    def parse(cls, text: str | None) -> NoiseModel:
         """``none``, ``dilution``, ``fn=0.01``, ``fp=0.001``, ``se=0.99``, ``sp=0.99``, ``sd=0.5``, comma-separated."""
         if not text or text.strip().lower() in ("none", "noiseless", "0"):
             return cls()

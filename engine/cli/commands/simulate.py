@@ -79,8 +79,8 @@ def format_report(report: dict) -> str:
     alt = report["alternative"]
     conf = "confirmed individually" if report["confirm_positives"] else "signed as decoded"
     lines = [
-        f"design {report['design']}, decoder {report['decoder']} ({report['policy']} policy), noise {report['noise']}, "
-        f"{report['specimens']} specimens in {report['batches']} batches of {report['batch_size']}",
+        (f"design {report['design']}, decoder {report['decoder']} ({report['policy']} policy), noise {report['noise']}, "
+        f"{report['specimens']} specimens in {report['batches']} batches of {report['batch_size']}"),
     ]
     lo, hi = report["tests_per_specimen_ci"]
     rows = [
@@ -89,8 +89,8 @@ def format_report(report: dict) -> str:
         ("pooled positives", conf),
         ("wrong POSITIVE", f"{report['wrong_positive_per_100k']:.2f} per 10^5 specimens ({report['wrong_positive_calls']})"),
         ("wrong NEGATIVE", f"{report['wrong_negative_per_100k']:.2f} per 10^5 specimens ({report['wrong_negative_calls']})"),
-        ("sensitivity", f"{_share(report['sensitivity'])} (testing alone: {_share(report['individual_sensitivity'])}; "
-                        f"lost to pooling: {_share(report['sensitivity_loss'])})"),
+        ("sensitivity", (f"{_share(report['sensitivity'])} (testing alone: {_share(report['individual_sensitivity'])}; "
+                        f"lost to pooling: {_share(report['sensitivity_loss'])})")),
         ("specificity", _share(report["specificity"], 6)),
         ("retest rate", f"{report['retest_rate']:.4f}"),
         ("all calls right", f"{report['exact_recovery']:.4f} of batches (after stage 2 and confirmations)"),

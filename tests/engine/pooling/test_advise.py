@@ -8,7 +8,12 @@ import pytest
 
 from engine.cli.main import main
 from engine.errors import DesignError
-from engine.pooling.advise import advise, best_dorfman, estimate_prevalence, stops_paying_above
+from engine.pooling.advise import (
+    advise,
+    best_dorfman,
+    estimate_prevalence,
+    stops_paying_above,
+)
 from engine.pooling.simulate import dorfman_tests_per_specimen
 
 

@@ -125,7 +125,7 @@ def test_minerr_is_sound_with_at_most_one_wrong_pool(case, bounded):
 
 def test_minerr_in_the_simulator_cuts_retests_under_false_positive_pools():
     """With false-positive pools, minerr retests fewer specimens than dd on P-BEST and makes no more wrong stage-1 calls per plate error."""
-    kw = dict(specimens=384 * 100, prevalence=0.005, seed=3, noise="fp=0.01")
+    kw = {"specimens": 384 * 100, "prevalence": 0.005, "seed": 3, "noise": "fp=0.01"}
     dd = simulate("pbest:384x48", **kw)
     minerr = simulate("pbest:384x48", decoder="minerr", **kw)
     assert minerr["decoder"] == "minerr" and minerr["retest_rate"] < dd["retest_rate"]

@@ -62,7 +62,7 @@ def test_dilution_figures_per_100k_and_sensitivity_loss():
 
 def test_confirmation_trades_tests_for_wrong_positives():
     """Confirming decoded positives costs one test each and removes the wrong POSITIVEs a false-positive pool causes."""
-    kw = dict(specimens=384 * 300, prevalence=0.01, seed=7, noise="fp=0.01")
+    kw = {"specimens": 384 * 300, "prevalence": 0.01, "seed": 7, "noise": "fp=0.01"}
     plain = simulate("pbest:384x48", **kw)
     confirmed = simulate("pbest:384x48", confirm_positives=True, **kw)
     assert plain["wrong_positive_calls"] > 0 and confirmed["wrong_positive_calls"] < plain["wrong_positive_calls"]
