@@ -17,6 +17,11 @@ exact       dd + bounded exact search: with at most D positives per plate (``max
             ties stay RETEST
 bp          noise model (``sensitivity``/``specificity`` per pool): belief propagation; calls only
             when the posterior is beyond ``confidence``
+minerr      dd (+ exact with a bound) and, on a plate with no noiseless explanation, every reading
+            with one pool result flipped (engine/pooling/minerror.py): a call all consistent
+            readings make is kept, POSITIVE pending individual confirmation; the pool treated as
+            wrong is named in the evidence; members it alone decided stay RETEST; disagreement
+            stays RETEST
 ctq         exact + the pools' Cts: with at most D positives, every explanation must also have
             loads (1+E)^-Ct (individual Ct ≤ max_ct) that reproduce each detected pool's Ct within
             ± ct_tolerance after dilution (Ct + log2(k) in a pool of k) — a linear feasibility
@@ -45,6 +50,7 @@ import engine.pooling.kernels as K
 from engine.errors import DecodeError
 from engine.model import POOL_MISSING, SPECIMEN_BY_CODE, PoolOutcome, SpecimenOutcome
 from engine.pooling.designs import Design
+from engine.pooling.minerror import needs_error_model, one_error_refine
 
 __all__ = [
     "BatchDecoding",
@@ -58,7 +64,7 @@ __all__ = [
     "pool_codes_for",
 ]
 
-DECODERS = ("dorfman", "comp", "dd", "scomp", "exact", "bp", "ctq")
+DECODERS = ("dorfman", "comp", "dd", "scomp", "exact", "minerr", "bp", "ctq")
 _POOL_WORDS = {0: PoolOutcome.NOT_DETECTED.value, 1: PoolOutcome.DETECTED.value, 2: PoolOutcome.INCONCLUSIVE.value, 3: PoolOutcome.INVALID.value}
 #: Nodes one plate's exact search may visit before it gives up (sound: undecided stays RETEST).
 EXACT_NODE_BUDGET = 2_000_000
@@ -84,6 +90,8 @@ class BatchDecoding:
     margin: np.ndarray | None = None
     posterior: np.ndarray | None = None
     max_positives: int | None = None
+    #: plate index -> pools (indices) the one-error explanations treat as wrong (minerr decoder)
+    wrong_pools: dict[int, list[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -103,6 +111,7 @@ class Decoding:
     likely: np.ndarray | None = None
     max_positives: int | None = None
     individual: dict[int, tuple[int, float]] = field(default_factory=dict)
+    wrong_pools: list[int] = field(default_factory=list)
 
     def evidence(self, i: int) -> dict[str, Any]:
         """Why specimen ``i`` got its outcome: pools with their outcomes and Cts, decoder, margin."""
@@ -134,6 +143,8 @@ class Decoding:
             out["retest"] = self.retest[i]
         if self.max_positives is not None:
             out["max_positives"] = self.max_positives
+        if self.wrong_pools:
+            out["pools_treated_as_wrong"] = [self.design.pool_ids[p] for p in self.wrong_pools]
         if self.posterior is not None:
             out["posterior"] = float(self.posterior[i])
         if self.estimated_ct is not None and not math.isnan(float(self.estimated_ct[i])):
@@ -227,16 +238,17 @@ def decode_batch(
     pool_ptr, pool_members, spec_ptr, spec_pools = design.csr
     alone = np.ascontiguousarray(design.alone)
     bound = None
+    wrong_pools: dict[int, list[int]] = {}
     if name == "dorfman":
         if not design.is_disjoint:
             raise DecodeError(f"the dorfman decoder needs each specimen in exactly one pool; {design.spec} is not such a design")
         K.disjoint_batch(codes, design.incidence.argmax(axis=0).astype(np.int32), alone, out, reason)
-    elif name in ("comp", "dd", "scomp", "exact", "ctq"):
+    elif name in ("comp", "dd", "scomp", "exact", "ctq", "minerr"):
         K.dd_batch(codes, pool_ptr, pool_members, spec_ptr, spec_pools, alone, out, reason, name == "comp")
         margin = np.zeros(out.shape, dtype=np.float32)
         if name == "exact" and max_positives is None and prevalence is None:
             raise DecodeError("the exact decoder needs a model bound: give max_positives (positives per plate) or prevalence")
-        if name in ("exact", "ctq") and (max_positives is not None or prevalence is not None):
+        if name in ("exact", "ctq", "minerr") and (max_positives is not None or prevalence is not None):
             bound = int(max_positives) if max_positives is not None else bound_from_prevalence(design.n_specimens, float(prevalence))  # type: ignore[arg-type]
             K.exact_batch(codes, pool_ptr, pool_members, spec_ptr, spec_pools, out, reason, margin, bound, EXACT_NODE_BUDGET)
         if name == "ctq" and bound is not None and pool_ct is not None:
@@ -246,6 +258,11 @@ def decode_batch(
             cts = cts.reshape(codes.shape)
             for b in np.flatnonzero(((out == K.RETEST) & ((reason == K.R_AMBIGUOUS) | (reason == K.R_UNTESTED))).any(axis=1)):
                 _ctq_refine(design, codes[b], cts[b], out[b], reason[b], margin[b], bound, ct_tolerance, efficiency, max_ct)
+        if name == "minerr":
+            for b in np.flatnonzero(needs_error_model(reason)):
+                pools = one_error_refine(design, codes[b], out[b], reason[b], bound, EXACT_NODE_BUDGET)
+                if pools:
+                    wrong_pools[int(b)] = pools
         if not negatives_from_bound:
             by_bound = (out == K.NEGATIVE) & ((reason == K.R_EXACT_NEG) | (reason == K.R_CT_NEG))
             out[by_bound] = K.RETEST
@@ -265,7 +282,7 @@ def decode_batch(
         demote = (out == K.POSITIVE) & (dd_out != K.POSITIVE) & ~alone[None, :]
         out[demote] = K.RETEST
         reason[demote] = K.R_BP_UNSURE
-    return BatchDecoding(out, reason, name, margin, posterior, bound)
+    return BatchDecoding(out, reason, name, margin, posterior, bound, wrong_pools)
 
 
 def decode(
@@ -330,8 +347,9 @@ def decode(
         margin,
         posterior=batch.posterior[0] if batch.posterior is not None else None,
         max_positives=batch.max_positives,
+        wrong_pools=batch.wrong_pools.get(0, []),
     )
-    if batch.decoder in ("ctq", "dd", "exact", "scomp") and np.isfinite(ct).any():
+    if batch.decoder in ("ctq", "dd", "exact", "scomp", "minerr") and np.isfinite(ct).any():
         decoding.estimated_ct = estimate_loads(design, codes[0], ct, outcome, efficiency=efficiency)
     if batch.decoder == "scomp":
         decoding.likely = _scomp_likely(design, codes[0], outcome)

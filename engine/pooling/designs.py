@@ -410,6 +410,9 @@ def load_design(text: str, source: str = "design") -> Design:
         else:
             name, rest = f"S{len(specimens) + 1}", ln
         tokens = [t for t in re.split(r"[ ,;\t]+", rest.strip()) if t]
+        if ":" not in ln and len(tokens) > 1 and not tokens[0].isdigit() and all(t.isdigit() for t in tokens[1:]):
+            # the published by-sample form (P-BEST's pooling384_48_by_sample.txt): 'sample_1<TAB>1<TAB>9 …'
+            name, tokens = tokens[0], tokens[1:]
         if not name or not tokens:
             raise DesignError(f"{source}, line {line}: expected 'specimen: pool pool …', got '{ln}'")
         if name in specimens:
@@ -418,10 +421,16 @@ def load_design(text: str, source: str = "design") -> Design:
         for t in tokens:
             pools.setdefault(t, len(pools))
             pairs.append((pools[t], len(specimens) - 1))
-    inc = np.zeros((len(pools), len(specimens)), dtype=bool)
+    names = list(pools)
+    if all(t.isdigit() for t in names):
+        # numbered pools in their numbers' order (pool 1 first), not in order of first mention
+        rank = {t: r for r, t in enumerate(sorted(names, key=int))}
+        pairs = [(rank[names[p]], s) for p, s in pairs]
+        names = sorted(names, key=int)
+    inc = np.zeros((len(names), len(specimens)), dtype=bool)
     for p, s in pairs:
         inc[p, s] = True
-    return Design(tuple(pools), tuple(specimens), inc, f"file:{source}", "file")
+    return Design(tuple(names), tuple(specimens), inc, f"file:{source}", "file")
 
 
 def design_from_manifest(manifest: pa.Table) -> Design:

@@ -32,6 +32,9 @@ R_BP_UNSURE = 13
 R_CT_POS = 14
 R_CT_NEG = 15
 R_CT_CONFLICT = 16
+R_ONE_ERROR_POS = 17
+R_ONE_ERROR_DEPENDS = 18
+R_ONE_ERROR_SPLIT = 19
 
 REASONS = (
     "in a pool that was not detected",
@@ -51,6 +54,9 @@ REASONS = (
     "in every explanation whose loads fit the pools' Cts (≤ the positives bound, Ct within tolerance after dilution)",
     "in no explanation whose loads fit the pools' Cts (≤ the positives bound, Ct within tolerance after dilution); NEGATIVE only when negatives from the bound are enabled",
     "no explanation fits the pools' Cts within tolerance: only definite calls are made",
+    "positive in every explanation that treats one pool result as wrong (no noiseless one exists); confirm individually",
+    "in a pool the one-error explanation treats as wrong, and no other pool decides it",
+    "the explanations with one wrong pool disagree about it: not decided",
 )
 
 # Outcome of a specimen tested alone, by pool code + 1 (missing, not_detected, detected, inconclusive, invalid).

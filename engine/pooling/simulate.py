@@ -28,7 +28,7 @@ from engine.errors import DecodeError, DesignError
 from engine.pooling.decoders import bound_from_prevalence, decode_batch
 from engine.pooling.designs import Design, generate
 
-__all__ = ["NoiseModel", "simulate", "dorfman_tests_per_specimen", "array_tests_per_specimen"]
+__all__ = ["NoiseModel", "array_tests_per_specimen", "dorfman_tests_per_specimen", "simulate"]
 
 #: Specimen cells (batches × specimens) simulated per chunk; keeps memory flat for 10^7 specimens.
 CHUNK_CELLS = 1 << 21
@@ -44,7 +44,7 @@ class NoiseModel:
     sd: float = 0.0
 
     @classmethod
-    def parse(cls, text: str | None) -> "NoiseModel":
+    def parse(cls, text: str | None) -> NoiseModel:
         """``none``, ``dilution``, ``fn=0.01``, ``fp=0.001``, ``se=0.99``, ``sp=0.99``, ``sd=0.5``, comma-separated."""
         if not text or text.strip().lower() in ("none", "noiseless", "0"):
             return cls()
@@ -105,25 +105,35 @@ def simulate(
     seed: int = 0,
     noise: str | NoiseModel | None = None,
     decoder: str = "auto",
+    confirm_positives: bool = False,
     cutoff: float = 37.0,
     ct_range: tuple[float, float] = (15.0, 38.0),
     efficiency: float = 1.0,
     confidence: float = 1e-6,
     negatives_from_bound: bool = False,
+    max_positives: int | None = None,
 ) -> dict[str, Any]:
-    """Run the design + decoder over about ``specimens`` specimens and report what a lab cares about.
+    """Run the design over ``specimens`` specimens under the lab's policy and report what a lab signs.
 
-    Returns ``design``, ``decoder``, ``specimens``, ``tests``, ``tests_per_specimen``,
-    ``exact_recovery`` (share of batches whose stage-1 POSITIVE calls are exactly the
-    infected specimens — the group-testing notion; ghosts may stay RETEST),
-    ``fully_resolved`` (share of batches with every specimen called, correctly, in stage 1),
-    ``sensitivity`` and ``specificity`` (after stage-2 retests), ``retest_rate``,
-    ``wrong_certain_calls`` (stage-1 POSITIVE/NEGATIVE calls contradicting the truth)
-    and ``wrong_certain_per_million``.
+    ``decoder="auto"`` is the production pipeline's policy (``decode(design, codes, ct)``
+    with no model: Dorfman stage 1 for disjoint designs, COMP negatives + definite
+    defectives otherwise); any other name runs that decoder instead. Every RETEST is
+    tested individually (stage 2) under the same noise; with ``confirm_positives`` a
+    POSITIVE decoded from a pooled specimen is tested individually too and signed as
+    that test reads. Figures are of the final calls (after stage 2 and confirmation):
+    ``wrong_positive_calls`` / ``wrong_negative_calls`` (and per 10^5), ``sensitivity``
+    against individual testing under the same noise (``sensitivity_loss``), tests per
+    specimen with a 95 % interval; ``alternative`` gives the figures under the other
+    confirmation choice from the same draws. ``exact_recovery`` is the share of batches
+    whose final calls are all right; ``stage1_exact`` the group-testing notion (stage-1
+    POSITIVE calls are exactly the infected). ``wrong_certain_calls`` counts the
+    decoder's own stage-1 calls that contradict the truth.
     """
     d = design if isinstance(design, Design) else generate(design)
     model = noise if isinstance(noise, NoiseModel) else NoiseModel.parse(noise)
     n = d.n_specimens
+    if specimens < 1:
+        raise DesignError(f"--specimens must be at least 1, got {specimens}")
     if positives is not None:
         if not 0 <= positives <= n:
             raise DesignError(f"--positives {positives} does not fit a batch of {n} specimens")
@@ -133,38 +143,47 @@ def simulate(
             raise DesignError("give --prevalence between 0 and 1, or --positives")
         prior = prevalence
     n_batches = max(1, math.ceil(specimens / n))
+    # exactly the specimens asked: the last batch is a partly filled plate (its empty pools are not run),
+    # except with --positives, where every batch holds exactly D infected and must be whole
+    rounded = positives is not None and n_batches * n != specimens
+    last_fill = n if rounded or specimens % n == 0 else specimens % n
+    total_specimens = (n_batches - 1) * n + last_fill
     rng = np.random.default_rng(seed)
     base = 1.0 + efficiency
     inc_t = d.incidence.T.astype(np.float64)
-    sizes = d.pool_sizes.astype(np.float64)
+    alone = d.alone
 
     decode_kw: dict[str, Any] = {"decoder": decoder, "confidence": confidence}
-    name = decoder
-    if decoder == "auto":
-        # Under noise even Dorfman needs the posterior: a missed pool would otherwise sign a false NEGATIVE.
-        # The simulator always knows pool Cts, so the Ct-aware exact search is the strongest proof.
-        name = ("dorfman" if d.is_disjoint else "ctq") if model.noiseless else "bp"
-        decode_kw["decoder"] = name
-    if name in ("exact", "ctq"):
-        decode_kw["max_positives"] = positives if positives is not None else bound_from_prevalence(n, prior)
+    policy = "pipeline" if decoder == "auto" else "decoder"
+    if decoder in ("exact", "ctq", "minerr"):
+        decode_kw["max_positives"] = max_positives or (positives if positives is not None else bound_from_prevalence(n, max(prior, 1e-6)))
+        decode_kw["negatives_from_bound"] = negatives_from_bound
+    if decoder == "ctq":
         decode_kw["efficiency"] = efficiency
         decode_kw["max_ct"] = max(ct_range[1], cutoff) + 0.5
         # the Ct tolerance must cover the measurement noise: 5 standard deviations at least
         decode_kw["ct_tolerance"] = max(1.5, 5.0 * model.sd)
-        decode_kw["negatives_from_bound"] = negatives_from_bound
-    if name == "bp":
+    if decoder == "bp":
         decode_kw.update(prevalence=min(max(prior, 1e-6), 0.5), sensitivity=_pool_sensitivity(d, model, cutoff, ct_range), specificity=1 - model.fp)
 
-    totals = {"tests": 0, "retests": 0, "wrong": 0, "wrong_pos": 0, "wrong_neg": 0, "certain": 0, "exact": 0, "resolved": 0, "pos": 0, "tp": 0, "neg": 0, "tn": 0}
+    keys = ("pools_run", "retests", "confirm", "stage1_wrong", "exact", "exact_alt", "stage1_exact", "resolved", "pos", "neg",
+            "tp", "fp", "fn_", "tp_alt", "fp_alt", "fn_alt", "ind_tp", "tests_sq", "tests_sq_alt")
+    t = dict.fromkeys(keys, 0)
     per_chunk = max(1, CHUNK_CELLS // n)
     done = 0
+    result = None
     while done < n_batches:
         b = min(per_chunk, n_batches - done)
         done += b
-        truth = _draw_truth(rng, b, n, prevalence, positives)
+        present = np.ones((b, n), dtype=bool)
+        if done == n_batches and last_fill < n:
+            present[-1, last_fill:] = False
+        truth = _draw_truth(rng, b, n, prevalence, positives) & present
         ct = np.where(truth, rng.uniform(ct_range[0], ct_range[1], size=truth.shape), np.inf)
         load = np.where(truth, np.power(base, -np.where(truth, ct, 0.0)), 0.0)
-        pool_load = load @ inc_t / sizes
+        sizes = present.astype(np.float64) @ inc_t
+        run = sizes > 0  # a pool of a partly filled plate with nobody in it is not pipetted
+        pool_load = load @ inc_t / np.maximum(sizes, 1.0)
         infected_pool = pool_load > 0
         detected = infected_pool.copy()
         pool_ct = np.where(infected_pool, -np.log(np.where(infected_pool, pool_load, 1.0)) / np.log(base), np.nan)
@@ -175,65 +194,145 @@ def simulate(
         if model.fn:
             detected &= rng.random(detected.shape) >= model.fn
         if model.fp:
-            false_hit = ~infected_pool & (rng.random(detected.shape) < model.fp)
+            false_hit = ~infected_pool & run & (rng.random(detected.shape) < model.fp)
             detected |= false_hit
             # a contaminated pool reads late: somewhere between 30 cycles and the cut-off
             pool_ct = np.where(false_hit, rng.uniform(30.0, cutoff, size=pool_ct.shape), pool_ct)
         pool_ct = np.where(detected, pool_ct, np.nan).astype(np.float32)
         result = decode_batch(d, detected.astype(np.int8), pool_ct=pool_ct, **decode_kw)
         outcome = result.outcome
-        retest = (outcome == K.RETEST) | (outcome == K.INVALID)
-        called_pos = outcome == K.POSITIVE
-        called_neg = outcome == K.NEGATIVE
-        wrong_pos = called_pos & ~truth
-        wrong_neg = called_neg & truth
-        # stage 2: each RETEST specimen is tested alone under the same noise model
+        retest = ((outcome == K.RETEST) | (outcome == K.INVALID)) & present
+        called_pos = (outcome == K.POSITIVE) & present
+        called_neg = (outcome == K.NEGATIVE) & present
+        # an individual test of every specimen under the same noise: stage 2, confirmation, and the
+        # yardstick (what testing everyone alone would have found)
         individual = truth.copy()
+        if model.sd:
+            ind_ct = ct + rng.normal(0.0, model.sd, size=ct.shape)
+        else:
+            ind_ct = ct
         if model.dilution:
-            individual &= ct <= cutoff
+            individual &= ind_ct <= cutoff
         if model.fn:
             individual &= rng.random(truth.shape) >= model.fn
         if model.fp:
-            individual |= ~truth & (rng.random(truth.shape) < model.fp)
-        final_pos = called_pos | (retest & individual)
-        totals["tests"] += b * d.n_pools + int(retest.sum())
-        totals["retests"] += int(retest.sum())
-        totals["wrong_pos"] += int(wrong_pos.sum())
-        totals["wrong_neg"] += int(wrong_neg.sum())
-        totals["certain"] += int((called_pos | called_neg).sum())
-        totals["exact"] += int((called_pos == truth).all(axis=1).sum())
-        totals["resolved"] += int(((called_pos == truth) & (called_neg == ~truth)).all(axis=1).sum())
-        totals["pos"] += int(truth.sum())
-        totals["tp"] += int((final_pos & truth).sum())
-        totals["neg"] += int((~truth).sum())
-        totals["tn"] += int((~final_pos & ~truth).sum())
-    total_specimens = n_batches * n
-    wrong = totals["wrong_pos"] + totals["wrong_neg"]
+            individual |= present & ~truth & (rng.random(truth.shape) < model.fp)
+        confirm = called_pos & ~alone[None, :]  # decoded from pools, not the specimen's own tube
+        final_plain = called_pos | (retest & individual)
+        final_conf = (called_pos & ~confirm) | ((confirm | retest) & individual)
+        final, final_alt = (final_conf, final_plain) if confirm_positives else (final_plain, final_conf)
+        pools_b = run.sum(axis=1)
+        retest_b = retest.sum(axis=1)
+        confirm_b = confirm.sum(axis=1)
+        tests_b = pools_b + retest_b + (confirm_b if confirm_positives else 0)
+        tests_alt_b = pools_b + retest_b + (0 if confirm_positives else confirm_b)
+        fill_b = present.sum(axis=1)
+        t["pools_run"] += int(pools_b.sum())
+        t["retests"] += int(retest_b.sum())
+        t["confirm"] += int(confirm_b.sum())
+        t["tests_sq"] += float(((tests_b / fill_b) ** 2).sum())
+        t["tests_sq_alt"] += float(((tests_alt_b / fill_b) ** 2).sum())
+        t["stage1_wrong"] += int(((called_pos & ~truth) | (called_neg & truth)).sum())
+        t["exact"] += int(((final == truth) | ~present).all(axis=1).sum())
+        t["exact_alt"] += int(((final_alt == truth) | ~present).all(axis=1).sum())
+        t["stage1_exact"] += int(((called_pos == truth) | ~present).all(axis=1).sum())
+        t["resolved"] += int((((called_pos == truth) & (called_neg == ~truth)) | ~present).all(axis=1).sum())
+        t["pos"] += int(truth.sum())
+        t["neg"] += int((present & ~truth).sum())
+        t["ind_tp"] += int((individual & truth).sum())
+        for suffix, calls in (("", final), ("_alt", final_alt)):
+            t["tp" + suffix] += int((calls & truth).sum())
+            t["fp" + suffix] += int((calls & ~truth).sum())
+            t["fn_" if not suffix else "fn_alt"] += int((~calls & truth).sum())
+    assert result is not None
+    stage2 = t["retests"]
+    conf_tests = t["confirm"] if confirm_positives else 0
+    tests = t["pools_run"] + stage2 + conf_tests
+    tests_alt = t["pools_run"] + stage2 + (0 if confirm_positives else t["confirm"])
+    ind_sens = t["ind_tp"] / t["pos"] if t["pos"] else None
+
+    def figures(tp: int, fp: int, fn: int, n_tests: int, sq: float, exact: int) -> dict[str, Any]:
+        sens = tp / t["pos"] if t["pos"] else None
+        return {
+            "tests": n_tests,
+            "tests_per_specimen": n_tests / total_specimens,
+            "tests_per_specimen_ci": _mean_ci(n_tests / total_specimens, sq / n_batches, n_batches),
+            "sensitivity": sens,
+            "sensitivity_ci": wilson_interval(tp, t["pos"]) if t["pos"] else None,
+            "sensitivity_loss": None if sens is None or ind_sens is None else ind_sens - sens,
+            "specificity": (t["neg"] - fp) / t["neg"] if t["neg"] else None,
+            "wrong_positive_calls": fp,
+            "wrong_negative_calls": fn,
+            "wrong_positive_per_100k": fp / total_specimens * 1e5,
+            "wrong_positive_per_100k_ci": [x * 1e5 for x in wilson_interval(fp, total_specimens)],
+            "wrong_negative_per_100k": fn / total_specimens * 1e5,
+            "wrong_negative_per_100k_ci": [x * 1e5 for x in wilson_interval(fn, total_specimens)],
+            "exact_recovery": exact / n_batches,
+        }
+
+    main = figures(t["tp"], t["fp"], t["fn_"], tests, t["tests_sq"], t["exact"])
+    alt = figures(t["tp_alt"], t["fp_alt"], t["fn_alt"], tests_alt, t["tests_sq_alt"], t["exact_alt"])
+    wrong_final = main["wrong_positive_calls"] + main["wrong_negative_calls"]
+    notes = []
+    if rounded:
+        notes.append(f"--specimens {specimens} rounded up to {n_batches} whole batches of {n} ({total_specimens} specimens): --positives fixes the infected per batch")
+    elif last_fill < n:
+        notes.append(f"the last batch is a partly filled plate of {last_fill} of {n} specimens; its empty pools are not run")
+    if policy == "pipeline":
+        notes.append(f"decoded as the production pipeline decodes ({result.decoder}, no model): positives are signed as decoded"
+                     + (", then confirmed individually" if confirm_positives else " unless --confirm-positives"))
+    if result.decoder == "bp":
+        notes.append(f"bp calls a specimen only when the posterior probability that the call is wrong is below {confidence:g}; the pipeline does not use bp")
     return {
         "design": d.spec,
         "decoder": result.decoder,
+        "policy": policy,
+        "confirm_positives": confirm_positives,
         "specimens": total_specimens,
+        "specimens_requested": specimens,
         "batches": n_batches,
         "batch_size": n,
         "pools": d.n_pools,
         "prevalence": prevalence if positives is None else None,
         "positives_per_batch": positives,
-        "max_positives": decode_kw.get("max_positives"),
+        "max_positives": result.max_positives,
         "noise": model.describe(),
         "seed": seed,
-        "tests": totals["tests"],
-        "tests_per_specimen": totals["tests"] / total_specimens,
-        "exact_recovery": totals["exact"] / n_batches,
-        "fully_resolved": totals["resolved"] / n_batches,
-        "sensitivity": totals["tp"] / totals["pos"] if totals["pos"] else None,
-        "specificity": totals["tn"] / totals["neg"] if totals["neg"] else None,
-        "retest_rate": totals["retests"] / total_specimens,
-        "wrong_certain_calls": wrong,
-        "wrong_positive_calls": totals["wrong_pos"],
-        "wrong_negative_calls": totals["wrong_neg"],
-        "wrong_certain_per_million": wrong / total_specimens * 1e6,
-        "infected": totals["pos"],
+        **main,
+        "stage1_tests": t["pools_run"],
+        "stage2_tests": stage2,
+        "confirmation_tests": conf_tests,
+        "retest_rate": stage2 / total_specimens,
+        "confirmation_rate": t["confirm"] / total_specimens,
+        "individual_sensitivity": ind_sens,
+        "stage1_exact": t["stage1_exact"] / n_batches,
+        "fully_resolved": t["resolved"] / n_batches,
+        "wrong_certain_calls": t["stage1_wrong"],
+        "wrong_certain_per_million": t["stage1_wrong"] / total_specimens * 1e6,
+        "wrong_final_calls": wrong_final,
+        "infected": t["pos"],
+        "alternative": {"confirm_positives": not confirm_positives, **alt},
+        "notes": notes,
     }
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> list[float]:
+    """95 % Wilson score interval of a binomial share k/n (sound at k = 0, unlike the normal one)."""
+    if n <= 0:
+        return [0.0, 1.0]
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def _mean_ci(mean: float, mean_sq: float, n: int, z: float = 1.96) -> list[float]:
+    """95 % normal interval of a mean over n batches, from the mean of squares."""
+    if n < 2:
+        return [mean, mean]
+    var = max(0.0, mean_sq - mean * mean) * n / (n - 1)
+    half = z * math.sqrt(var / n)
+    return [mean - half, mean + half]
 
 
 def _draw_truth(rng: np.random.Generator, b: int, n: int, prevalence: float | None, positives: int | None) -> np.ndarray:
