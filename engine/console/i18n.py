@@ -12,6 +12,32 @@ from collections.abc import Callable
 from engine.console.settings import LANGUAGES
 
 MESSAGES: dict[str, tuple[str, str]] = {
+    # sampling station
+    "station.title": ("Trạm lấy mẫu", "Sampling station"),
+    "station.site": ("Điểm lấy mẫu: {site}", "Collection site: {site}"),
+    "station.card": ("Quét mã QR trên căn cước công dân", "Scan the QR code on the ID card"),
+    "station.card_send": ("Đọc thẻ", "Read card"),
+    "station.person": ("Người được lấy mẫu", "Person sampled"),
+    "station.old_id": ("Số CMND cũ", "Old CMND number"),
+    "station.issued_on": ("Ngày cấp", "Date of issue"),
+    "station.province": ("Nơi đăng ký khai sinh", "Birth registered in"),
+    "station.phone": ("Số điện thoại", "Phone number"),
+    "station.tube": ("Quét mã vạch ống mẫu", "Scan the tube barcode"),
+    "station.tube_send": ("Thêm ống vào mẫu gộp", "Add the tube to the pool"),
+    "station.pool": ("Mẫu gộp {pool}: {n}/{k} ống", "Pool {pool}: {n}/{k} tubes"),
+    "station.no_pool": ("Chưa có mẫu gộp đang mở: ống đầu tiên sẽ mở một mẫu gộp mới ({k} ống).", "No open pool: the first tube opens a new pool of {k} tubes."),
+    "station.close": ("Đóng mẫu gộp ngay", "Close the pool now"),
+    "station.card_bad": ("Thẻ không hợp lệ ({field}): {why}. Quét lại.", "Card not valid ({field}): {why}. Scan again."),
+    "station.no_card": ("Hãy quét thẻ căn cước trước khi quét ống.", "Scan the ID card before the tube."),
+    "station.tube_bad": ("Mã ống không hợp lệ: 1–64 ký tự A-Z a-z 0-9 . _ -", "Not a tube barcode: 1–64 of A-Z a-z 0-9 . _ -"),
+    "station.phone_bad": ("Số điện thoại không hợp lệ, ví dụ 0901 234 567", "Not a phone number, e.g. 0901 234 567"),
+    "station.tube_used": ("Ống {tube} đã được dùng.", "Tube {tube} is already used."),
+    "station.tube_added": ("Đã thêm ống {tube} vào mẫu gộp {pool} ({n}/{k}).", "Tube {tube} added to pool {pool} ({n}/{k})."),
+    "station.pool_full": ("Mẫu gộp {pool} đã đủ {n} ống và đã ghi vào sổ. Dán nhãn và gửi đi.", "Pool {pool} is full ({n} tubes) and is in the ledger. Label it and send it."),
+    "station.pool_closed": ("Mẫu gộp {pool} đã đóng với {n} ống và đã ghi vào sổ.", "Pool {pool} closed with {n} tubes and is in the ledger."),
+    "station.pool_refused": ("Không ghi được mẫu gộp {pool}: {why}", "Pool {pool} could not be recorded: {why}"),
+    "sex.male": ("Nam", "Male"),
+    "sex.female": ("Nữ", "Female"),
     # frame
     "app.title": ("Bảng điều khiển phòng xét nghiệm", "Lab console"),
     "nav.overview": ("Tổng quan", "Overview"),
