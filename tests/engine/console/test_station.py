@@ -6,9 +6,12 @@ import json
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
-from engine.console.station_settings import station_problems
+from engine.config import read_config_file
+from engine.console.station_settings import station_problems, station_settings
+from engine.errors import ConfigError
 from engine.demo import manifest_csv, quantstudio_text, simulate_plate
 from engine.files import write_atomically
 from engine.ledger import Ledger
@@ -50,6 +53,15 @@ def test_station_config_is_checked() -> None:
     assert station_problems({"design": "dorfman:3", "site": SITE})[1] == []
     assert [k for k, _ in station_problems({"design": "array:8x12"})[1]] == ["design"]
     assert sorted(k for k, _ in station_problems({"design": "dorfman:40", "site": 3})[1]) == ["design", "site"]
+
+
+def test_station_settings_are_read_and_checked_with_ketqua_toml(world: ConsoleWorld) -> None:
+    settings = station_settings(with_station(world).data)
+    assert (settings.design, settings.pool_size, settings.site) == ("dorfman:3", 3, SITE)
+    world.data.config.write_text('[station]\ndesign = "kirkman:15"\nsight = "x"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        read_config_file(world.data)
+    assert "[station] design" in str(caught.value) and "sight" in str(caught.value)
 
 
 def test_a_collector_lands_on_the_station_and_sees_no_lab_page(world: ConsoleWorld) -> None:
