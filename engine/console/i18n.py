@@ -12,6 +12,22 @@ from collections.abc import Callable
 from engine.console.settings import LANGUAGES
 
 MESSAGES: dict[str, tuple[str, str]] = {
+    "check.title": ("Hồ sơ có số định danh không khớp", "Records whose ID number does not fit"),
+    "check.intro": ("Số CCCD 12 chữ số mã hóa tỉnh đăng ký khai sinh, thế kỷ và giới tính, năm sinh. Các dòng dưới đây mâu thuẫn với ngày sinh hoặc giới tính; tệp vẫn được nhận, hãy đính chính.", "A 12-digit CCCD encodes the province of birth registration, century and sex, and the birth year. These manifest rows contradict their date of birth or sex; the file was accepted, correct them."),
+    "check.line": ("Dòng", "Line"),
+    "check.field": ("Trường", "Field"),
+    "check.rule": ("Lỗi", "Problem"),
+    "check.severity": ("Mức độ", "Severity"),
+    "check.impossible": ("không thể đúng", "impossible"),
+    "check.doubtful": ("đáng ngờ", "doubtful"),
+    "check.none": ("Không có hồ sơ nào mâu thuẫn.", "No contradictory record."),
+    "check.province": ("mã tỉnh không tồn tại", "unknown province code"),
+    "check.century": ("chữ số thế kỷ không khớp năm sinh", "century digit disagrees with the birth year"),
+    "check.birth_year": ("năm sinh trong số không khớp", "birth year digits disagree"),
+    "check.sex": ("chữ số giới tính không khớp", "sex digit disagrees with the sex"),
+    "check.future_birth": ("ngày sinh ở tương lai", "born in the future"),
+    "check.id_length": ("không phải 12 hay 9 chữ số", "neither 12 nor 9 digits"),
+    "check.date": ("ngày sinh không hợp lệ", "not a date"),
     # sampling station
     "station.title": ("Trạm lấy mẫu", "Sampling station"),
     "station.site": ("Điểm lấy mẫu: {site}", "Collection site: {site}"),

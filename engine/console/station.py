@@ -34,7 +34,7 @@ from engine.console.i18n import translator
 from engine.console.station_settings import StationSettings, station_settings
 from engine.errors import ManifestError
 from engine.files import write_atomically
-from engine.intake.cccd import Card, CardError, parse_card
+from engine.intake.cccd import Card, CardError, check_rows, parse_card
 from engine.intake.manifest import ID_PATTERN, PHONE_PATTERN, read_manifest
 from engine.intake.watcher import write_archive
 from engine.ledger.sqlite import Ledger
@@ -117,6 +117,9 @@ def commit_pool(ledger: Ledger, archive: Path, pool: OpenPool, *, collector: str
         raise ManifestError("a tube of this pool already has a signed result", source=name, field="specimen_id")
     write_archive(archive, sha, data)
     ledger.receive_file(sha, name, len(data), "manifest")
+    findings = check_rows(rows, today=now.date())
+    if findings:  # the cards were checked at scan; a phone or tube rule added later would show here as for a dropped file
+        ledger.event("record_check", sha, findings=findings[:200], count=len(findings), impossible=sum(1 for f in findings if f["impossible"]))
     ledger.commit_manifest(sha, rows, [])
     ledger.event("station_manifest", sha, pool=pool.pool_id, tubes=len(rows), collector=collector, site=site,
                  collected_at=now.isoformat(timespec="seconds"))

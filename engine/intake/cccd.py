@@ -92,6 +92,7 @@ class Finding:
     field: str
     message: str
     impossible: bool
+    code: str = ""  # short name of the rule (events carry it, not the message, which may quote personal data)
 
 
 def _date(text: str, field: str) -> date:
@@ -149,6 +150,15 @@ def parse_card(payload: str, *, today: date) -> Card:
     return card
 
 
+def check_rows(rows: list[dict[str, Any]], *, today: date) -> list[dict[str, Any]]:
+    """The findings of every manifest row, as event details: line, specimen, field, rule, impossible (no personal data)."""
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        for f in check_record(row, today=today):
+            out.append({"line": row.get("line"), "specimen_id": row.get("specimen_id"), "field": f.field, "code": f.code, "impossible": f.impossible})
+    return out
+
+
 def id_digit(year: int, sex: str) -> int | None:
     """The 4th digit of a 12-digit number for a birth year and sex; None outside 1900–2399 or for other sexes."""
     century = (year - 1900) // 100
@@ -176,22 +186,22 @@ def check_record(record: Mapping[str, Any], *, today: date) -> list[Finding]:
         try:
             born = date.fromisoformat(text)
         except ValueError:
-            findings.append(Finding("date_of_birth", f"not a date YYYY-MM-DD ({text!r})", True))
+            findings.append(Finding("date_of_birth", f"not a date YYYY-MM-DD ({text!r})", True, "date"))
     if born is not None and born > today:
-        findings.append(Finding("date_of_birth", f"born in the future ({born.isoformat()})", True))
+        findings.append(Finding("date_of_birth", f"born in the future ({born.isoformat()})", True, "future_birth"))
     if nid.isdigit() and len(nid) not in (9, 12):
-        findings.append(Finding("national_id", f"{len(nid)} digits: neither a 12-digit CCCD nor a 9-digit CMND", False))
+        findings.append(Finding("national_id", f"{len(nid)} digits: neither a 12-digit CCCD nor a 9-digit CMND", False, "id_length"))
     if not (nid.isdigit() and len(nid) == 12):
         return findings
     if nid[:3] not in PROVINCES:
-        findings.append(Finding("national_id", f"province code {nid[:3]} is not in the list of Circular 07/2016/TT-BCA", True))
+        findings.append(Finding("national_id", f"province code {nid[:3]} is not in the list of Circular 07/2016/TT-BCA", True, "province"))
     digit = int(nid[3])
     if born is not None:
         century = 1900 + 100 * (digit // 2)
         if not century <= born.year < century + 100:
-            findings.append(Finding("national_id", f"digit 4 ({digit}) means born {century}–{century + 99}, the date of birth is {born.isoformat()}", True))
+            findings.append(Finding("national_id", f"digit 4 ({digit}) means born {century}–{century + 99}, the date of birth is {born.isoformat()}", True, "century"))
         elif int(nid[4:6]) != born.year % 100:
-            findings.append(Finding("national_id", f"digits 5–6 ({nid[4:6]}) are not the birth year's last two ({born.year % 100:02d})", True))
+            findings.append(Finding("national_id", f"digits 5–6 ({nid[4:6]}) are not the birth year's last two ({born.year % 100:02d})", True, "birth_year"))
     if sex in ("male", "female") and (digit % 2 == 1) != (sex == "female"):
-        findings.append(Finding("national_id", f"digit 4 ({digit}) means {'female' if digit % 2 else 'male'}, the sex is {sex}", True))
+        findings.append(Finding("national_id", f"digit 4 ({digit}) means {'female' if digit % 2 else 'male'}, the sex is {sex}", True, "sex"))
     return findings

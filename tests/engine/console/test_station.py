@@ -159,3 +159,36 @@ def test_a_full_pool_becomes_a_manifest_and_a_plate_decides_it(world: ConsoleWor
         payload = json.dumps(json.loads(latest["TUBE-0002"]["payload"]), ensure_ascii=False)
         assert "Trần Thị Bình" in payload and "001185000777" in payload
         assert {v["status"] if "status" in v else json.loads(v["payload"])["outcome"] for v in latest.values()} == {"NEGATIVE"}
+
+
+def test_impossible_records_in_a_dropped_manifest_are_reported_not_refused(world: ConsoleWorld) -> None:
+    """A dropped manifest whose row's CCCD contradicts the sex: accepted, a record_check event, listed in the console."""
+    plate = simulate_plate(5, pool_size=3, prevalence=0.0, name="CHECK-PLATE")
+    row = next(r for r in plate.manifest if r["national_id"])
+    nid = row["national_id"]
+    wrong = nid[:3] + str(int(nid[3]) ^ 1) + nid[4:]
+    for r in plate.manifest:
+        if r["specimen_id"] == row["specimen_id"]:
+            r["national_id"] = wrong
+    write_atomically(world.data.inbox / "checked.csv", manifest_csv(plate.manifest))
+    with Engine(world.data, workers=0, certificates=False) as engine:
+        engine.run_once()
+    with Ledger.open(world.data.ledger) as ledger:
+        event = ledger.events(kind="record_check")[-1]
+        assert ledger.file(event["file"])["state"] == "done"
+        assert event["detail"]["impossible"] == 1
+        assert event["detail"]["findings"] == [{"line": row_line(plate.manifest, row), "specimen_id": row["specimen_id"], "field": "national_id",
+                                                "code": "sex", "impossible": True}]
+        assert wrong not in json.dumps(event["detail"]) and row["full_name"] not in json.dumps(event["detail"], ensure_ascii=False)
+
+    async def go() -> None:
+        async with console_client(world) as client:
+            await log_in(client, "tech")
+            text = await (await client.get("/console/incomplete")).text()
+            assert row["specimen_id"] in text and "chữ số giới tính không khớp" in text and "không thể đúng" in text
+
+    run(go())
+
+
+def row_line(rows: list[dict[str, Any]], row: dict[str, Any]) -> int:
+    return 2 + next(i for i, r in enumerate(rows) if r["specimen_id"] == row["specimen_id"])
