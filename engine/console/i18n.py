@@ -42,6 +42,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "station.tube_send": ("Thêm ống vào mẫu gộp", "Add the tube to the pool"),
     "station.pool": ("Mẫu gộp {pool}: {n}/{k} ống", "Pool {pool}: {n}/{k} tubes"),
     "station.no_pool": ("Chưa có mẫu gộp đang mở: ống đầu tiên sẽ mở một mẫu gộp mới ({k} ống).", "No open pool: the first tube opens a new pool of {k} tubes."),
+    "station.camera": ("Quét bằng camera", "Scan with the camera"),
     "station.close": ("Đóng mẫu gộp ngay", "Close the pool now"),
     "station.card_bad": ("Thẻ không hợp lệ ({field}): {why}. Quét lại.", "Card not valid ({field}): {why}. Scan again."),
     "station.no_card": ("Hãy quét thẻ căn cước trước khi quét ống.", "Scan the ID card before the tube."),

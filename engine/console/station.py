@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.console.app import PREFIX, USER, client_of, render, state_of
+from engine.console.app import PREFIX, USER, client_of, language_of, render, state_of
 from engine.console.corrections import manifest_bytes
 from engine.console.i18n import translator
 from engine.console.station_settings import StationSettings, station_settings
@@ -145,7 +145,7 @@ async def page(request: web.Request) -> web.Response:
 
 
 def _say(request: web.Request, user: str, key: str, **values: Any) -> None:
-    station_of(request).last[user] = translator(request.cookies.get("kq_lang") or state_of(request).settings.language)(key, **values)
+    station_of(request).last[user] = translator(language_of(request))(key, **values)
 
 
 async def scan_card(request: web.Request) -> web.StreamResponse:

@@ -72,6 +72,9 @@ def test_a_collector_lands_on_the_station_and_sees_no_lab_page(world: ConsoleWor
             page = await client.get("/console/station/")
             assert page.status == 200 and "Trạm lấy mẫu" in await page.text()
             assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+            html = await page.text()
+            assert html.count("<script") == 1 and '<script src="/console/static/console.js" defer>' in html  # no inline script
+            assert html.count('data-camera="qr" hidden') == 1  # the camera button shows only where BarcodeDetector exists
             assert (await client.get("/console/plates")).status == 403
             assert (await client.get("/station/", allow_redirects=False)).headers["Location"] == "/console/station/"
 
