@@ -66,7 +66,7 @@ class Station:
     last: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, settings: StationSettings, path: Path) -> "Station":
+    def load(cls, settings: StationSettings, path: Path) -> Station:
         station = cls(settings, path)
         if path.exists():
             saved = json.loads(path.read_text(encoding="utf-8"))
@@ -112,6 +112,9 @@ def commit_pool(ledger: Ledger, archive: Path, pool: OpenPool, *, collector: str
     data = lines[0][0] + b"\r\n" + b"".join(body for _head, body in lines)
     sha = hashlib.sha256(data).hexdigest()
     name = f"station-{pool.pool_id}.csv"
+    done = ledger.file(sha)
+    if done is not None and done["state"] == "done":
+        return sha  # committed before a crash cleared the open pool: the same bytes, nothing to add
     rows = read_manifest(data, name).to_pylist()
     if ledger.corrections_for(rows):
         raise ManifestError("a tube of this pool already has a signed result", source=name, field="specimen_id")

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from engine.config import read_config_file
+from engine.console.station import OpenPool, commit_pool
 from engine.console.station_settings import station_problems, station_settings
-from engine.errors import ConfigError
 from engine.demo import manifest_csv, quantstudio_text, simulate_plate
+from engine.errors import ConfigError
 from engine.files import write_atomically
 from engine.ledger import Ledger
 from engine.pipeline import Engine
-from tests.engine.console.world import ConsoleWorld, console_client, csrf_of, log_in, run
+from tests.engine.console.world import (
+    ConsoleWorld,
+    console_client,
+    csrf_of,
+    log_in,
+    run,
+)
 
 SITE = "Trạm Y tế Phường 1"
 CONFIG = f'[station]\ndesign = "dorfman:3"\nsite = "{SITE}"\n'
@@ -195,3 +203,16 @@ def test_impossible_records_in_a_dropped_manifest_are_reported_not_refused(world
 
 def row_line(rows: list[dict[str, Any]], row: dict[str, Any]) -> int:
     return 2 + next(i for i, r in enumerate(rows) if r["specimen_id"] == row["specimen_id"])
+
+
+def test_a_pool_committed_twice_is_one_manifest(world: ConsoleWorld) -> None:
+    """A crash after the commit but before open.json forgot the pool: committing it again adds nothing."""
+    now = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
+    row = {"specimen_id": "TUBE-9", "full_name": "Nguyễn Văn An", "date_of_birth": "1990-09-02", "sex": "male", "national_id": "079090001234",
+           "phone": "", "address": "", "collected_at": "2026-11-29T10:00:00+07:00", "collection_site": SITE}
+    pool = OpenPool("ST20261129-0009", [row])
+    with Ledger.open(world.data.ledger) as ledger:
+        before = len(ledger.events(kind="manifest"))
+        first = commit_pool(ledger, world.data.archive, pool, collector="col", site=SITE, now=now)
+        assert commit_pool(ledger, world.data.archive, pool, collector="col", site=SITE, now=now) == first
+        assert len(ledger.events(kind="manifest")) == before + 1 and len(ledger.events(kind="station_manifest")) == 1

@@ -45,7 +45,7 @@ def _shoot(driver: object, tmp_path: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize("world", [STATION], indirect=True)
-def test_station_in_a_browser(world: ConsoleWorld, service: str, browser: object, tmp_path: Path) -> None:
+def test_station_in_a_browser(world: ConsoleWorld, service: str, browser: object, tmp_path: Path) -> None:  # noqa: F811 - fixtures
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
