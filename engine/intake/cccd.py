@@ -10,16 +10,19 @@ separated by ``|``::
     ID (12 digits) | old CMND (9 digits, or empty) | full name | date of birth DDMMYYYY
     | sex ("Nam" / "Nữ") | place of residence | date of issue DDMMYYYY
 
-(layout as read by any QR scanner from cards issued since 2021; the field
-order is the one published in the ``cccd-qr`` readers and the Ministry of
-Public Security's VNeID documentation of the card's QR).
+(field order as public readers document it, e.g. the README of
+github.com/dangbaokhoa/identity-card: "Số CCCD, Số CMND cũ, Họ tên, Ngày sinh,
+Giới tính, Địa chỉ thường trú, Ngày cấp"; the Ministry publishes no layout we
+could find. The 2024 "thẻ căn cước" may carry more fields: not handled yet,
+refused with the field count).
 
 **The 12-digit number** (Decree 137/2015/NĐ-CP, Art. 7; Circular
 07/2016/TT-BCA, Art. 7 and annex): 3 digits, the province (or centrally run
 city) where the birth was registered; 1 digit, century of birth and sex
 (0/1 men/women born 1900–1999, 2/3 born 2000–2099, 4/5 2100–2199, 6/7
 2200–2299, 8/9 2300–2399); 2 digits, the last two of the birth year; 6 random
-digits. :data:`PROVINCES` is the annex's list of the 63 province codes (the
+digits (text of the circular: tulieuvankien.dangcongsan.vn, "Thông tư số
+07/2016/TT-BCA"). :data:`PROVINCES` is the annex's list of the 63 province codes (the
 same numbers as the administrative unit codes of Decision 124/2004/QĐ-TTg).
 The 2025 merger of provinces did not renumber issued cards, so these codes stay
 valid for numbers already issued.
