@@ -95,6 +95,7 @@ SECTIONS: dict[str, str] = {
     "signing": "signing.keys:signing_problems",
     "api": "engine.api.settings:api_problems",
     "console": "engine.console.settings:console_problems",
+    "station": "engine.console.station_settings:station_problems",
 }
 
 Problems = list[tuple[str, str]]

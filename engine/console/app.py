@@ -71,6 +71,8 @@ SECURITY_HEADERS = {
 }
 
 STAFF = frozenset({"technician", "reviewer", "admin"})
+#: Who may sign in: the staff, and the sampling station's collectors (who land on the station).
+SIGNS_IN = STAFF | {"collector"}
 #: What each permission needs. ``collector`` (sampling station) has none of them.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "view": STAFF,
@@ -308,7 +310,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         message = t("login.throttled", minutes=round(s.login_window_minutes))
         return await login_form(request, message=message, status=429, values={"username": name})
     user = state.store.user(name) if name else None
-    if user is None or user["disabled_at"] or user["role"] not in STAFF:
+    if user is None or user["disabled_at"] or user["role"] not in SIGNS_IN:
         await _in_thread(burn_time, password, state.hasher)
         ok = False
     else:
@@ -316,6 +318,8 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not ok:
         state.store.audit(user["name"] if user else None, "login_failed", name, client)
         return await login_form(request, message=t("login.failed"), status=401, values={"username": name})
+    if user["role"] == "collector" and target == PREFIX + "/":
+        target = PREFIX + "/station/"
     token = state.store.create_session(user["name"], hours=s.session_hours)
     state.store.audit(user["name"], "login", user["name"], client)
     response = web.HTTPSeeOther(target)

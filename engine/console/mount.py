@@ -12,6 +12,7 @@ from argon2 import PasswordHasher
 import engine.console.pages as pages
 import engine.console.release as release
 import engine.console.review as review
+import engine.console.station as station
 from engine.api.state import add_public_routes
 from engine.console.app import (
     CONSOLE,
@@ -27,6 +28,7 @@ from engine.console.app import (
 )
 from engine.console.passwords import DEFAULT_HASHER
 from engine.console.settings import ConsoleSettings, console_settings
+from engine.console.station_settings import station_settings
 from engine.console.store import Clock, system_clock
 from engine.datadir import DataDir
 
@@ -63,6 +65,7 @@ def create_console(
     pages.add_routes(app)
     review.add_routes(app)
     release.add_routes(app)
+    station.add_routes(app, data.root, station_settings(data))
 
     async def _close(_: web.Application) -> None:
         state.close()
@@ -83,7 +86,9 @@ def add_console(app: web.Application, data: DataDir, ledger_path: Path) -> list[
     console = create_console(data, ledger_path, settings=settings)
     app.add_subapp(PREFIX + "/", console)
     app[MOUNTED] = console[CONSOLE]
-    templates = [resource.canonical for resource in console.router.resources()]
+    app.router.add_get("/station/", station.to_station)
+    app.router.add_get("/station", station.to_station)
+    templates = [resource.canonical for resource in console.router.resources()] + ["/station/", "/station"]
     add_public_routes(app, templates)
     return templates
 

@@ -309,7 +309,8 @@ async def plate(request: web.Request) -> web.Response:
 @require("view")
 async def incomplete(request: web.Request) -> web.Response:
     """Results the national platform cannot make an e-certificate from (no national id, birth date or phone)."""
-    return render(request, "incomplete.html", {"rows": state_of(request).store.incomplete()})
+    store = state_of(request).store
+    return render(request, "incomplete.html", {"rows": store.incomplete(), "flagged": store.flagged_records()})
 
 
 @require("audit")

@@ -391,6 +391,14 @@ class ConsoleStore:
         ).fetchall()
         return [dict(r) for r in rows]
 
+    def flagged_records(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Manifest rows the record check found impossible or doubtful (``record_check`` events), newest first."""
+        out: list[dict[str, Any]] = []
+        for event in reversed(self.ledger.events(kind="record_check")):
+            for finding in event["detail"].get("findings", []):
+                out.append({**finding, "file": event["file"], "at": event["at"]})
+        return out[:limit]
+
     def retests(self) -> list[dict[str, Any]]:
         """The open retests (:meth:`Ledger.open_retests`) with the decoder's words for why, and the pool's call and Ct."""
         rows = self.ledger.open_retests()

@@ -33,7 +33,7 @@ from concurrent.futures import (
 )
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from engine.config import Config, load_config
 from engine.datadir import DataDir
 from engine.errors import KetquaError, ManifestError, TruncatedError
 from engine.files import write_atomically
+from engine.intake.cccd import check_rows
 from engine.intake.manifest import read_manifest
 from engine.intake.watcher import Intake, Taken, ignored, kind_of, write_archive
 from engine.ledger.sqlite import ConflictError, Ledger
@@ -222,6 +223,11 @@ class Engine:
             self.quarantine(file_row, str(exc), "manifest")
             return 0
         issued_at = utc_instant(file_row["received_at"])
+        findings = check_rows(rows, today=date.fromisoformat(file_row["received_at"][:10]))
+        if findings:
+            # Reported, never refused here: one doubtful row must not hold up every pool of the file (docs/station.md).
+            self.ledger.event("record_check", sha, findings=findings[:200], count=len(findings),
+                              impossible=sum(1 for f in findings if f["impossible"]))
         for _attempt in range(5):
             pending = self.ledger.corrections_for(rows)
             items = []

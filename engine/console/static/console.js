@@ -18,6 +18,35 @@
     };
     window.setTimeout(refresh, every);
   }
+  // Sampling station: the camera as a scanner, through the browser's own BarcodeDetector (no library). Where the
+  // browser has none, or no camera, the buttons stay hidden and a hardware scanner types into the focused field.
+  if ("BarcodeDetector" in window && navigator.mediaDevices && navigator.mediaDevices.getUserMedia) {
+    var view = document.getElementById("camera-view");
+    Array.prototype.forEach.call(document.querySelectorAll("[data-camera]"), function (button) {
+      var field = document.getElementById(button.getAttribute("data-camera"));
+      if (!field || !view) { return; }
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        var detector = new window.BarcodeDetector({ formats: field.id === "qr" ? ["qr_code"] : ["code_128", "code_39", "ean_13", "qr_code", "data_matrix"] });
+        navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } }).then(function (stream) {
+          view.srcObject = stream;
+          view.hidden = false;
+          view.play();
+          var stop = function () { stream.getTracks().forEach(function (t) { t.stop(); }); view.hidden = true; };
+          var look = function () {
+            detector.detect(view).then(function (codes) {
+              if (codes.length) {
+                stop();
+                field.value = codes[0].rawValue;
+                if (field.id === "qr" && field.form.requestSubmit) { field.form.requestSubmit(); } else { field.focus(); }
+              } else { window.setTimeout(look, 250); }
+            }).catch(function () { window.setTimeout(look, 500); });
+          };
+          look();
+        }).catch(function () { button.hidden = true; });
+      });
+    });
+  }
   Array.prototype.forEach.call(document.querySelectorAll("[data-print]"), function (button) {
     button.addEventListener("click", function () { window.print(); });
   });

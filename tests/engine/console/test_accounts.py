@@ -88,11 +88,11 @@ def test_login_sets_a_strict_httponly_cookie_and_audits(world: ConsoleWorld) -> 
 
 
 def test_wrong_password_unknown_user_and_disabled_user_are_refused(world: ConsoleWorld) -> None:
-    """Wrong password, unknown name, disabled account and the collector role all get the same refusal."""
+    """Wrong password, unknown name and disabled account all get the same refusal (a collector signs in to the station)."""
 
     async def go() -> None:
         async with console_client(world) as client:
-            for user, password in (("tech", "wrong password!"), ("nobody", PASSWORD), ("col", PASSWORD)):
+            for user, password in (("tech", "wrong password!"), ("nobody", PASSWORD), ("col", "wrong password!")):
                 response = await log_in(client, user, password)
                 assert response.status == 401 and "không đúng" in await response.text()
                 assert "kq_session" not in response.cookies
