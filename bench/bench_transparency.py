@@ -26,8 +26,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+import engine.ledger.log as ledger_log
 from bench import common
 from bench.runner import Context, Figure, compare, stage
+from engine.ledger.records import PlateCommit, SignedResult
+from engine.ledger.sqlite import Ledger
 
 #: Bytes of one leaf: a signed result's JWS compact serialization is 1.7–1.8 kB.
 LEAF_BYTES = 1800
@@ -266,4 +269,49 @@ def run(ctx: Context) -> list[Figure]:
         "sign + open a checkpoint (ECDSA P-256 signed note)", unit="checkpoints", amount=len(heads), candidate=sign_open,
         baseline=raw_sign_verify, repeats=ctx.repeats, candidate_label="sign_checkpoint + open_checkpoint",
         baseline_label="cryptography ECDSA P-256 sign + verify of the note text", aim="≤ 2× raw ECDSA"))
+    figures.append(_ledger_commit_figure(ctx, plate))
     return figures
+
+
+def _ledger_commit_figure(ctx: Context, plate: list[bytes]) -> Figure:
+    """The log's cost on the commit path: Ledger.commit_plate with its leaves vs the same commits without them."""
+    plates = int(ctx.scale(5, 25))
+    results = [
+        [SignedResult(f"kq{p}-{i}", 1, f"S{p}-{i}", "NEGATIVE", f"{p:064d}", "{}", leaf.decode(), "HC1:x") for i, leaf in enumerate(plate)]
+        for p in range(plates)
+    ]
+    runs = [0]
+
+    def commits() -> None:
+        runs[0] += 1
+        path = ctx.scratch / f"transparency-ledger-{runs[0]}.sqlite3"
+        with Ledger.open(path) as ledger:
+            for p, rows in enumerate(results):
+                ledger.receive_file(f"{p:064d}", f"{p}.csv", 1, "analyzer")
+                ledger.commit_plate(PlateCommit(run_id=f"{p:064d}", source=f"{p}.csv", metadata={}, wells=len(rows), results=rows))
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+    def without_log() -> None:
+        real = ledger_log.append_leaves
+        count = [0]
+
+        def no_leaves(conn: sqlite3.Connection, jws: Sequence[str]) -> int:
+            first = count[0]
+            count[0] += len(jws)
+            return first
+
+        ledger_log.append_leaves = no_leaves  # the same commits, leaf indexes handed out without the tree
+        try:
+            commits()
+        finally:
+            ledger_log.append_leaves = real
+
+    n = plates * len(plate)
+    return compare(
+        f"ledger commit of {plates} plates × {len(plate):,} signed results (synchronous=FULL)", unit="results", amount=n,
+        candidate=commits, baseline=without_log, repeats=ctx.repeats, warmup=False,
+        candidate_label="Ledger.commit_plate with the leaves and subtree hashes in the same transaction",
+        baseline_label="the same commits with engine.ledger.log.append_leaves stubbed (no tree)",
+        aim="small beside signing (~100 µs/result for JWS + HC1)")
+

@@ -27,6 +27,7 @@ checker, and :func:`read_config_file` checks them all whenever the file is read.
 
     [results]
     hc1_validity_days = 365
+    release = "auto"            # or "review": a plate's results are signed once a reviewer releases it (lab console)
 
     [logging]
     json = false
@@ -78,6 +79,7 @@ class Config:
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     hc1_validity_days: int = 365
     json_logs: bool = False
+    release: str = "auto"
 
 
 #: Every section ketqua.toml may have, and the ``module:function`` that checks it. A checker
@@ -92,6 +94,7 @@ SECTIONS: dict[str, str] = {
     "logging": "engine.config:logging_problems",
     "signing": "signing.keys:signing_problems",
     "api": "engine.api.settings:api_problems",
+    "console": "engine.console.settings:console_problems",
 }
 
 Problems = list[tuple[str, str]]
@@ -148,10 +151,16 @@ def assay_problems(table: dict[str, Any]) -> tuple[set[str], Problems]:
     return {"default"}, [] if isinstance(value, str) and value else [("default", f"must be a profile name, got {value!r}")]
 
 
+RELEASE_RULES = ("auto", "review")
+
+
 def results_problems(table: dict[str, Any]) -> tuple[set[str], Problems]:
     value = table.get("hc1_validity_days", 365)
     ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
-    return {"hc1_validity_days"}, [] if ok else [("hc1_validity_days", f"must be a positive whole number of days, got {value!r}")]
+    problems = [] if ok else [("hc1_validity_days", f"must be a positive whole number of days, got {value!r}")]
+    if table.get("release", "auto") not in RELEASE_RULES:
+        problems.append(("release", f"must be \"auto\" or \"review\", got {table['release']!r}"))
+    return {"hc1_validity_days", "release"}, problems
 
 
 def logging_problems(table: dict[str, Any]) -> tuple[set[str], Problems]:
@@ -247,4 +256,5 @@ def load_config(data: DataDir) -> Config:
         intake=_from_table(raw.get("intake", {}), IntakeSettings),
         hc1_validity_days=raw.get("results", {}).get("hc1_validity_days", 365),
         json_logs=raw.get("logging", {}).get("json", False),
+        release=raw.get("results", {}).get("release", "auto"),
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 import shlex
 import socket
 import stat
@@ -119,6 +120,27 @@ class DataDir:
                 entries=sum(count for _, count in loosened) + tightened_ledger,
             )
         return self
+
+    def secret_key(self, name: str, size: int = 32) -> bytes:
+        """A random key kept in ``keys/<name>`` (0600), created on first use so what it protects survives restarts.
+
+        The API's cursor HMAC and the console's anti-forgery tokens each have one.
+        """
+        path = self.keys / name
+        try:
+            key = path.read_bytes()
+            if len(key) >= size:
+                return key
+        except FileNotFoundError:
+            pass
+        self.keys.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = secrets.token_bytes(size)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return key
 
     def lock(self, command: str | None = None) -> "InstanceLock":
         """Take the data folder's single-instance lock, or raise :class:`DataFolderInUse` naming the holder.

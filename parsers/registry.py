@@ -29,6 +29,7 @@ from typing import Any, Callable, Protocol
 
 import pyarrow as pa
 
+from parsers.completeness import gunzipped, last_line_number, mid_line
 from parsers.errors import ParseError, TruncatedError
 from parsers.schema import WELL_SCHEMA
 
@@ -128,8 +129,6 @@ def incomplete(data: bytes, source: str, format: str | None = None) -> str | Non
     otherwise it is detected. A file no format recognises is not judged here:
     it is refused later as unrecognised.
     """
-    from parsers.completeness import gunzipped, mid_line
-
     if not data:
         return "the file is empty"
     try:
@@ -152,8 +151,6 @@ def check_complete(data: bytes, source: str, format: str | None = None) -> None:
     """Raise :class:`TruncatedError` naming ``source`` when :func:`incomplete` finds the file cut short."""
     why = incomplete(data, source, format)
     if why is not None:
-        from parsers.completeness import gunzipped, last_line_number
-
         text, _ = gunzipped(data)
         line = last_line_number(text) if text and not text.startswith(b"PK") else None
         raise TruncatedError(f"appears truncated: {why}", source=source, line=line,

@@ -46,7 +46,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from signing.errors import SignerConfigError, SigningError
-from signing.pades import TimeStamperLike, development_timestamper
 from signing.pki import ensure_development_pki
 from signing.pkcs11 import open_pkcs11_signer
 from signing.signer import (  # noqa: F401  (re-exported: the protocol's long-standing home for callers)
@@ -60,6 +59,8 @@ from signing.signer import (  # noqa: F401  (re-exported: the protocol's long-st
     order_chain,
     same_public_key,
 )
+from signing.timestamp import TimeStamperLike, development_timestamper
+
 
 class FileKeySigner(CertifiedSigner):
     """A signer whose private key was loaded from a file into this process."""
@@ -235,7 +236,7 @@ def timestamper_from_config(section: dict, keys_dir: Path, *, source: str = "ket
         raise SignerConfigError(f"{source}: " + "; ".join(f"[signing] {key}: {message}" for key, message in problems))
     url, tsa = section.get("tsa_url"), section.get("tsa")
     if url is not None:
-        from pyhanko.sign.timestamps import HTTPTimeStamper
+        from pyhanko.sign.timestamps import HTTPTimeStamper  # lazy: pyHanko's time-stamp clients cost ~0.3 s to import, needed only with tsa_url
 
         # No session is kept (one POST per token, a session per request), so the stamper pickles
         # into certificate workers and works from any event loop.

@@ -41,7 +41,7 @@ def _pin_tag(pin: bytes | None) -> bytes:
 
 def _library(module: str) -> Any:
     try:
-        import pkcs11
+        import pkcs11  # lazy: python-pkcs11 loads a native library; only token deployments need it
     except ImportError as exc:  # pragma: no cover - a declared dependency
         raise SignerConfigError("PKCS#11 signing needs python-pkcs11 (pip install python-pkcs11)") from exc
     with _LIBRARY_LOCK:
@@ -59,7 +59,7 @@ class Pkcs11Signer(CertifiedSigner):
     """A :class:`signing.keys.Signer` whose private key never leaves the token."""
 
     def __init__(self, session: Any, private_key: Any, certificate: x509.Certificate, chain: tuple[x509.Certificate, ...], *, source: str) -> None:
-        import pkcs11
+        import pkcs11  # lazy: as in _library
 
         super().__init__(certificate, chain, source)
         self._session = session
@@ -75,7 +75,7 @@ class Pkcs11Signer(CertifiedSigner):
 
     def sign(self, data: bytes) -> bytes:
         """Signature over SHA-256 of ``data`` made on the token (DER for ECDSA, as the protocol says)."""
-        import pkcs11
+        import pkcs11  # lazy: as in _library
 
         try:
             with self._lock:
@@ -105,8 +105,8 @@ def open_pkcs11_signer(
     the token's certificate stored under ``key_label`` is used. The caller
     (:meth:`signing.keys.SignerSpec.open`) reads the PIN from its configured source.
     """
-    import pkcs11
-    from pkcs11 import Attribute, ObjectClass
+    import pkcs11  # lazy: as in _library
+    from pkcs11 import Attribute, ObjectClass  # lazy: as in _library
 
     source = f"PKCS#11 token '{token}' key '{key_label}'"
     lib = _library(module)
@@ -156,10 +156,10 @@ def open_pkcs11_signer(
 
 def _check_pair(private_key: Any, cert: x509.Certificate, source: str) -> None:
     """The certificate must certify the token's key: compare with the public key object of the same label/id."""
-    import pkcs11
-    from pkcs11 import ObjectClass
-    from pkcs11.util.ec import encode_ec_public_key
-    from pkcs11.util.rsa import encode_rsa_public_key
+    import pkcs11  # lazy: as in _library
+    from pkcs11 import ObjectClass  # lazy: as in _library
+    from pkcs11.util.ec import encode_ec_public_key  # lazy: as in _library
+    from pkcs11.util.rsa import encode_rsa_public_key  # lazy: as in _library
 
     try:
         public = private_key.session.get_key(object_class=ObjectClass.PUBLIC_KEY, label=private_key.label)

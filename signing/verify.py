@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
@@ -221,8 +222,6 @@ def verify_hc1(
 
 
 def _asn1(cert: x509.Certificate) -> Any:
-    from asn1crypto import x509 as asn1_x509
-
     return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
 
 
@@ -240,12 +239,12 @@ def verify_pdf(
     whole file. Returns the report of that last signature (earlier ones are
     listed in its notes).
     """
-    from pyhanko.pdf_utils.misc import PdfReadError
-    from pyhanko.pdf_utils.reader import PdfFileReader
-    from pyhanko.sign.validation import async_validate_pdf_signature
-    from pyhanko.sign.validation.settings import KeyUsageConstraints
-    from pyhanko.sign.validation.status import SignatureCoverageLevel
-    from pyhanko_certvalidator import ValidationContext
+    from pyhanko.pdf_utils.misc import PdfReadError  # lazy: pyHanko's validator stack costs ~0.3 s to import; only PDF verification needs it
+    from pyhanko.pdf_utils.reader import PdfFileReader  # lazy: as above
+    from pyhanko.sign.validation import async_validate_pdf_signature  # lazy: as above
+    from pyhanko.sign.validation.settings import KeyUsageConstraints  # lazy: as above
+    from pyhanko.sign.validation.status import SignatureCoverageLevel  # lazy: as above
+    from pyhanko_certvalidator import ValidationContext  # lazy: as above
 
     roots = as_certificates(trust)
     if not roots:
@@ -320,7 +319,7 @@ def verify_pdf(
 
 def qr_texts_from_image(image: Any) -> list[str]:
     """Texts of all QR codes in a PIL image (zxing-cpp)."""
-    import zxingcpp
+    import zxingcpp  # lazy: native QR decoder; JWS and HC1 text verification must work where it does not load
 
     return [b.text for b in zxingcpp.read_barcodes(image) if b.valid and b.format == zxingcpp.BarcodeFormat.QRCode]
 
@@ -328,7 +327,7 @@ def qr_texts_from_image(image: Any) -> list[str]:
 def qr_texts_from_file(data: bytes, *, is_pdf: bool) -> list[str]:
     """QR texts in an image file, or on page 1 of a PDF (rendered at ~300 dpi with pypdfium2)."""
     if is_pdf:
-        import pypdfium2
+        import pypdfium2  # lazy: optional (test extra); only rendering a PDF page to find its QR needs it
 
         document = pypdfium2.PdfDocument(data)
         try:
@@ -336,7 +335,7 @@ def qr_texts_from_file(data: bytes, *, is_pdf: bool) -> list[str]:
         finally:
             document.close()
     else:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, UnidentifiedImageError  # lazy: Pillow, only for reading QR codes from image files
 
         try:
             image = Image.open(io.BytesIO(data))

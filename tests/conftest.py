@@ -31,7 +31,7 @@ def make_test_pki(keys: Path):  # -> signing.pki.DevelopmentPki
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """``KETQUA_TEST_REQUIRE=softhsm,shared`` (CI) turns what would be skips into a failed run."""
+    """``KETQUA_TEST_REQUIRE=softhsm,shared,browser`` (CI) turns what would be skips into a failed run."""
     required = {w.strip() for w in os.environ.get("KETQUA_TEST_REQUIRE", "").split(",") if w.strip()}
     missing = []
     if "shared" in required and not shared.PRESENT:
@@ -41,6 +41,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
         if softhsm_library() is None:
             missing.append("SoftHSM2 is not installed (apt-get install softhsm2): the PKCS#11 tests would be skipped")
+    if "browser" in required and not all(Path(p).exists() for p in ("/usr/bin/chromium", "/usr/bin/chromedriver")):
+        missing.append("no system Chromium and chromedriver (apt-get install chromium chromium-driver): the console's browser tests would be skipped")
     if missing:
         pytest.exit("required by KETQUA_TEST_REQUIRE: " + "; ".join(missing), returncode=1)
 

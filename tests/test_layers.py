@@ -32,7 +32,7 @@ def _module_name(path: Path) -> str:
 #: "engine" is the small top level (errors, model, config, datadir, logs, metrics, files, ...).
 ENGINE_ROOMS = (
     "engine", "engine.rules", "engine.pooling", "engine.ledger", "engine.intake", "engine.results",
-    "engine.certificates", "engine.api", "engine.client", "engine.pipeline", "engine.cli",
+    "engine.certificates", "engine.api", "engine.console", "engine.client", "engine.pipeline", "engine.cli",
 )
 #: Where imports inside functions are the design: every command module is imported to build the parser,
 #: so each loads what its command needs only when it runs (``ketqua --help`` stays fast).

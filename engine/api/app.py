@@ -7,6 +7,8 @@ Routes (all under ``/v1``; every one except ``/v1/health`` needs a bearer token)
   per line) with ``Accept: application/x-ndjson``; the next cursor is then in the
   ``X-Next-Cursor`` header (and in a ``Link: rel="next"``), sent before the body.
 - ``GET /v1/results/{id}[?version=]``, ``…/certificate.pdf``, ``…/fhir``
+- ``GET /v1/results/{id}/proof``, ``/v1/log/checkpoint``, ``/v1/log/consistency``: the
+  transparency log (:mod:`engine.api.log`, docs/transparency.md)
 - ``GET /v1/keys`` (JWKS with ``x5c``), ``/v1/health``, ``/v1/metrics``, ``/v1/openapi.json``
 - ``GET /v1/$export`` → 202 + ``Content-Location`` of a job; see :mod:`engine.api.export`.
 
@@ -44,6 +46,7 @@ from engine import metrics
 from engine.api.cursor import decode_cursor, encode_cursor
 from engine.api.export import add_export_routes
 from engine.api.guard import _HTTP_LOGGER, guard
+from engine.api.log import add_log_routes
 from engine.api.openapi import document
 from engine.api.settings import ApiSettings, api_config
 from engine.api.state import (
@@ -260,6 +263,7 @@ def create_app(
     app.router.add_get("/v1/results/{id}", result_one)
     app.router.add_get("/v1/results/{id}/certificate.pdf", result_certificate)
     app.router.add_get("/v1/results/{id}/fhir", result_fhir)
+    add_log_routes(app)
     add_export_routes(app, state)
 
     async def _close(_: web.Application) -> None:

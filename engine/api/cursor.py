@@ -11,9 +11,7 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
 import re
-import secrets
 
 from engine.datadir import DataDir
 from engine.errors import ApiError
@@ -29,19 +27,7 @@ class CursorError(ApiError):
 
 def cursor_key(data: DataDir) -> bytes:
     """The HMAC key for cursors, created once per data folder (0600) so cursors survive restarts."""
-    path = data.keys / "api-cursor.key"
-    try:
-        key = path.read_bytes()
-        if len(key) >= 32:
-            return key
-    except FileNotFoundError:
-        pass
-    data.keys.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key)
-    return key
+    return data.secret_key("api-cursor.key")
 
 
 def encode_cursor(seq: int, key: bytes) -> str:

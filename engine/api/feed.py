@@ -40,14 +40,14 @@ def _needs_escape(rid: bytes, created: bytes, jws: bytes, hc1: bytes) -> bool:
 def _extend_items(rows: list[tuple[Any, ...]], out: list[bytes], sep: bytes) -> None:
     """Append the byte pieces of each row's item, each followed by ``sep``, to ``out`` (joined once by the caller)."""
     add = out.extend
-    for seq, rid, version, status, sup, by, created, payload, jws, hc1, cert in rows:
+    for seq, rid, version, status, sup, by, created, payload, jws, hc1, cert, leaf in rows:
         if _needs_escape(rid, created, jws, hc1):
-            add((_slow_item((seq, rid, version, status, sup, by, created, payload, jws, hc1, cert)), sep))
+            add((_slow_item((seq, rid, version, status, sup, by, created, payload, jws, hc1, cert, leaf)), sep))
             continue
         v = b"%d" % version
         base = b"/v1/results/" + rid
         add((
-            b'{"seq":%d,"id":"' % seq, rid, b'","version":', v, b',"status":"', status,
+            b'{"seq":%d,"log_index":' % seq, b"null" if leaf is None else b"%d" % leaf, b',"id":"', rid, b'","version":', v, b',"status":"', status,
             b'","supersedes":null' if sup is None else b'","supersedes":{"id":"%s","version":%d}' % (rid, sup),
             b',"superseded_by":null,"created_at":"' if by is None else b',"superseded_by":%d,"created_at":"' % by,
             created, b'","payload":', payload, b',"jws":"', jws, b'","hc1":"', hc1,
@@ -65,10 +65,10 @@ def _item(row: tuple[Any, ...]) -> bytes:
 
 
 def _slow_item(row: tuple[Any, ...]) -> bytes:
-    seq, rid, version, status, sup, by, created, payload, jws, hc1, cert = row
+    seq, rid, version, status, sup, by, created, payload, jws, hc1, cert, leaf = row
     d = lambda b: b.decode("utf-8")  # noqa: E731
     return item_json(
-        {"seq": seq, "id": d(rid), "version": version, "status": d(status),
+        {"seq": seq, "log_index": leaf, "id": d(rid), "version": version, "status": d(status),
          "supersedes": None if sup is None else {"id": d(rid), "version": sup}, "superseded_by": by,
          "created_at": d(created), "payload": d(payload), "jws": d(jws), "hc1": d(hc1),
          "certificate": None if cert is None else d(cert)}
@@ -80,6 +80,8 @@ def item_json(row: dict[str, Any]) -> str:
 
     ``payload`` is inserted verbatim: it is the canonical JSON the JWS signs,
     so a consumer may compare it byte for byte with the JWS payload.
+    ``log_index`` is the result's leaf in the transparency log (the leaf is the
+    JWS, so the index stays outside the signed payload).
     """
     rid = row["id"]
     version = int(row["version"])
@@ -88,8 +90,9 @@ def item_json(row: dict[str, Any]) -> str:
     by = row.get("superseded_by")
     base = "/v1/results/" + _quote(rid)[1:-1]
     cert = f',"certificate":"{base}/certificate.pdf?version={version}"' if row.get("certificate") else ""
+    leaf = row.get("log_index")
     return (
-        f'{{"seq":{int(row["seq"])},"id":{_quote(rid)},"version":{version},"status":{_quote(row["status"])},'
+        f'{{"seq":{int(row["seq"])},"log_index":{"null" if leaf is None else int(leaf)},"id":{_quote(rid)},"version":{version},"status":{_quote(row["status"])},'
         f'"supersedes":{sup_text},"superseded_by":{"null" if by is None else int(by)},'
         f'"created_at":{_quote(row["created_at"])},"payload":{row["payload"]},"jws":{_quote(row["jws"])},'
         f'"hc1":{_quote(row["hc1"])},"links":{{"self":"{base}?version={version}",'

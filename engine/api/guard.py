@@ -89,7 +89,7 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
     route = resource.canonical if resource is not None else "unmatched"
     principal: Principal | None = None
     try:
-        scope = ROUTE_SCOPES.get(route, "")
+        scope = None if route in state.public_routes else ROUTE_SCOPES.get(route, "")
         if request.content_length is not None and request.content_length > state.settings.max_request_bytes:
             response: web.StreamResponse = error_response(route, 413, "Request too large", "no endpoint of this API takes a request body")
         elif scope is None or resource is None:

@@ -55,9 +55,17 @@ _SCHEMAS: dict[str, Any] = {
     "Item": {
         "type": "object",
         "description": "One signed result version. `payload` is the canonical JSON (RFC 8785) that `jws` signs.",
-        "required": ["seq", "id", "version", "status", "supersedes", "superseded_by", "created_at", "payload", "jws", "hc1", "links"],
+        "required": [
+            "seq", "log_index", "id", "version", "status", "supersedes", "superseded_by", "created_at", "payload", "jws", "hc1", "links",
+        ],
         "properties": {
             "seq": {"type": "integer", "minimum": 1, "description": "ledger sequence number (feed order)"},
+            "log_index": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "description": "leaf index of this version in the transparency log (the leaf is the UTF-8 of `jws`); "
+                "outside the signed payload",
+            },
             "id": {"type": "string"},
             "version": {"type": "integer", "minimum": 1},
             "status": {"type": "string", "enum": ["POSITIVE", "NEGATIVE", "INCONCLUSIVE"]},
@@ -145,6 +153,23 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "InclusionProof": {
+        "type": "object",
+        "description": "RFC 9162 §2.1.3.1 audit path of the result's leaf, leaf level first",
+        "required": ["leaf_index", "tree_size", "hashes"],
+        "properties": {
+            "leaf_index": {"type": "integer", "minimum": 0},
+            "tree_size": {"type": "integer", "minimum": 1},
+            "hashes": {"type": "array", "items": {"$ref": "#/components/schemas/Hash"}},
+        },
+    },
+    "ConsistencyProof": {
+        "type": "object",
+        "description": "RFC 9162 §2.1.4.1 consistency proof (empty when from = to)",
+        "required": ["hashes"],
+        "properties": {"hashes": {"type": "array", "items": {"$ref": "#/components/schemas/Hash"}}},
+    },
+    "Hash": {"type": "string", "pattern": "^[A-Za-z0-9+/]{43}=$", "description": "SHA-256, standard base64"},
     "ExportKickoff": {
         "type": "object",
         "required": ["job", "status"],
@@ -283,6 +308,53 @@ _PATHS: dict[str, Any] = {
              "503": _problem("FHIR output not available in this build")},
             params=[_ID, _VERSION],
             op_id="getResultFhir",
+        )
+    },
+    "/v1/results/{id}/proof": {
+        "get": _op(
+            "Inclusion proof of one result version in the transparency log",
+            {"200": _json("Audit path", {"$ref": "#/components/schemas/InclusionProof"}),
+             "400": _problem("Bad version or tree_size (0, beyond the log, or not containing this result)"),
+             "404": _problem("No such result or version"),
+             "500": _problem("The log lost a subtree hash it needs")},
+            params=[
+                _ID, _VERSION,
+                {"name": "tree_size", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1},
+                 "description": "size of the checkpoint the proof is for; default the current log size"},
+            ],
+            op_id="getInclusionProof",
+        )
+    },
+    "/v1/log/checkpoint": {
+        "get": _op(
+            "The log's latest signed checkpoint (C2SP tlog-checkpoint in a signed note, signed with the lab's key)",
+            {"200": {"description": "Signed note", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            op_id="getCheckpoint",
+        )
+    },
+    "/v1/log/checkpoint/timestamp": {
+        "get": _op(
+            "The RFC 3161 time-stamp of a checkpoint's signed note (when the lab has a TSA)",
+            {"200": {"description": "A TimeStampResp (status granted) whose token's message imprint is SHA-256 of the note's bytes",
+                     "content": {"application/timestamp-reply": {"schema": {"type": "string", "format": "binary"}}}},
+             "400": _problem("Bad size"),
+             "404": _problem("No checkpoint of that size, or it has no time-stamp (no TSA configured)")},
+            params=[{"name": "size", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0},
+                     "description": "the checkpoint's tree size; default the newest checkpoint"}],
+            op_id="getCheckpointTimestamp",
+        )
+    },
+    "/v1/log/consistency": {
+        "get": _op(
+            "Consistency proof between two tree sizes of the log",
+            {"200": _json("Proof", {"$ref": "#/components/schemas/ConsistencyProof"}),
+             "400": _problem("Missing or bad from/to: need 0 < from ≤ to ≤ the log's size"),
+             "500": _problem("The log lost a subtree hash it needs")},
+            params=[
+                {"name": "from", "in": "query", "required": True, "schema": {"type": "integer", "minimum": 1}},
+                {"name": "to", "in": "query", "required": True, "schema": {"type": "integer", "minimum": 1}},
+            ],
+            op_id="getConsistencyProof",
         )
     },
     "/v1/keys": {

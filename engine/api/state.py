@@ -37,6 +37,10 @@ ROUTE_SCOPES: dict[str, str | None] = {
     "/v1/results/{id}": "read:results",
     "/v1/results/{id}/certificate.pdf": "read:results",
     "/v1/results/{id}/fhir": "read:results",
+    "/v1/results/{id}/proof": "read:results",
+    "/v1/log/checkpoint": "read:results",
+    "/v1/log/checkpoint/timestamp": "read:results",
+    "/v1/log/consistency": "read:results",
     "/v1/$export": "read:results",
     "/v1/exports/{job}": "read:results",
     "/v1/exports/{job}/{name}": "read:results",
@@ -63,6 +67,16 @@ _STATE = web.AppKey("ketqua_api_state", object)
 PRINCIPAL: Any = web.RequestKey("ketqua_principal", Principal) if hasattr(web, "RequestKey") else "ketqua_principal"
 
 
+class CheckpointCache:
+    """The newest signed checkpoint note the API gave out and its tree size (see :mod:`engine.api.log`)."""
+
+    def __init__(self) -> None:
+        self.size = -1
+        self.note = b""
+        self.origin: str | None = None
+        self.lock = asyncio.Lock()  # one signature at a time; concurrent requests share it
+
+
 class ApiState:
     """What handlers share: the ledger connection, tokens, cursor key, limits, rate buckets."""
 
@@ -81,6 +95,9 @@ class ApiState:
         self._counts: dict[str, Any] | None = None
         self._counts_at = 0.0
         self._counts_task: asyncio.Future | None = None
+        #: Route templates mounted beside the API that authenticate their own users (the console's sessions).
+        self.public_routes: set[str] = set()
+        self.checkpoints = CheckpointCache()
 
     def close(self) -> None:
         self.tokens.close()
@@ -181,3 +198,8 @@ def _state(request: web.Request) -> ApiState:
 def api_state(app: web.Application) -> ApiState:
     """The shared state of an app made by :func:`create_app` (for the export module and tests)."""
     return app[_STATE]  # type: ignore[return-value]
+
+
+def add_public_routes(app: web.Application, templates: list[str]) -> None:
+    """Routes mounted on the API app that check their own sessions (the console): the bearer guard lets them through."""
+    api_state(app).public_routes.update(templates)

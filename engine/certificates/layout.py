@@ -152,6 +152,9 @@ ISSUE_ROWS = {
     "signer": Row(205, "Người ký / Signed by"),
     "correction": Row(189, "Lý do đính chính / Correction"),
 }
+#: The result's leaf in the lab's transparency log: one small line at the foot of the issue column.
+LOG_LINE = (MARGIN + 12, 110.0)  # x, y
+LOG_LABEL = "Nhật ký minh bạch / Transparency log"
 RESULT_BOX = (MARGIN, 300.0, PAGE_WIDTH - 2 * MARGIN, 78.0)  # x, y, width, height
 QR_BOX = (392.0, 104.0, 161.0)  # x, y, side (points), quiet zone included
 STATIC_VALUES = {

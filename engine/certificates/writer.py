@@ -8,7 +8,7 @@ and the signer. A certificate signed with the development key says so across
 the page.
 
 Throughput comes from doing the constant work once per process
-(:class:`~engine.certificate_layout.CertificateTemplate`, the parsed key and
+(:class:`~engine.certificates.layout.CertificateTemplate`, the parsed key and
 the CMS template in :class:`~signing.pades.PadesSigner`) and spreading whole
 batches over a process pool (:class:`CertificateWriter`).
 """
@@ -39,7 +39,10 @@ from engine.certificates.layout import (
     ISSUE_RIGHT,
     ISSUE_ROWS,
     ISSUE_VALUE_X,
+    LOG_LABEL,
+    LOG_LINE,
     MARGIN,
+    MUTED,
     PAGE_HEIGHT,
     PAGE_WIDTH,
     PERSON_ROWS,
@@ -229,6 +232,10 @@ def certificate_lines(result: dict[str, Any], *, signer_name: str) -> dict[str, 
     correction = result.get("correction")
     if correction:
         lines["correction"] = correction.get("reason") or "—"
+    # Not part of the signed payload (the log's leaf is the JWS): the ledger row's index, added by the caller.
+    log_index = result.get("log_index")
+    if isinstance(log_index, int) and not isinstance(log_index, bool):
+        lines["log_index"] = f"{LOG_LABEL}: #{log_index}"
     return lines
 
 
@@ -294,6 +301,9 @@ def _page(
                     ops.append(t(line, MARGIN + 12, row.y - 11 * k, size=8.5, rgb=ALERT, max_width=width))
             continue
         ops.append(t(lines[key], ISSUE_VALUE_X, row.y, size=9.5, rgb=INK, max_width=issue_width))
+    if "log_index" in lines:
+        lx, ly = LOG_LINE
+        ops.append(t(lines["log_index"], lx, ly, size=8, rgb=MUTED, max_width=ISSUE_RIGHT - lx))
     # The QR: one image, scaled so the symbol plus its quiet zone fills the box.
     modules = qr_modules(hc1)
     qx, qy, side = QR_BOX

@@ -19,6 +19,19 @@ the last ``seq`` written and the byte size of ``results.ndjson`` at that
 moment. Items are appended, fsynced, then the state is replaced atomically.
 After a crash, bytes past the recorded size are cut off and the page is
 fetched again from its cursor; items with ``seq`` ≤ the recorded one are skipped.
+
+The transparency log (docs/transparency.md). The client rebuilds the lab's log
+from what it pulls: item *k* must carry ``log_index`` *k* (the feed holds every
+leaf, in order), and its JWS is leaf *k*. ``state.json`` keeps the frontier of
+that tree (its size and log₂ n subtree hashes) and the last signed checkpoint
+it verified. Before a batch of items is written, it fetches the lab's current
+checkpoint, checks its signature with the lab's key (the trusted JWKS
+certificates), checks it extends the trusted one (consistency proof), and
+checks that the tree of every result pulled so far is the start of the signed
+tree (one consistency proof from its own size): that proves the inclusion of
+every result of the batch in one request (:mod:`engine.client.transparency`). A failure is :class:`ForkDetected`;
+the batch is not written, and the conflicting note is kept as ``DIR/fork.note``
+beside the trusted one in ``state.json``.
 """
 
 from __future__ import annotations
@@ -42,18 +55,26 @@ import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from engine.client.transparency import (
+    batch_leaf_hashes,
+    check_head,
+    open_lab_checkpoint,
+)
 from engine.errors import ApiError, VerificationError
 from engine.files import write_atomically
 from engine.results.payloads import NDJSON
 from signing.dcc import same_uvci, test_entry
+from signing.errors import ForkDetected, ProofError
 from signing.jwk import b64url, jwk_public_key
 from signing.jws import verify_compact
 from signing.keys import certificate_kid
+from signing.merkle import CompactRange, ConsistencyProof, b64, b64_hash
 from signing.trust import validate_chain
 from signing.verify import verify_hc1
 
 RESULTS_FILE = "results.ndjson"
 STATE_FILE = "state.json"
+FORK_FILE = "fork.note"
 
 
 @dataclass
@@ -65,6 +86,9 @@ class PullState:
     last_seq: int = 0  # last seq written to results.ndjson
     size: int = 0  # bytes of results.ndjson that are committed
     count: int = 0  # items written
+    checkpoint: str | None = None  # the last signed checkpoint note verified (the log's trusted head)
+    log_size: int = 0  # leaves of the log written to results.ndjson (= their count: the feed holds every leaf)
+    log_frontier: list[str] | None = None  # base64 subtree hashes of those leaves (signing.merkle.CompactRange)
 
 
 @dataclass
@@ -244,6 +268,7 @@ class PullClient:
         self.workers = max(1, workers)
         self._lock: Any = None
         self._pool: ProcessPoolExecutor | None = None
+        self._taken = 0  # last seq verified in the current page (written or pending)
 
     # ----------------------------------------------------------- lifecycle
     async def __aenter__(self) -> "PullClient":
@@ -355,6 +380,8 @@ class PullClient:
         resp = await self._get("/v1/results", params=params, headers={"Accept": NDJSON})
         written = 0
         skipped = 0
+        pending: list[tuple[int, bytes]] = []
+        self._taken = self.state.last_seq
         async with resp:
             next_cursor = resp.headers.get("X-Next-Cursor")
             more = resp.headers.get("X-More") == "true"
@@ -366,33 +393,38 @@ class PullClient:
                     buffer += chunk
                     lines = buffer.split(b"\n")
                     buffer = lines.pop()
-                    w, s = await self._take(lines)
-                    written += w
-                    skipped += s
+                    skipped += await self._take(lines, pending)
+                    if len(pending) >= self.checkpoint_items:
+                        written += await self._commit(pending)
             except aiohttp.ClientPayloadError as exc:
-                self._checkpoint()  # keep what was verified; the page is fetched again from its start
+                await self._commit(pending)  # keep what was verified; the page is fetched again from its start
                 raise ApiError(f"{self.url}: the feed stream broke off ({exc}); run again to resume") from exc
             if buffer.strip():
-                w, s = await self._take([buffer])
-                written += w
-                skipped += s
+                skipped += await self._take([buffer], pending)
+        written += await self._commit(pending)
+        if not written and self.verify:
+            await self._check_log([])  # nothing new: still check the lab's head extends the trusted one (a witness)
         self.state.cursor = next_cursor
         self._checkpoint()
         self.skipped_total += skipped
         return written, more
 
-    async def _take(self, lines: list[bytes]) -> tuple[int, int]:
-        """Verify and append complete lines in order; returns (written, skipped as already held)."""
+    async def _take(self, lines: list[bytes], pending: list[tuple[int, bytes]]) -> int:
+        """Verify complete lines in order and add them to ``pending``; returns how many were skipped as already held.
+
+        At the first line that fails, what was verified before it is written
+        (after the log check) and the failure is raised: nothing after it is written.
+        """
         fresh: list[tuple[int, bytes]] = []
         skipped = 0
-        last = self.state.last_seq
+        last = self._taken
         for line in lines:
             line = line.rstrip(b"\r")
             if not line.strip():
                 continue
             seq = _seq_of(line)
             if seq is None:
-                self._checkpoint()
+                await self._commit(pending + fresh)
                 raise ApiError(f"{self.url}: a feed line is not a result item: {line[:60]!r}")
             if seq <= last:
                 skipped += 1
@@ -406,18 +438,69 @@ class PullClient:
                 # The lab may have rotated its signer: fetch the JWKS again (through the same trust check) once.
                 await self.load_keys()
                 failures = await self._verify([line for _, line in fresh])
-        written = 0
-        for (seq, line), failure in zip(fresh, failures):
+        for i, failure in enumerate(failures):
             if failure is not None:
-                self._checkpoint()  # everything before the bad item stays; nothing after it is written
+                pending += fresh[:i]
+                await self._commit(pending)  # everything before the bad item stays; nothing after it is written
                 raise failure
+        pending += fresh
+        self._taken = last
+        return skipped
+
+    async def _commit(self, pending: list[tuple[int, bytes]]) -> int:
+        """Check the log for the verified lines in ``pending``, append them, save the state; empties ``pending``."""
+        if not pending:
+            return 0
+        frontier = await self._check_log([line for _, line in pending]) if self.verify else None
+        for seq, line in pending:
             self._results.write(line + b"\n")
             self.state.last_seq = seq
             self.state.count += 1
-            written += 1
-            if self.state.count % self.checkpoint_items == 0:
-                self._checkpoint()
-        return written, skipped
+        if frontier is not None:
+            self.state.log_size = frontier.size
+            self.state.log_frontier = [b64(h) for h in frontier.hashes]
+        n = len(pending)
+        pending.clear()
+        self._checkpoint()
+        return n
+
+    # ----------------------------------------------------------- transparency log
+    def _frontier(self) -> CompactRange:
+        """The saved frontier of the leaves written so far."""
+        try:
+            hashes = tuple(b64_hash(h, f"{STATE_FILE}: log_frontier") for h in self.state.log_frontier or [])
+            return CompactRange(self.state.log_size, hashes)
+        except (ProofError, ValueError) as exc:
+            raise ApiError(f"{self.out / STATE_FILE} is damaged ({exc}); move the folder aside and pull again") from exc
+
+    async def _check_log(self, lines: list[bytes]) -> CompactRange:
+        """Prove that the lines are the next leaves of the lab's signed log; the frontier including them.
+
+        Raises :class:`ForkDetected` (after keeping the conflicting note) when the lab's
+        log does not extend the trusted checkpoint or does not hold exactly what was pulled.
+        """
+        frontier, _ = self._frontier().extend(batch_leaf_hashes(lines, self.state.log_size))
+        resp = await self._get("/v1/log/checkpoint")
+        async with resp:
+            note = (await resp.read()).decode("utf-8", "replace")
+        assert self.keys is not None
+        cp = open_lab_checkpoint(note, self.keys.signers, self.state.checkpoint, source=f"{self.url}/v1/log/checkpoint")
+        try:
+            await check_head(cp, self.state.checkpoint, frontier, self._consistency)
+        except ForkDetected as exc:
+            write_atomically(self.out / FORK_FILE, note.encode("utf-8"))
+            raise ForkDetected(
+                f"{exc}. Nothing after the fork was written; the conflicting checkpoint is in {self.out / FORK_FILE}, "
+                f"the trusted one in {self.out / STATE_FILE}: together they are the evidence"
+            ) from exc
+        self.state.checkpoint = note
+        return frontier
+
+    async def _consistency(self, old: int, new: int) -> tuple[bytes, ...]:
+        resp = await self._get(f"/v1/log/consistency?from={old}&to={new}")
+        async with resp:
+            body = await resp.json(content_type=None)
+        return ConsistencyProof.from_json(body, source=f"{self.url}/v1/log/consistency").hashes
 
     async def _verify(self, lines: list[bytes]) -> list[VerificationError | None]:
         """Verification outcome per line: in this process, or spread over the worker pool."""

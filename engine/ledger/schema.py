@@ -151,9 +151,48 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER events_no_delete BEFORE DELETE ON events
         BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
     """,
+    # 2: the transparency log (docs/transparency.md). Each result row gets its leaf
+    # index; rows committed before this version get theirs on the first writable
+    # open (engine.ledger.log.backfill: hashing needs code, not SQL).
+    """
+    ALTER TABLE results ADD COLUMN log_index INTEGER;
+    CREATE UNIQUE INDEX results_log_index ON results(log_index) WHERE log_index IS NOT NULL;
+    CREATE INDEX results_unlogged ON results(seq) WHERE log_index IS NULL;
+    CREATE TRIGGER results_log_index_fixed BEFORE UPDATE OF log_index ON results WHEN OLD.log_index IS NOT NULL
+        BEGIN SELECT RAISE(ABORT, 'a result keeps its transparency log index'); END;
+
+    -- Perfect-subtree hashes of the Merkle tree: (level, idx) covers leaves
+    -- [idx * 2^level, (idx + 1) * 2^level); level 0 holds the leaf hashes.
+    CREATE TABLE log_nodes (
+        level INTEGER NOT NULL,
+        idx   INTEGER NOT NULL,
+        hash  BLOB NOT NULL,
+        PRIMARY KEY (level, idx)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER log_nodes_no_update BEFORE UPDATE ON log_nodes
+        BEGIN SELECT RAISE(ABORT, 'the transparency log is append-only'); END;
+    CREATE TRIGGER log_nodes_no_delete BEFORE DELETE ON log_nodes
+        BEGIN SELECT RAISE(ABORT, 'the transparency log is append-only'); END;
+
+    -- Every signed tree head given out (one per size): the lab's own record of what it signed.
+    CREATE TABLE log_checkpoints (
+        size       INTEGER PRIMARY KEY,
+        root       BLOB NOT NULL,
+        note       TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    """,
+    # 3: one RFC 3161 time-stamp token per checkpoint (when a TSA is configured): the DER
+    # TimeStampToken over SHA-256 of the signed note's bytes.
+    """
+    ALTER TABLE log_checkpoints ADD COLUMN timestamp BLOB;
+    """,
 ]
 
 #: Every column of ``results``, in the order the store's result dicts are built from.
-RESULT_COLUMNS = "seq, id, version, specimen_id, status, payload, jws, hc1, certificate, supersedes, superseded_by, reason, run_id, created_at"
+RESULT_COLUMNS = (
+    "seq, id, version, specimen_id, status, payload, jws, hc1, certificate, supersedes, superseded_by, reason, run_id, created_at,"
+    " log_index"
+)
 #: The columns a feed item is assembled from (:mod:`engine.ledger.feed_rows`), in that order.
-FEED_COLUMNS = "seq, id, version, status, supersedes, superseded_by, created_at, payload, jws, hc1, certificate"
+FEED_COLUMNS = "seq, id, version, status, supersedes, superseded_by, created_at, payload, jws, hc1, certificate, log_index"

@@ -25,7 +25,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import engine.ledger.log as tlog
 from engine.errors import LedgerError
+from engine.ledger.migrate import apply_migrations
 from engine.ledger.records import ConflictError, PlateCommit, SignedResult, utc_now
 from engine.ledger.schema import (
     FILE_KINDS,
@@ -34,6 +36,8 @@ from engine.ledger.schema import (
     RESULT_COLUMNS,
     SPECIMEN_FIELDS,
 )
+from signing.errors import LogError
+from signing.merkle import consistency_proof, inclusion_proof, root_hash
 
 
 class Ledger:
@@ -65,8 +69,19 @@ class Ledger:
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open the ledger {path}: {exc}") from exc
         ledger = cls(conn, path)
+        version = ledger.schema_version
+        if readonly and 0 < version < len(MIGRATIONS):  # 0: being created; the caller says so
+            conn.close()
+            raise LedgerError(
+                f"the ledger {path} has schema version {version}, older than this ketqua ({len(MIGRATIONS)}): "
+                "start `ketqua run` (or `ketqua ingest`) once to migrate it"
+            )
         if not readonly:
             ledger._migrate()
+            try:
+                tlog.backfill(conn)  # results committed before the log existed (schema 1) become its first leaves
+            except (sqlite3.Error, LogError) as exc:
+                raise LedgerError(f"logging the existing results of {path} in the transparency log failed: {exc}") from exc
         return ledger
 
     def close(self) -> None:
@@ -80,21 +95,7 @@ class Ledger:
 
     def _migrate(self) -> None:
         current = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if current > len(MIGRATIONS):
-            raise LedgerError(
-                f"the ledger {self.path} has schema version {current}, newer than this ketqua ({len(MIGRATIONS)}); upgrade ketqua"
-            )
-        for version in range(current, len(MIGRATIONS)):
-            # executescript runs the whole step inside our own BEGIN…COMMIT, so a
-            # failed step leaves the ledger at the previous version, never half-migrated.
-            try:
-                self.conn.executescript(
-                    f"BEGIN IMMEDIATE;\n{MIGRATIONS[version]}\nPRAGMA user_version={version + 1};\nCOMMIT;"
-                )
-            except sqlite3.Error as exc:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                raise LedgerError(f"migrating the ledger {self.path} to version {version + 1} failed: {exc}") from exc
+        apply_migrations(self.conn, self.path, MIGRATIONS, current, record=lambda n: f"PRAGMA user_version={n};", what="schema")
 
     @property
     def schema_version(self) -> int:
@@ -298,6 +299,8 @@ class Ledger:
                 self._event("manifest", sha256, rows=len(rows), specimens=len(upserts), corrections=len(corrections))
         except sqlite3.IntegrityError as exc:
             raise ConflictError(f"manifest {sha256[:12]}: {exc}") from exc
+        except LogError as exc:
+            raise LedgerError(f"manifest {sha256[:12]}: its corrections cannot be logged: {exc}") from exc
         return seqs
 
     def _select_in(self, sql: str, values: Sequence[Any], chunk: int = 900) -> Iterator[sqlite3.Row]:
@@ -413,7 +416,7 @@ class Ledger:
                 )
         except sqlite3.IntegrityError as exc:
             raise ConflictError(f"plate {plate.source}: {exc}") from exc
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, LogError) as exc:
             raise LedgerError(f"committing plate {plate.source} failed: {exc}") from exc
         return seqs
 
@@ -421,10 +424,16 @@ class Ledger:
         """Insert result rows (inside the caller's transaction) and mark the versions they supersede."""
         if not results:
             return []
+        # The leaves go in first, in this same transaction: a rollback takes both away, and each row
+        # is inserted with its leaf index, so the log never lags or skips (engine.ledger.log).
+        first = tlog.append_leaves(self.conn, [r.jws for r in results])
         self.conn.executemany(
-            "INSERT INTO results(id, version, specimen_id, status, run_id, payload, jws, hc1, supersedes, reason, created_at)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            [(r.id, r.version, r.specimen_id, r.status, r.run_id, r.payload, r.jws, r.hc1, r.supersedes, r.reason, now) for r in results],
+            "INSERT INTO results(id, version, specimen_id, status, run_id, payload, jws, hc1, supersedes, reason, created_at,"
+            " log_index) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (r.id, r.version, r.specimen_id, r.status, r.run_id, r.payload, r.jws, r.hc1, r.supersedes, r.reason, now, first + i)
+                for i, r in enumerate(results)
+            ],
         )
         # One statement inside this connection's write transaction (the only writer): AUTOINCREMENT
         # hands out consecutive seqs, so they are the last n up to last_insert_rowid().
@@ -446,6 +455,39 @@ class Ledger:
             f"SELECT {RESULT_COLUMNS} FROM results WHERE certificate IS NULL ORDER BY seq LIMIT ?", (limit,)
         ).fetchall()
         return [_result_dict(r) for r in rows]
+
+    # ------------------------------------------------------------------ transparency log (reads)
+    def log_size(self) -> int:
+        """Leaves in the transparency log (every signed result version so far)."""
+        return tlog.SqliteHashStore(self.conn).tree_size()
+
+    def log_root(self, size: int) -> bytes:
+        """Root hash of the log's first ``size`` leaves (``LogError`` beyond the log)."""
+        return root_hash(tlog.SqliteHashStore(self.conn), size)
+
+    def log_inclusion(self, index: int, size: int) -> list[bytes]:
+        """RFC 9162 audit path of leaf ``index`` in the tree of ``size`` leaves, from stored subtree hashes."""
+        return inclusion_proof(tlog.SqliteHashStore(self.conn), index, size)
+
+    def log_consistency(self, old_size: int, new_size: int) -> list[bytes]:
+        """RFC 9162 consistency proof from ``old_size`` to ``new_size`` leaves."""
+        return consistency_proof(tlog.SqliteHashStore(self.conn), old_size, new_size)
+
+    def latest_checkpoint(self) -> dict[str, Any] | None:
+        """The newest stored signed checkpoint (``size``, ``root``, ``note``, ``created_at``), or None."""
+        return tlog.latest_checkpoint(self.conn)
+
+    def store_checkpoint(self, size: int, root: bytes, note: str) -> str:
+        """Keep a signed checkpoint; the note kept for that size (an earlier one wins) is returned."""
+        return tlog.store_checkpoint(self.conn, size, root, note, utc_now())
+
+    def checkpoint_timestamp(self, size: int | None = None) -> tuple[int, str, bytes | None] | None:
+        """(size, note, RFC 3161 token or None) of a stored checkpoint (the newest when ``size`` is None)."""
+        return tlog.checkpoint_timestamp(self.conn, size)
+
+    def store_timestamp(self, size: int, token: bytes) -> None:
+        """Keep the RFC 3161 token over the checkpoint of ``size`` (the first one kept stays)."""
+        tlog.store_timestamp(self.conn, size, token)
 
     # ------------------------------------------------------------------ results (reads)
     def latest_versions(self, specimen_ids: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -52,10 +52,9 @@ from engine.pipeline.plate import (
     PlateJob,
     PlateOutcome,
     process_plate,
-    sign_corrections,
     warm_up,
 )
-from engine.results.signed import corrected_payload, correction_reason, utc_instant
+from engine.results.signed import corrected_payload, correction_reason, sign_corrections, utc_instant
 from engine.results.signer import load_signer_spec, load_timestamper
 from parsers import incomplete
 from signing.pades import DevelopmentTimeStamper
@@ -156,7 +155,18 @@ class Engine:
             lab=self.config.lab,
             default_assay=self.config.default_assay,
             hc1_validity_days=self.config.hc1_validity_days,
+            release=self.release_of(file_row),
         )
+
+    def release_of(self, file_row: dict[str, Any]) -> tuple[str, ...]:
+        """How this plate's results are released: automatically, held for review, or released by a reviewer (ledger event)."""
+        if self.config.release != "review":
+            return ("auto",)
+        released = self.ledger.events(kind="released", file=file_row["sha256"])
+        if not released:
+            return ("review",)
+        detail = released[-1]["detail"]
+        return ("review", str(detail["by"]), str(detail["at"]))
 
     # ------------------------------------------------------------------ backfill intake
     def ingest_paths(self, paths: Iterable[str | os.PathLike[str]], progress: Callable[[int, int], None] | None = None,
@@ -305,7 +315,8 @@ class Engine:
             return Applied.WAITING
         assert outcome.commit is not None
         try:
-            seqs = self.ledger.commit_plate(outcome.commit)
+            # Held for review: decisions and retests committed, nothing signed, the file waits (state "parsed").
+            seqs = self.ledger.commit_plate(outcome.commit, state="parsed" if outcome.kind is PlateKind.HELD else "done")
         except ConflictError as exc:
             log.info("recompute", file=outcome.source, why=str(exc))
             return Applied.CONFLICT
@@ -324,7 +335,8 @@ class Engine:
     def pending_certificates(self, limit: int) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
         """Up to ``limit`` committed results that lack a certificate, and the (payload, HC1) items to render."""
         pending = self.ledger.pending_certificates(limit)
-        return pending, [(json.loads(r["payload"]), r["hc1"]) for r in pending]
+        # The log index rides beside the payload (it is not signed in it: the log's leaf is the JWS).
+        return pending, [({**json.loads(r["payload"]), "log_index": r["log_index"]}, r["hc1"]) for r in pending]
 
     def record_certificates(self, pending: list[dict[str, Any]], paths: list[Path]) -> int:
         """Note the written PDFs in the ledger; refuses a writer answer that does not match the batch."""

@@ -15,6 +15,7 @@ class PlateKind(StrEnum):
     """What a worker found for one analyzer file."""
 
     COMMIT = "commit"  # decided and signed: commit it
+    HELD = "held"  # decided, signed nothing: the plate waits for a reviewer's release ([results] release = "review")
     WAITING = "waiting"  # some pools are in no manifest yet
     BAD = "bad"  # the file itself is wrong: quarantine it
     TRANSIENT = "transient"  # the machine failed (I/O, a token): try again later

@@ -47,6 +47,7 @@ from engine.model import (
 )
 from engine.pipeline.outcomes import PlateKind, Refusal
 from engine.pooling import decode, design_from_manifest, generate
+from engine.results.signer import open_signer
 from engine.results.signed import (
     build_payload,
     ct_value,
@@ -74,6 +75,9 @@ class PlateJob:
     lab: Lab
     default_assay: str = "taqpath"
     hc1_validity_days: int = 365
+    #: ``("auto",)``; ``("review",)`` = decide only, sign nothing until a reviewer releases the plate;
+    #: ``("review", reviewer, released_at)`` = released: sign, with the reviewer's name and time in the payload.
+    release: tuple[str, ...] = ("auto",)
 
 
 @dataclass
@@ -95,16 +99,8 @@ class PlateOutcome:
         return self.commit.results if self.commit else []
 
 
-# Per-worker-process caches: a signer (key loaded once, or one token session) and a ledger reader.
-_signers: dict[Any, Any] = {}
+# Per-worker-process cache of ledger readers (the signer's is engine.results.signer.open_signer).
 _readers: dict[str, Ledger] = {}
-
-
-def _signer(spec: Any) -> Any:
-    signer = _signers.get(spec)
-    if signer is None:
-        signer = _signers[spec] = spec.open()
-    return signer
 
 
 def _reader(path: str) -> Ledger:
@@ -247,7 +243,7 @@ def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: A
     issued_at = utc_instant(job.received_at)
     instrument = " ".join(x for x in (meta.get("instrument"), meta.get("serial") and f"SN {meta['serial']}") if x) or None
     latest = ledger.latest_versions(list(design.specimen_ids))
-    signer = _signer(job.signer_spec)
+    signer = open_signer(job.signer_spec)
     # Specimen → its pools for the whole plate in one pass over the incidence matrix (row-major
     # nonzero: specimens in order, each one's pools ascending, as a per-specimen column scan gives).
     spec_of, pool_of = np.nonzero(np.asarray(design.incidence, dtype=bool).T)
@@ -264,6 +260,8 @@ def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: A
     n_retests = len(retests)
     decisions: list[dict[str, Any]] = []
     results: list[SignedResult] = []
+    held = job.release == ("review",)
+    release = release_member(job.release)
     for i, (sid, code) in enumerate(zip(design.specimen_ids, np.asarray(decoding.outcome).tolist())):
         word = words[code]
         pools_i = pool_names[bounds[i]:bounds[i + 1]]
@@ -288,7 +286,7 @@ def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: A
                 "evidence": detail,
             }
         )
-        if word not in signed_words:
+        if word not in signed_words or held:
             continue
         prev = latest.get(sid)
         if prev is not None and prev["run_id"] == job.run_id:
@@ -324,6 +322,7 @@ def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: A
                 "pools": pool_ev,
                 "ct": dict(deciding["ct"]) if deciding else {},
             },
+            release=release,
         )
         canonical, jws, hc1 = sign_payload(payload, signer, hc1_validity_days=job.hc1_validity_days)
         results.append(SignedResult(rid, version, sid, word, job.run_id, canonical, jws, hc1, supersedes,
@@ -339,16 +338,11 @@ def _decode_and_sign(job: PlateJob, wells: pa.Table, tubes: pa.Table, profile: A
         results=results,
         manifest_generation=generation,
     )
-    return PlateOutcome(job.run_id, job.source, PlateKind.COMMIT, commit=commit)
+    return PlateOutcome(job.run_id, job.source, PlateKind.HELD if held else PlateKind.COMMIT, commit=commit)
 
 
-def sign_corrections(items: list[dict[str, Any]], signer_spec: Any, hc1_validity_days: int) -> list[SignedResult]:
-    """Sign correction versions (worker-side): items carry ``payload`` (the new version's dict) and ``run_id``."""
-    signer = _signer(signer_spec)
-    out = []
-    for item in items:
-        payload = item["payload"]
-        canonical, jws, hc1 = sign_payload(payload, signer, hc1_validity_days=hc1_validity_days)
-        out.append(SignedResult(payload["id"], payload["version"], payload["specimen"]["id"], payload["outcome"], item["run_id"],
-                                canonical, jws, hc1, payload["supersedes"]["version"], payload["correction"]["reason"]))
-    return out
+def release_member(release: tuple[str, ...]) -> dict[str, str]:
+    """The payload's ``release``: the rule that released the result, and under review who and when."""
+    if len(release) >= 3:
+        return {"rule": release[0], "by": release[1], "at": release[2]}
+    return {"rule": release[0]}

@@ -9,9 +9,11 @@ plates in a worker finish and commit, queued ones stay ``received`` for the next
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 try:
@@ -19,9 +21,13 @@ try:
 except ImportError:  # pragma: no cover - not installed where uvloop has no wheel (Windows)
     uvloop = None  # type: ignore[assignment]
 
+from aiohttp import web
+
 from engine import metrics, stopping
 from engine.api.app import create_app
 from engine.api.app import serve as api_serve
+from engine.console.mount import add_console
+from engine.datadir import DataDir
 from engine.logs import log
 from engine.pipeline.engine import DUPLICATES, FILES, Engine
 from engine.pipeline.outcomes import Applied
@@ -30,6 +36,13 @@ from engine.pipeline.plate import process_plate
 WAITING = metrics.gauge("ketqua_plates_waiting_manifest", "Plates waiting for their pool manifest")
 LATENCY = metrics.histogram("ketqua_plate_latency_seconds", "Plate receipt to signed results committed")
 QUEUE = metrics.gauge("ketqua_plate_queue_depth", "Plates queued or in flight")
+
+
+def server_app(data: DataDir, ledger_path: str | os.PathLike[str] | None = None) -> web.Application:
+    """What ``ketqua run`` serves: the pull API, with the lab console mounted under ``/console/``."""
+    app = create_app(data, ledger_path)
+    add_console(app, data, Path(ledger_path) if ledger_path is not None else data.ledger)
+    return app
 
 
 class Service:
@@ -188,7 +201,7 @@ async def serve(engine: Engine, *, port: int | None = 8080, host: str = "127.0.0
         service.stop.set()
     runner = None
     if port is not None:
-        runner = await api_serve(create_app(engine.data, engine.data.ledger), host=host, port=port)
+        runner = await api_serve(server_app(engine.data, engine.data.ledger), host=host, port=port)
         log.info("api", url=f"http://{host}:{port}/v1/health")
     engine.executor()  # fork the workers (warmed up) before the first plate arrives
     workers = [asyncio.create_task(service.work()) for _ in range(max(2, 2 * max(1, engine.workers)))]

@@ -88,6 +88,10 @@ RESULT_FIELDS: dict[str, tuple[str, ...]] = {
     "evidence.ct": ("object",),
     "correction": ("object", "null"),
     "correction.reason": ("string",),
+    "release": ("object",),
+    "release.rule": ("string",),
+    "release.by": ("string",),
+    "release.at": ("string",),
 }
 
 #: Fields a result must carry (the rest may be absent in older or partial payloads).

@@ -18,8 +18,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.config import Lab
+from engine.ledger.records import SignedResult
 from engine.model import PERSON_FIELDS
 from engine.results.payloads import SCHEMA
+from engine.results.signer import open_signer
 from signing.canonical import canonical_json
 from signing.dcc import test_entry
 from signing.hc1 import sign_hc1
@@ -88,9 +90,10 @@ def build_payload(
     test: Mapping[str, Any],
     evidence: Mapping[str, Any],
     correction: str | None = None,
+    release: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The result object of docs/interfaces.md (sign its canonical JSON)."""
-    return {
+    """The result object of docs/interfaces.md (sign its canonical JSON); ``release`` as docs/payload.md says."""
+    payload = {
         "schema": SCHEMA,
         "id": id,
         "version": version,
@@ -109,6 +112,9 @@ def build_payload(
         "evidence": dict(evidence),
         "correction": {"reason": correction} if correction else None,
     }
+    if release is not None:
+        payload["release"] = dict(release)
+    return payload
 
 
 def corrected_payload(previous: Mapping[str, Any], specimen: Mapping[str, Any], *, reason: str, issued_at: str) -> dict[str, Any]:
@@ -152,3 +158,18 @@ def sign_payload(payload: Mapping[str, Any], signer: Any, *, hc1_validity_days: 
 def _hc1_window(issued_at: str, days: int) -> tuple[datetime, datetime]:
     """(issued, expires) of an HC1; every result of a plate shares its issued_at, so this is parsed once."""
     return parse_instant(issued_at), expiry(issued_at, days)
+
+
+def sign_corrections(items: list[dict[str, Any]], signer_spec: Any, hc1_validity_days: int) -> list[SignedResult]:
+    """Sign correction versions: each item carries ``payload`` (the new version's dict) and ``run_id``.
+
+    Used by the pipeline (a corrected manifest) and the console (a person's record corrected by hand).
+    """
+    signer = open_signer(signer_spec)
+    out = []
+    for item in items:
+        payload = item["payload"]
+        canonical, jws, hc1 = sign_payload(payload, signer, hc1_validity_days=hc1_validity_days)
+        out.append(SignedResult(payload["id"], payload["version"], payload["specimen"]["id"], payload["outcome"], item["run_id"],
+                                canonical, jws, hc1, payload["supersedes"]["version"], payload["correction"]["reason"]))
+    return out

@@ -49,3 +49,15 @@ def load_timestamper(data: DataDir) -> "TimeStamperLike | None":
         return timestamper_from_config(section or {}, data.keys, source=source)
     except SignerConfigError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+# One opened signer per spec and process: a key file is read once, a token gets one session.
+_signers: dict[SignerSpec, Any] = {}
+
+
+def open_signer(spec: SignerSpec) -> Any:
+    """The process's opened signer for ``spec`` (worker processes each open their own)."""
+    signer = _signers.get(spec)
+    if signer is None:
+        signer = _signers[spec] = spec.open()
+    return signer

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pypdf
 from cryptography import x509
 
 from engine.cli.main import main
@@ -18,6 +20,7 @@ from engine.errors import VerificationError
 from engine.ledger.sqlite import Ledger
 from engine.pipeline.engine import Engine
 from signing.jws import verify_compact
+from signing.merkle import MemoryHashStore, MerkleLog
 
 SEED = 7
 
@@ -107,3 +110,17 @@ def test_replaying_the_same_inbox_adds_no_result(demo: dict[str, Any]) -> None:
         after = ledger.counts()
     assert after["results"] == before["results"] and after["last_seq"] == before["last_seq"]
     assert list(data.inbox.rglob("*.*")) == []
+
+
+def test_every_result_is_logged_and_its_certificate_names_its_leaf(demo: dict[str, Any]) -> None:
+    """The demo's results are leaves 0..n-1 in seq order, each JWS the leaf, each PDF printing its own index."""
+    with Ledger.open(demo["data"].ledger, readonly=True) as ledger:
+        rows = ledger.results()
+        size, root = ledger.log_size(), ledger.log_root(len(rows))
+    assert [r["log_index"] for r in rows] == list(range(len(rows))) and size == len(rows)
+    ref = MerkleLog(MemoryHashStore())
+    ref.append(r["jws"].encode() for r in rows)
+    assert root == ref.root()
+    for row in rows[:3]:
+        text = pypdf.PdfReader(io.BytesIO(Path(row["certificate"]).read_bytes())).pages[0].extract_text()
+        assert f"Transparency log: #{row['log_index']}" in text

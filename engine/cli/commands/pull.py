@@ -16,7 +16,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         description=(
             "Pulls the result feed from the saved cursor (DIR/state.json), verifies every JWS and HC1, and "
             "appends each result exactly once. With --trust, the server's signing keys must chain to that CA; "
-            "without it, the keys the server publishes are trusted as published (trust on first use)."
+            "without it, the keys the server publishes are trusted as published (trust on first use). "
+            "It also checks the lab's transparency log: the signed checkpoint (lab's key), its consistency with "
+            "the last one verified (kept in DIR/state.json) and that every result pulled is in it. A fork (the "
+            "lab rewrote or forked its history) stops the pull with nothing written and the evidence in DIR/fork.note."
         ),
     )
     p.add_argument("--url", required=True, help="base URL of the lab's API, e.g. https://lab.example:8443")

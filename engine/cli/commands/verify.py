@@ -7,6 +7,13 @@ the text itself. Trust (``--trust``): PEM/DER certificates (a CA, or the signer
 certificate itself), or the lab's JWK Set as published at ``/v1/keys`` (each
 key's x5c certificate is trusted as published). Exit status: 0 valid,
 1 invalid (the reason is printed), 2 the input or trust roots cannot be used.
+
+With ``--proof FILE --checkpoint FILE`` (a JWS or JSON result only), it also
+checks offline that the result is in the lab's transparency log: the
+checkpoint (``GET /v1/log/checkpoint``) must be signed by a key given in
+``--trust``/``--cert`` (the lab's signer certificate or its ``/v1/keys`` JWKS;
+``<data>/keys/signer.pem`` by default) and the inclusion proof
+(``GET /v1/results/{id}/proof?tree_size=N``) must lead from the JWS to its root.
 """
 
 from __future__ import annotations
@@ -55,6 +62,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="verification time (default now): HC1 expiry and certificate validity are checked then")
     p.add_argument("--payload", metavar="FILE", help="payload file of a detached JWS (header..signature)")
     p.add_argument("--json", action="store_true", help="print one JSON object per checked signature")
+    p.add_argument("--proof", metavar="FILE",
+                   help="inclusion proof JSON of the result (GET /v1/results/{id}/proof); needs --checkpoint")
+    p.add_argument("--checkpoint", metavar="FILE",
+                   help="signed checkpoint of the lab's transparency log (GET /v1/log/checkpoint) the proof is for")
     p.set_defaults(func=run)
 
 
@@ -102,6 +113,19 @@ def run(args: argparse.Namespace) -> int:
         checks = _plan(raw, label, detached)
     except _Unusable as exc:
         return _unusable(str(exc))
+    log_check: tuple[Any, bytes] | None = None
+    if args.proof or args.checkpoint:
+        if not (args.proof and args.checkpoint):
+            return _unusable("--proof and --checkpoint go together: the proof is checked against the checkpoint's root")
+        jws = [item for kind, item, _ in checks if kind == "jws"]
+        if not jws:
+            return _unusable(f"{label}: --proof needs a JWS or a JSON result (the log's leaf is the result's JWS)")
+        try:
+            log_check = (_read_json(args.proof), Path(args.checkpoint).read_bytes())
+        except OSError as exc:
+            return _unusable(f"{exc.filename}: cannot be read ({exc.strerror})")
+        except _Unusable as exc:
+            return _unusable(str(exc))
 
     status = EXIT_VALID
     for kind, item, extra in checks:
@@ -125,7 +149,71 @@ def run(args: argparse.Namespace) -> int:
                 from signing.verify import describe
 
                 print("\n".join(describe(report)))
+    if log_check is not None:
+        jws = next(item for kind, item, _ in checks if kind == "jws")
+        log_index = _log_index(raw)
+        if _check_log(jws, log_index, *log_check, trust, candidates, json_out=args.json) != EXIT_VALID:
+            status = EXIT_INVALID
     return status
+
+
+def _read_json(path: str) -> Any:
+    text = Path(path).read_bytes()
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise _Unusable(f"{path}: not valid JSON ({exc})") from exc
+
+
+def _log_index(raw: bytes) -> int | None:
+    """The ``log_index`` a JSON result (feed item) carries, if any."""
+    try:
+        obj = json.loads(raw.decode("utf-8-sig"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    index = obj.get("log_index") if isinstance(obj, dict) else None
+    return index if isinstance(index, int) and not isinstance(index, bool) else None
+
+
+def _check_log(jws: str, log_index: int | None, proof_obj: Any, note: bytes, trust: "TrustSet", candidates: list,
+               *, json_out: bool) -> int:
+    """Check offline that ``jws`` is a leaf of the log at the signed checkpoint; print the outcome."""
+    from engine.errors import SigningError, VerificationError
+    from signing.checkpoint import NoteVerifier, open_checkpoint, verify_included
+    from signing.jwk import jwk_public_key
+    from signing.merkle import InclusionProof, b64
+
+    try:
+        proof = InclusionProof.from_json(proof_obj, source="--proof")
+        origin = note.decode("utf-8", "replace").split("\n", 1)[0]
+        keys = [c.public_key() for c in [*trust.roots, *candidates]] + [k for k in map(jwk_public_key, trust.bare_keys) if k is not None]
+        verifiers = []
+        for key in keys:
+            try:
+                verifiers.append(NoteVerifier.from_public_key(origin, key))
+            except (VerificationError, SigningError):
+                continue  # an RSA key cannot sign notes
+        if not verifiers:
+            raise VerificationError("no key given by --trust/--cert can verify a checkpoint", reason="unknown-key")
+        checkpoint = open_checkpoint(note, verifiers, source="--checkpoint")
+        if log_index is not None and log_index != proof.leaf_index:
+            raise VerificationError(
+                f"the result says it is leaf {log_index}, the proof is for leaf {proof.leaf_index}", reason="size-mismatch"
+            )
+        verify_included(jws.encode("utf-8"), proof, checkpoint)
+    except VerificationError as exc:
+        if json_out:
+            print(json.dumps({"kind": "log", "valid": False, "reason": exc.reason, "message": str(exc)}, ensure_ascii=False))
+        else:
+            print(f"NOT IN THE LOG ({exc.reason}): {exc}")
+        return EXIT_INVALID
+    if json_out:
+        print(json.dumps({"kind": "log", "valid": True, "origin": checkpoint.origin, "leaf_index": proof.leaf_index,
+                          "tree_size": checkpoint.size, "root": b64(checkpoint.root_hash)}))
+    else:
+        print(f"IN THE LOG {checkpoint.origin}: leaf {proof.leaf_index} of the signed tree of {checkpoint.size} "
+              f"(root {b64(checkpoint.root_hash)})")
+    return EXIT_VALID
 
 
 class _Unusable(Exception):

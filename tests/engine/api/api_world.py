@@ -112,12 +112,12 @@ class ServerThread:
 
     _DEFAULT = ApiSettings(rate_per_s=10_000, burst=10_000, token_refresh_s=0.0)
 
-    def __init__(self, world: World, settings: ApiSettings | None = _DEFAULT, ssl_context: Any = None) -> None:
-        """``settings=None`` takes them from the data folder's ketqua.toml, as ``ketqua run`` does."""
+    def __init__(self, world: World, settings: ApiSettings | None = _DEFAULT, ssl_context: Any = None, port: int = 0) -> None:
+        """``settings=None`` takes them from the data folder's ketqua.toml, as ``ketqua run`` does; ``port=0`` picks one."""
         self.world = world
         self.settings = settings
         self.ssl_context = ssl_context
-        self.port = 0
+        self.port = port
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._main, daemon=True)
@@ -131,7 +131,7 @@ class ServerThread:
         asyncio.set_event_loop(loop)
         try:
             app = create_app(self.world.data, self.world.ledger_path, settings=self.settings)
-            self.runner = loop.run_until_complete(serve(app, "127.0.0.1", 0, ssl_context=self.ssl_context))
+            self.runner = loop.run_until_complete(serve(app, "127.0.0.1", self.port, ssl_context=self.ssl_context))
             self.port = self.runner.addresses[0][1]
         except BaseException as exc:  # surfaced by start()
             self.error = exc

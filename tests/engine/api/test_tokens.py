@@ -1,4 +1,4 @@
-"""Tests of engine.tokens and `ketqua tokens`: hashed storage, scopes, revocation, authentication."""
+"""Tests of engine.api.tokens and `ketqua tokens`: hashed storage, scopes, revocation, authentication."""
 
 from __future__ import annotations
 

@@ -583,3 +583,25 @@ def test_memory_stays_flat_over_many_certificates(pades: PadesSigner) -> None:
     gc.collect()
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert after - before < 16 * 1024, f"max RSS grew by {(after - before) / 1024:.1f} MiB over 1500 certificates"
+
+
+# -- transparency log -----------------------------------------------------------------------------
+
+
+def test_the_log_index_is_printed_when_the_ledger_gives_it() -> None:
+    """The ledger row's log index (beside the payload, not in it) is one line; without it there is none."""
+    with_index = page_lines(render_certificate(result(log_index=41), HC1, signer_name="ketqua DEV", development=False))
+    assert "Nhật ký minh bạch / Transparency log: #41" in with_index
+    without = page_text(render_certificate(result(), HC1, signer_name="ketqua DEV", development=False))
+    assert "Transparency log" not in without
+
+
+def test_the_log_line_stays_clear_of_a_long_correction() -> None:
+    """A corrected version with a four-line reason still shows both the reason's last words and the log line."""
+    reason = "Sửa ngày sinh theo CCCD; " * 8 + "cuối cùng"
+    lines = page_lines(render_certificate(
+        result(version=2, supersedes={"id": "r-0d5c2a9e7b41f386", "version": 1}, correction={"reason": reason}, log_index=7),
+        HC1, signer_name="ketqua DEV", development=False,
+    ))
+    assert "Nhật ký minh bạch / Transparency log: #7" in lines
+    assert any(line.endswith("cuối cùng") for line in lines)

@@ -42,7 +42,7 @@ def resources(bundle: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_docs_document_every_field_and_only_those() -> None:
-    """docs/payload.md's field table lists exactly the fields engine.payloads.RESULT_FIELDS knows, with the same types."""
+    """docs/payload.md's field table lists exactly the fields engine.results.payloads.RESULT_FIELDS knows, with the same types."""
     rows = re.findall(r"^\| `([^`]+)` \| ([a-z ]+) \|", DOCS.read_text(encoding="utf-8"), flags=re.M)
     documented = {name: tuple(kind.split(" or ")) for name, kind in rows}
     assert documented == RESULT_FIELDS
