@@ -32,13 +32,7 @@ def load_signer_spec(data: DataDir) -> SignerSpec:
     The development PKI is created on first use, so a fresh data folder can sign
     (every artefact then says DEVELOPMENT).
     """
-    config, source = read_config_file(data)
-    section = (config or {}).get("signing")
-    if production_signer(section) and "lab" not in (config or {}):
-        raise ConfigError(
-            f"{source}: [signing] names a production key but there is no [lab] section, so production results would say"
-            " DEVELOPMENT (lab 'VN-DEV-LAB'); add [lab] id, name and licence (docs/operations.md)"
-        )
+    section, source = _signing_section(data)
     try:
         return signer_spec_from_table(section, data.root, data.keys, source=source)
     except SignerConfigError as exc:
@@ -88,7 +82,7 @@ def open_signer(spec: SignerSpec) -> Any:
     return signer
 
 
-def check_signer(spec: SignerSpec) -> None:
+def check_signer(spec: SignerSpec, *, lab_configured: bool = True) -> None:
     """Open the signer once before any work (``ketqua run``/``demo``/``ingest``), so a wrong PIN, passphrase or
     key path stops the command at start with one message instead of failing every plate later.
 
@@ -101,6 +95,14 @@ def check_signer(spec: SignerSpec) -> None:
     except PinRefused as exc:
         _refused[spec] = exc
         raise
-    close = getattr(signer, "close", None)
-    if close is not None:
-        close()
+    try:
+        if not signer.development and not lab_configured:
+            raise ConfigError(
+                f"the signer {signer.certificate.subject.rfc4514_string()} is a production key but ketqua.toml has no [lab]"
+                " section, so production results would say DEVELOPMENT (lab 'VN-DEV-LAB'); add [lab] id, name and licence"
+                " (docs/operations.md)"
+            )
+    finally:
+        close = getattr(signer, "close", None)
+        if close is not None:
+            close()

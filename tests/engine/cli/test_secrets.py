@@ -77,9 +77,62 @@ def test_wrong_pin_stops_demo_at_start_with_one_login_attempt(
     assert status == 1 and logins == ["login"]
 
 
-def test_production_signer_without_lab_is_refused(softhsm_signer: SoftHsmSigner, tmp_path: Path) -> None:  # noqa: F811
-    """[signing] naming a token but no [lab]: refused before anything runs, saying results would say DEVELOPMENT."""
+def _production_key(folder: Path) -> tuple[Path, Path]:
+    """A P-256 key (0600) and a self-signed certificate without the DEVELOPMENT mark, valid over the pinned window."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from tests.conftest import PKI_NOT_AFTER, PKI_NOT_BEFORE
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Lab result signer")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(PKI_NOT_BEFORE).not_valid_after(PKI_NOT_AFTER).sign(key, hashes.SHA256()))
+    key_path, cert_path = folder / "signer.key", folder / "signer.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+def test_production_signer_without_lab_is_refused(tmp_path: Path) -> None:
+    """A production key but no [lab]: refused before any plate, saying results would say DEVELOPMENT;
+    the demo made no development key beside it."""
+    key, cert = _production_key(tmp_path)
     data = DataDir.at(tmp_path / "data").create()
-    data.config.write_text(_token_config(softhsm_signer, lab=False), encoding="utf-8")
+    data.config.write_text(f'[signing]\nkey = "{key}"\ncertificate = "{cert}"\n', encoding="utf-8")
     status, _, err = _cli("demo", "--workers", "0", "--no-certificates", "--data", str(data.root))
     assert status == 1 and "[lab]" in err and "DEVELOPMENT" in err
+    assert not (data.keys / "ca.pem").exists()
+    data.config.write_text(LAB + f'[signing]\nkey = "{key}"\ncertificate = "{cert}"\n', encoding="utf-8")
+    status, out, err = _cli("demo", "--workers", "0", "--no-certificates", "--data", str(data.root))
+    assert status == 0 and "signed" in out, err
+
+
+def test_world_readable_passphrase_file_is_refused_group_readable_warned(tmp_path: Path) -> None:
+    """A passphrase file at 0644 is refused naming the file and `chmod 600`; at 0640 it is used with a warning."""
+    from cryptography.hazmat.primitives import serialization
+
+    from signing.errors import SignerConfigError
+    from signing.keys import SignerSpec, check_private_file
+    from tests.conftest import make_test_pki
+
+    pki = make_test_pki(tmp_path / "keys")
+    secret = tmp_path / "passphrase"
+    secret.write_bytes(b"correct horse\n")
+    key = serialization.load_pem_private_key(pki.signer_key.read_bytes(), None)
+    encrypted = tmp_path / "signer.key"
+    encrypted.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.BestAvailableEncryption(b"correct horse")))
+    encrypted.chmod(0o600)
+    spec = SignerSpec(kind="file", key=str(encrypted), certificate=str(pki.signer_cert), passphrase_file=str(secret))
+    secret.chmod(0o644)
+    with pytest.raises(SignerConfigError, match=f"chmod 600 {secret}"):
+        spec.open()
+    secret.chmod(0o640)
+    assert spec.open().certificate is not None
+    encrypted.chmod(0o604)
+    with pytest.raises(SignerConfigError, match="signing key file"):
+        check_private_file(encrypted, "signing key file")
