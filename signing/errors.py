@@ -1,9 +1,11 @@
 """The errors of signing and verifying, owned here so ``signing/`` never imports the engine.
 
     SigningError                a key, certificate, token or time-stamp authority cannot sign
-    └── SignerConfigError       the signer's settings name something missing or wrong
-                                (no key path, an unset passphrase variable, an unreadable
-                                certificate file, no such token or key label)
+    ├── SignerConfigError       the signer's settings name something missing or wrong
+    │                           (no key path, an unset passphrase variable, an unreadable
+    │                           certificate file, no such token or key label)
+    └── PinRefused              the token refused the PIN (incorrect, locked, wrong length):
+                                fatal, never retried, lest the token lock
     VerificationError           a signature, chain or signed payload does not verify (carries ``reason``)
     ├── NoteError               a signed note or checkpoint is malformed (``bad-note``, ``bad-checkpoint``)
     ├── NoteSignatureError      no trusted key signed the note, or a trusted key's signature fails
@@ -30,6 +32,15 @@ class SigningError(Exception):
 
 class SignerConfigError(SigningError):
     """The ``[signing]`` settings (or what they name: key file, secret source, token) are missing or wrong."""
+
+
+class PinRefused(SigningError):
+    """The token refused the configured PIN (CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_PIN_LEN_RANGE, ...).
+
+    Fatal for signing: every further attempt with the same PIN counts against the
+    token's retry limit, and USB tokens lock after a few. Nobody may retry it
+    automatically; an operator fixes the PIN source and restarts.
+    """
 
 
 class VerificationError(Exception):

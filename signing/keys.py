@@ -34,7 +34,9 @@ holding only ``tsa``/``tsa_url`` keeps the development signer.
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
@@ -133,6 +135,7 @@ class SignerSpec:
                 raise SignerConfigError(f"the {what} is to come from environment variable {env}, which is not set")
             return value.encode("utf-8")
         if path:
+            check_private_file(path, f"{what} file")
             try:
                 return Path(path).read_bytes().rstrip(b"\r\n")
             except OSError as exc:
@@ -155,6 +158,7 @@ class SignerSpec:
         if not self.key:
             raise SignerConfigError("[signing] kind = 'file' needs key = '<path of the key file>'")
         key_path = Path(self.key)
+        check_private_file(key_path, "signing key file")
         try:
             raw = key_path.read_bytes()
         except OSError as exc:
@@ -181,6 +185,25 @@ class SignerSpec:
         if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
             raise SigningError(f"{key_path}: unsupported key type (expected EC P-256 or RSA)")
         return FileKeySigner(key, cert, order_chain(cert, chain), source=str(key_path))
+
+
+_log = logging.getLogger("ketqua.signing")
+
+
+def check_private_file(path: str | os.PathLike[str], what: str) -> None:
+    """Refuse a key, passphrase or PIN file every user may read; warn when its group may.
+
+    The engine reports the warning through the ``ketqua`` logger; a missing file is
+    left to the reader, whose message says so.
+    """
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return
+    if mode & 0o004:
+        raise SignerConfigError(f"the {what} {path} can be read by every user on this machine (mode {mode:04o}); run: chmod 600 {path}")
+    if mode & 0o040:
+        _log.warning(f"the {what} {path} can be read by its group (mode {mode:04o}); run: chmod 600 {path}")
 
 
 def _load_private_key(raw: bytes, password: bytes | None, path: Path) -> object:

@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from signing.errors import SignerConfigError, SigningError
+from signing.errors import PinRefused, SignerConfigError, SigningError
 from signing.signer import CertifiedSigner, load_certificates, order_chain, same_public_key
 
 # python-pkcs11 initialises a module once per process; loading it again fails.
@@ -124,10 +124,15 @@ def open_pkcs11_signer(
         # token cannot re-check the PIN now, so compare with the one that
         # succeeded (kept only as a keyed hash) lest a wrong PIN ride along.
         if _LOGINS.get((module, token)) != _pin_tag(pin):
-            raise SigningError(f"{source}: the PIN was refused") from None
+            raise PinRefused(f"{source}: the PIN was refused (it differs from the one this process logged in with)") from None
         session = slot_token.open()
-    except pkcs11.PinIncorrect as exc:
-        raise SigningError(f"{source}: the PIN was refused") from exc
+    except (pkcs11.PinIncorrect, pkcs11.PinLenRange, pkcs11.PinInvalid) as exc:
+        raise PinRefused(
+            f"{source}: the PIN was refused ({type(exc).__name__}); signing stopped and will not retry it"
+            " (tokens lock after a few wrong PINs): fix the PIN source, check the token's retry counter, restart"
+        ) from exc
+    except (pkcs11.PinLocked, pkcs11.PinExpired) as exc:
+        raise PinRefused(f"{source}: the token's PIN is {type(exc).__name__[3:].lower()}; unlock it with the SO PIN, then restart") from exc
     except pkcs11.PKCS11Error as exc:
         raise SigningError(f"{source}: cannot log in ({type(exc).__name__})") from exc
     _LOGINS[(module, token)] = _pin_tag(pin)

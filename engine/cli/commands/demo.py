@@ -21,11 +21,17 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def run(args: argparse.Namespace) -> int:
     from engine.datadir import DataDir
     from engine.demo import manifest_csv, quantstudio_text, simulate_plate
+    from engine.config import read_config_file
     from engine.files import write_atomically
+    from engine.results.signer import production_signer
     from signing.pki import ensure_development_pki
 
-    # The demo's data folder always has the development PKI (keys/ca.pem is what `ketqua verify` trusts by default).
-    ensure_development_pki(DataDir.at(args.data).create().keys)
+    data = DataDir.at(args.data).create()
+    config, _ = read_config_file(data)
+    # A demo's data folder has the development PKI (keys/ca.pem is what `ketqua verify` trusts by default),
+    # unless the lab configured its production signer: then no development key is made beside it.
+    if not production_signer((config or {}).get("signing")):
+        ensure_development_pki(data.keys)
     engine = open_engine(args)
     data = engine.data
     try:

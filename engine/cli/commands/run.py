@@ -18,10 +18,18 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
 
 def open_engine(args: argparse.Namespace) -> "Engine":
     """The pipeline on ``--data`` (created if new) with the options of :func:`add_pipeline_options`."""
+    from engine.config import Lab
     from engine.datadir import DataDir
     from engine.pipeline.engine import Engine
+    from engine.results.signer import check_signer
 
-    return Engine(DataDir.at(args.data).create(), workers=args.workers, certificates=not args.no_certificates)
+    engine = Engine(DataDir.at(args.data).create(), workers=args.workers, certificates=not args.no_certificates)
+    try:
+        check_signer(engine.signer_spec, lab_configured=engine.config.lab != Lab())  # a refused PIN or passphrase stops here, once, before any plate
+    except BaseException:
+        engine.close()
+        raise
+    return engine
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

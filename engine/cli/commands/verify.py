@@ -131,7 +131,13 @@ def run(args: argparse.Namespace) -> int:
     for kind, item, extra in checks:
         try:
             reports = _check(kind, item, extra, trust, candidates, args.at)
-        except VerificationError as exc:
+        except Exception as exc:  # pyHanko raises its own types for an untrusted root: one line, never a traceback
+            if not isinstance(exc, VerificationError):
+                exc = VerificationError(
+                    f"cannot validate against the given trust roots ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'});"
+                    " pass --trust with the lab's CA certificate (and the TSA's CA for a time-stamped PDF)",
+                    reason="untrusted-chain",
+                )
             status = EXIT_INVALID
             if args.json:
                 print(json.dumps({"kind": kind, "valid": False, "reason": exc.reason, "message": str(exc)}, ensure_ascii=False))
