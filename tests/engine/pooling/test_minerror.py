@@ -3,7 +3,7 @@
 Test vector: Shental et al., "Efficient high-throughput SARS-CoV-2 testing to detect
 asymptomatic carriers", Sci. Adv. 2020 — the authors' repository github.com/NoamShental/PBEST
 (commit f7ffebe, April 2020): ExpData/pooling384_48_by_sample.txt (the Reed–Solomon 384×48
-design, copied as tests/data/pbest_384x48_by_sample.txt) and ExpData/ExpTwoCarriersResults.xlsx
+design, copied as tests/data/designs/pbest_384x48_by_sample.txt) and ExpData/ExpTwoCarriersResults.xlsx
 (the Ct of each of the 48 pools; 0 = not detected), transcribed below.
 """
 
@@ -26,7 +26,7 @@ TWO_CARRIERS_CT = {6: 29.88, 8: 32.04, 15: 29.81, 20: 32.3, 21: 30.13, 27: 33.45
 
 
 def published_design():
-    return load_design((DATA / "pbest_384x48_by_sample.txt").read_text(encoding="utf-8"), source="pooling384_48_by_sample.txt")
+    return load_design((DATA / "designs" / "pbest_384x48_by_sample.txt").read_text(encoding="utf-8"), source="pooling384_48_by_sample.txt")
 
 
 def published_plate(design):
