@@ -62,6 +62,7 @@ def collect(data: "DataDir", *, now: datetime) -> dict[str, Any]:
         "now": _iso(now),
         "inbox": _inbox(data.inbox, settings, now, lock_holder(data)),
         "plates_waiting_manifest": [],
+        "plates_waiting_release": [],
         "pools_waiting_plate": [],
         "quarantined": [],
         "parked": [],
@@ -226,7 +227,13 @@ def _from_ledger(ledger: "Ledger", data: "DataDir", settings: "IntakeSettings", 
             "created_at": first["created_at"],
             "age_seconds": _seconds(_age(first["created_at"], now)),
         }
-    return {"plates_waiting_manifest": plates, "pools_waiting_plate": pools, "quarantined": quarantined, "parked": parked, "retests": retests}
+    # [results] release = "review": decided, nothing signed, until a reviewer releases the plate in the console.
+    held = [
+        {"name": row["name"], "sha256": row["sha256"], "decided_at": row["updated_at"],
+         "age_seconds": _seconds(_age(row["updated_at"], now))}
+        for row in ledger.files(["parsed"], kind="analyzer")
+    ]
+    return {"plates_waiting_manifest": plates, "plates_waiting_release": held, "pools_waiting_plate": pools, "quarantined": quarantined, "parked": parked, "retests": retests}
 
 
 def _iso(moment: datetime) -> str:
@@ -300,6 +307,12 @@ def render(snapshot: dict[str, Any]) -> str:
             f" ({_examples(p['missing_pools'], p['missing'])}); quarantined in {human_age(p['quarantine_in_seconds'])} unless one arrives"
             for p in plates
         ],
+    )
+    held = snapshot["plates_waiting_release"]
+    section(
+        "Plates waiting for a reviewer's release ([results] release = \"review\"; release them in the console)",
+        held,
+        [f"{h['name']}  decided {human_age(h['age_seconds'])} ago; nothing signed yet" for h in held],
     )
     pools = snapshot["pools_waiting_plate"]
     by_manifest: dict[str, list[dict[str, Any]]] = {}

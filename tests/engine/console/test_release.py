@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from engine.cli.commands.status import collect as status_collect
+from engine.cli.commands.status import render as status_render
 from engine.config import read_config_file
 from engine.console import console_state
 from engine.errors import ConfigError
@@ -50,6 +53,9 @@ def test_held_plate_signs_nothing_until_a_reviewer_releases_it(review_world: Con
         plate = next(f for f in ledger.files(kind="analyzer"))
         assert plate["state"] == "parsed" and ledger.results() == [] and ledger.open_retests()
         assert ledger.conn.execute("SELECT count(*) FROM specimen_decisions").fetchone()[0] == len(review_world.plate.expected)
+    snapshot = status_collect(data, now=datetime(2026, 11, 29, 3, 0, tzinfo=UTC))
+    assert [p["name"] for p in snapshot["plates_waiting_release"]] == ["plate.txt"]  # `ketqua status` says what waits
+    assert "Plates waiting for a reviewer's release" in status_render(snapshot) and "plate.txt  decided" in status_render(snapshot)
 
     async def go() -> None:
         async with console_client(review_world) as client:
