@@ -230,7 +230,9 @@ def test_normalise_wells_property(wells: list[tuple[int, int, str, str, bool]]) 
     assert text.normalise_wells(written).to_pylist() == [f"{chr(65 + r)}{c}" for r, c, _, _, _ in wells]
 
 
-_CELL = st.text(alphabet=st.characters(blacklist_characters="\t\r\n\"\x00", blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp")), min_size=1, max_size=8)
+# U+FEFF is left out: a byte-order mark inside a cell (Excel re-saves leave them) is removed on purpose,
+# so a cell of nothing but one reads as empty, as it did before the reader was split.
+_CELL = st.text(alphabet=st.characters(blacklist_characters="\t\r\n\"\x00\ufeff", blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp")), min_size=1, max_size=8)
 
 
 @given(st.lists(st.lists(_CELL, min_size=1, max_size=5), min_size=1, max_size=20))
