@@ -230,8 +230,8 @@ def test_normalise_wells_property(wells: list[tuple[int, int, str, str, bool]]) 
     assert text.normalise_wells(written).to_pylist() == [f"{chr(65 + r)}{c}" for r, c, _, _, _ in wells]
 
 
-# U+FEFF is left out: a byte-order mark inside a cell (Excel re-saves leave them) is removed on purpose,
-# so a cell of nothing but one reads as empty, as it did before the reader was split.
+# U+FEFF is left out: the reader drops a byte-order mark where it meets one, so a cell of nothing but
+# U+FEFF reads as empty (so it did before parsers/text.py was split; no instrument writes one as data).
 _CELL = st.text(alphabet=st.characters(blacklist_characters="\t\r\n\"\x00\ufeff", blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp")), min_size=1, max_size=8)
 
 
