@@ -178,6 +178,8 @@ def test_incomplete_records_link_to_their_correction(world: ConsoleWorld) -> Non
             await log_in(client, "tech")
             html = await (await client.get("/console/incomplete")).text()
             assert world.name_specimen in html and "Số CCCD/CMND" in html and "#f-national_id" in html
+            title = html.split("<title>", 1)[1].split("</title>", 1)[0]
+            assert "<" not in title and html.count('id="flagged"') == 1  # the record checks once, in the page body
 
     run(go())
 
